@@ -1,0 +1,62 @@
+# pgrelay: `make demo` and `make test` do everything on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PG_CONFIG ?= pg_config
+PG_BINDIR := $(shell $(PG_CONFIG) --bindir 2>/dev/null)
+PG_SHAREDIR := $(shell $(PG_CONFIG) --sharedir 2>/dev/null)
+PG_OS_USER ?= postgres
+VERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" sql/pgrelay.control)
+PY := $(VENV)/bin/python
+export PGRELAY_PG_BINDIR := $(PG_BINDIR)
+export PGRELAY_PG_OS_USER := $(PG_OS_USER)
+
+.PHONY: help test demo bench-sql install-extension check-postgres venv clean
+
+help:
+	@echo "make demo               run the demo on a throwaway PostgreSQL cluster"
+	@echo "make test               install everything into $(VENV) and run the tests"
+	@echo "make bench-sql          pgbench the SQL hot path against plain-SQL baselines"
+	@echo "make install-extension  copy pgrelay into $(PG_SHAREDIR)/extension (CREATE EXTENSION pgrelay)"
+
+check-postgres:
+	@if [ -z "$(PG_BINDIR)" ] || [ ! -x "$(PG_BINDIR)/pg_ctl" ] || [ ! -x "$(PG_BINDIR)/postgres" ]; then \
+	  echo "error: PostgreSQL server binaries not found (pg_config --bindir gave '$(PG_BINDIR)')." >&2; \
+	  echo "Install the PostgreSQL 15 server: apt-get install postgresql-15 (Debian/Ubuntu)," >&2; \
+	  echo "brew install postgresql@15 (macOS), or point PG_CONFIG=/path/to/pg_config at an installed one." >&2; \
+	  exit 1; \
+	fi
+	@if [ "$$(id -u)" = 0 ] && ! id -u "$(PG_OS_USER)" >/dev/null 2>&1; then \
+	  echo "creating OS user $(PG_OS_USER) to own throwaway clusters (initdb refuses to run as root)"; \
+	  useradd --system --no-create-home "$(PG_OS_USER)"; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: check-postgres venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: check-postgres venv
+	$(PY) examples/demo.py
+
+bench-sql: check-postgres venv
+	$(PY) bench/sql_bench.py $(BENCH_ARGS)
+
+install-extension:
+	@test -n "$(PG_SHAREDIR)" || { echo "error: pg_config not found; set PG_CONFIG" >&2; exit 1; }
+	install -d "$(PG_SHAREDIR)/extension"
+	install -m 644 sql/pgrelay.control "$(PG_SHAREDIR)/extension/pgrelay.control"
+	install -m 644 sql/pgrelay.sql "$(PG_SHAREDIR)/extension/pgrelay--$(VERSION).sql"
+	@for f in sql/pgrelay--*--*.sql; do \
+	  [ -e "$$f" ] || continue; install -m 644 "$$f" "$(PG_SHAREDIR)/extension/"; echo "installed $$f"; \
+	done
+	@echo "installed pgrelay $(VERSION) into $(PG_SHAREDIR)/extension: CREATE EXTENSION pgrelay;"
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

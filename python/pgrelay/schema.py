@@ -1,0 +1,149 @@
+"""Install and upgrade the pgrelay schema from the SQL files (the single source of truth).
+
+``sql/pgrelay.sql`` installs the current version; ``sql/pgrelay--A--B.sql`` upgrade one version to
+the next; ``sql/pgrelay.control`` names the current version. A wheel carries them as
+``pgrelay/sql``; a source checkout reads them from the repository's ``sql/`` folder.
+
+``migrate`` runs in one transaction under an advisory lock, so a second run, or two at once,
+changes nothing and succeeds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+
+import asyncpg
+
+from .errors import SchemaError
+
+__all__ = ["MigrationResult", "installed_version", "migrate", "schema_version", "sql_files"]
+
+# pg_advisory_xact_lock key shared by every pgrelay installer: the bytes of "pgrelay".
+ADVISORY_LOCK_KEY = int.from_bytes(b"pgrelay", "big")
+
+_UPGRADE_RE = re.compile(r"^pgrelay--(\d+\.\d+\.\d+)--(\d+\.\d+\.\d+)\.sql$")
+
+
+def sql_files() -> Traversable:
+    """The folder holding pgrelay.control, pgrelay.sql and the upgrade scripts."""
+    packaged = resources.files("pgrelay") / "sql"
+    if packaged.is_dir():
+        return packaged
+    checkout = Path(__file__).resolve().parents[2] / "sql"
+    if checkout.is_dir():
+        return checkout
+    raise SchemaError("pgrelay's SQL files are missing from this installation; reinstall the package")
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def schema_version() -> str:
+    """The schema version this package installs (default_version in pgrelay.control)."""
+    control = (sql_files() / "pgrelay.control").read_text(encoding="utf-8")
+    match = re.search(r"^default_version\s*=\s*'([^']+)'", control, re.MULTILINE)
+    if not match:
+        raise SchemaError("pgrelay.control has no default_version")
+    return match.group(1)
+
+
+def upgrade_path(start: str, target: str) -> list[str]:
+    """The upgrade scripts leading from ``start`` to ``target``, shortest chain first."""
+    edges: dict[str, list[tuple[str, str]]] = {}
+    for entry in sql_files().iterdir():
+        match = _UPGRADE_RE.match(entry.name)
+        if match:
+            edges.setdefault(match.group(1), []).append((match.group(2), entry.name))
+    queue: deque[tuple[str, list[str]]] = deque([(start, [])])
+    seen = {start}
+    while queue:
+        version, path = queue.popleft()
+        if version == target:
+            return path
+        for nxt, script in sorted(edges.get(version, [])):
+            if nxt not in seen:
+                seen.add(nxt)
+                queue.append((nxt, [*path, script]))
+    raise SchemaError(f"no upgrade path from pgrelay {start} to {target} in this package")
+
+
+@dataclass(frozen=True)
+class MigrationResult:
+    """What ``migrate`` did: ``action`` is "installed", "upgraded" or "unchanged"."""
+
+    action: str
+    previous: str | None
+    current: str
+    scripts: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        if self.action == "installed":
+            return f"installed pgrelay {self.current} ({', '.join(self.scripts)})"
+        if self.action == "upgraded":
+            return f"upgraded pgrelay {self.previous} -> {self.current} ({', '.join(self.scripts)})"
+        return f"pgrelay {self.current} is already installed; nothing to do"
+
+
+async def installed_version(conn: asyncpg.Connection) -> str | None:
+    """The pgrelay version installed in the connected database, or None."""
+    if await conn.fetchval("SELECT to_regprocedure('pgrelay.version()') IS NULL"):
+        return None
+    return await conn.fetchval("SELECT pgrelay.version()")
+
+
+async def migrate(conn: asyncpg.Connection) -> MigrationResult:
+    """Install pgrelay into the connected database, or upgrade it to this package's version."""
+    target = schema_version()
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_KEY)
+        await conn.execute("SELECT set_config('pgrelay.installer', 'jobs-migrate', true)")
+        extension = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'pgrelay'")
+        current = await installed_version(conn)
+
+        if current is not None and _version_key(current) > _version_key(target):
+            raise SchemaError(
+                f"the database has pgrelay {current}, newer than this package's {target}; upgrade the pgrelay package"
+            )
+        if current == target:
+            return MigrationResult("unchanged", current, target)
+
+        if extension is not None:
+            # installed with CREATE EXTENSION: the extension machinery runs the same upgrade scripts,
+            # from the server's extension folder (make install-extension puts them there)
+            await conn.execute("ALTER EXTENSION pgrelay UPDATE")
+            now = await installed_version(conn)
+            if now != target:
+                raise SchemaError(
+                    f"pgrelay was installed with CREATE EXTENSION and the server's extension files stop at {now}; "
+                    f"run `make install-extension` with this release, then jobs-migrate again"
+                )
+            return MigrationResult("upgraded", current, target, ["ALTER EXTENSION pgrelay UPDATE"])
+
+        if current is None:
+            foreign = await conn.fetchval(
+                """SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = 'pgrelay'"""
+            )
+            if foreign:
+                raise SchemaError(
+                    "schema pgrelay exists and holds objects that are not an installed pgrelay; "
+                    "rename or drop it, then run jobs-migrate again"
+                )
+            await conn.execute("CREATE SCHEMA IF NOT EXISTS pgrelay")
+            await conn.execute(_read("pgrelay.sql"))
+            return MigrationResult("installed", None, target, ["pgrelay.sql"])
+
+        scripts = upgrade_path(current, target)
+        for script in scripts:
+            await conn.execute(_read(script))
+        return MigrationResult("upgraded", current, target, scripts)
+
+
+def _read(name: str) -> str:
+    return (sql_files() / name).read_text(encoding="utf-8")

@@ -1,0 +1,1398 @@
+-- pgrelay 0.1.0: a job queue and transactional outbox whose semantics live in PostgreSQL.
+--
+-- This file installs the current version. It is run by `jobs-migrate` (inside one transaction,
+-- under an advisory lock, after it has created the schema) and by `CREATE EXTENSION pgrelay`
+-- (which creates the schema from pgrelay.control). Released versions are frozen: a change after
+-- a release goes here AND into a new upgrade script sql/pgrelay--<old>--<new>.sql.
+--
+-- Public objects have plain names; private tables and helpers start with "_" and are not an
+-- interface. Every function that changes state is SECURITY DEFINER with a fixed search_path and
+-- refers to every object schema-qualified.
+--
+-- Errors raised by pgrelay (SQLSTATE, meaning; mirrored one-to-one by python/pgrelay/errors.py):
+--   PR001  invalid_argument       an argument is missing, malformed or out of range
+--   PR002  invalid_bulk_job       an element of enqueue_bulk's array is invalid (message names its index)
+--   PR003  invalid_url            enqueue_http: the URL is not an absolute http(s) URL with a host
+--   PR004  invalid_http_request   enqueue_http: bad method or headers
+--   PR005  unsupported_isolation  consume called outside READ COMMITTED (limits could not be kept)
+-- No pgrelay function raises a class-40 SQLSTATE (PostgREST would retry it forever).
+--
+-- Job states (a job lives in exactly one of the two job tables):
+--   _jobs      pending  waiting to run; due when run_at <= now()
+--              leased   claimed by a worker until lease_expires_at; attempt = the lease's fencing token
+--   _finished  succeeded    acked
+--              dead_letter  failed permanently or ran out of attempts
+--              cancelled    cancelled before it ran
+
+CREATE TABLE pgrelay._migrations (
+    version      text PRIMARY KEY,
+    installed_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    method       text NOT NULL
+);
+COMMENT ON TABLE pgrelay._migrations IS 'Private: the versions applied to this database, oldest first.';
+
+CREATE SEQUENCE pgrelay._job_id_seq AS bigint;
+
+-- The hot table: only active jobs, so claiming stays fast however long the history grows.
+CREATE TABLE pgrelay._jobs (
+    id               bigint PRIMARY KEY DEFAULT pg_catalog.nextval('pgrelay._job_id_seq'),
+    queue            text NOT NULL,
+    task             text NOT NULL,
+    kind             text NOT NULL DEFAULT 'handler' CHECK (kind IN ('handler', 'http')),
+    status           text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'leased')),
+    priority         integer NOT NULL DEFAULT 0,
+    run_at           timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    attempt          integer NOT NULL DEFAULT 0 CHECK (attempt >= 0),
+    max_attempts     integer CHECK (max_attempts >= 1),          -- NULL: the queue's setting
+    timeout_seconds  integer CHECK (timeout_seconds >= 1),
+    leased_by        text,
+    leased_at        timestamptz,
+    lease_expires_at timestamptz,
+    payload          jsonb NOT NULL,
+    idempotency_key  text,
+    dedupe_key       text,
+    trace_id         text,
+    replayed_from    bigint,
+    last_error       text,
+    created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- a leased job always has its lease; a pending one never does
+    CONSTRAINT _jobs_lease_matches_status CHECK (
+        (status = 'leased') = (leased_by IS NOT NULL AND leased_at IS NOT NULL AND lease_expires_at IS NOT NULL)
+        AND (status = 'pending') = (leased_by IS NULL AND leased_at IS NULL AND lease_expires_at IS NULL)
+    ),
+    CONSTRAINT _jobs_leased_has_attempt CHECK (status = 'pending' OR attempt >= 1)
+);
+COMMENT ON TABLE pgrelay._jobs IS 'Private: pending and leased jobs. Use the functions and views, never this table.';
+
+-- Exactly the claim order of consume(): due pending jobs, higher priority first, then run_at, then id.
+CREATE INDEX _jobs_claim_idx ON pgrelay._jobs (priority DESC, run_at, id) WHERE status = 'pending';
+-- Leases: counted per queue for concurrency limits, scanned by expiry in recover().
+CREATE INDEX _jobs_leased_idx ON pgrelay._jobs (queue, lease_expires_at) WHERE status = 'leased';
+-- A dedupe key is unique among the active jobs of a queue.
+CREATE UNIQUE INDEX _jobs_dedupe_key_idx ON pgrelay._jobs (queue, dedupe_key) WHERE dedupe_key IS NOT NULL;
+
+-- Finished jobs. Rows arrive here in one statement with the delete from _jobs.
+CREATE TABLE pgrelay._finished (
+    id               bigint PRIMARY KEY,
+    queue            text NOT NULL,
+    task             text NOT NULL,
+    kind             text NOT NULL CHECK (kind IN ('handler', 'http')),
+    status           text NOT NULL CHECK (status IN ('succeeded', 'dead_letter', 'cancelled')),
+    priority         integer NOT NULL,
+    run_at           timestamptz NOT NULL,
+    attempt          integer NOT NULL,
+    max_attempts     integer,
+    timeout_seconds  integer,
+    payload          jsonb NOT NULL,
+    idempotency_key  text,
+    dedupe_key       text,
+    trace_id         text,
+    replayed_from    bigint,
+    last_error       text,
+    result           jsonb,
+    created_at       timestamptz NOT NULL,
+    finished_at      timestamptz NOT NULL,
+    CONSTRAINT _finished_dead_letter_has_error CHECK (status <> 'dead_letter' OR last_error IS NOT NULL)
+);
+COMMENT ON TABLE pgrelay._finished IS 'Private: succeeded, dead-lettered and cancelled jobs, kept until purged.';
+CREATE INDEX _finished_finished_at_idx ON pgrelay._finished (finished_at);
+CREATE INDEX _finished_dead_letter_idx ON pgrelay._finished (queue, finished_at) WHERE status = 'dead_letter';
+
+-- One row per ended attempt; the running attempt is read from _jobs (leased_by, leased_at).
+CREATE TABLE pgrelay._attempts (
+    job_id      bigint NOT NULL,
+    attempt     integer NOT NULL CHECK (attempt >= 1),
+    worker      text NOT NULL,
+    started_at  timestamptz NOT NULL,
+    finished_at timestamptz NOT NULL,
+    outcome     text NOT NULL CHECK (outcome IN ('succeeded', 'failed', 'timeout', 'lease_expired', 'cancelled')),
+    error       text,
+    details     jsonb,
+    PRIMARY KEY (job_id, attempt)
+);
+COMMENT ON TABLE pgrelay._attempts IS 'Private: the audit trail, one row per ended attempt.';
+
+-- Idempotency keys outlive the active job: they are kept as long as the job or its history is.
+CREATE TABLE pgrelay._idempotency_keys (
+    key        text PRIMARY KEY,
+    job_id     bigint NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE pgrelay._idempotency_keys IS 'Private: idempotency key -> the job it created.';
+
+-- Per-queue settings. A queue exists as soon as a job names it; a row holds only non-defaults.
+CREATE TABLE pgrelay._queues (
+    queue                text PRIMARY KEY,
+    paused               boolean NOT NULL DEFAULT false,
+    concurrency          integer CHECK (concurrency >= 1),
+    max_attempts         integer CHECK (max_attempts >= 1),
+    lease_seconds        integer CHECK (lease_seconds >= 1),
+    backoff_base_seconds double precision CHECK (backoff_base_seconds > 0),
+    backoff_max_seconds  double precision CHECK (backoff_max_seconds > 0),
+    updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE pgrelay._queues IS 'Private: per-queue settings that differ from the defaults.';
+
+CREATE TABLE pgrelay._workers (
+    worker     text PRIMARY KEY,
+    host       text,
+    pid        integer,
+    queues     text[],
+    started_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    last_seen  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE pgrelay._workers IS 'Private: worker heartbeats.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Declared result types (never a table's rowtype, so tables can change freely)
+-- ---------------------------------------------------------------------------------------------
+
+CREATE TYPE pgrelay.claimed_job AS (
+    id               bigint,
+    queue            text,
+    task             text,
+    kind             text,
+    payload          jsonb,
+    attempt          integer,
+    max_attempts     integer,
+    lease_expires_at timestamptz,
+    timeout_seconds  integer,
+    trace_id         text,
+    priority         integer,
+    run_at           timestamptz,
+    created_at       timestamptz,
+    idempotency_key  text
+);
+COMMENT ON TYPE pgrelay.claimed_job IS
+'A job leased by consume(): what a worker needs to run it and to ack/nack it (id + attempt).';
+
+CREATE TYPE pgrelay.attempt AS (
+    job_id      bigint,
+    attempt     integer,
+    worker      text,
+    started_at  timestamptz,
+    finished_at timestamptz,
+    outcome     text,
+    error       text,
+    details     jsonb
+);
+COMMENT ON TYPE pgrelay.attempt IS
+'One attempt of a job. outcome: succeeded, failed, timeout, lease_expired, cancelled, or running (the current lease).';
+
+CREATE TYPE pgrelay.queue_settings AS (
+    queue                text,
+    paused               boolean,
+    concurrency          integer,
+    max_attempts         integer,
+    lease_seconds        integer,
+    backoff_base_seconds double precision,
+    backoff_max_seconds  double precision
+);
+COMMENT ON TYPE pgrelay.queue_settings IS
+'A queue''s effective settings (defaults filled in); concurrency NULL means unlimited.';
+
+-- Used by enqueue_bulk: one parsed element of its array.
+CREATE TYPE pgrelay._job_spec AS (
+    ord             bigint,
+    queue           text,
+    task            text,
+    kind            text,
+    payload         jsonb,
+    run_at          timestamptz,
+    priority        integer,
+    max_attempts    integer,
+    timeout_seconds integer,
+    idempotency_key text,
+    dedupe_key      text,
+    trace_id        text,
+    error           text
+);
+
+-- ---------------------------------------------------------------------------------------------
+-- Defaults (one place) and private helpers
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION pgrelay.version() RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT '0.1.0'::text $$;
+COMMENT ON FUNCTION pgrelay.version() IS
+'The installed pgrelay schema version.
+
+Example: SELECT pgrelay.version();';
+
+CREATE FUNCTION pgrelay._default_max_attempts() RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 10 $$;
+CREATE FUNCTION pgrelay._default_lease_seconds() RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 30 $$;
+CREATE FUNCTION pgrelay._default_backoff_base_seconds() RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 1.0::double precision $$;
+CREATE FUNCTION pgrelay._default_backoff_max_seconds() RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 3600.0::double precision $$;
+-- The channel that enqueue and resume NOTIFY (payload: the queue name).
+CREATE FUNCTION pgrelay._channel() RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 'pgrelay_jobs'::text $$;
+
+-- Exponential backoff with "equal jitter": the n-th retry waits between d/2 and d seconds,
+-- d = min(max, base * 2^(n-1)).
+CREATE FUNCTION pgrelay._backoff(p_attempt integer, p_base double precision, p_max double precision)
+RETURNS double precision
+LANGUAGE sql VOLATILE AS $$
+    SELECT d / 2 + pg_catalog.random() * d / 2
+    FROM (SELECT LEAST(p_max, p_base * pg_catalog.power(2::double precision, LEAST(GREATEST(p_attempt, 1) - 1, 60))) AS d) s
+$$;
+
+-- Raise PR001 when p_error is not NULL.
+CREATE FUNCTION pgrelay._check(p_error text, p_sqlstate text DEFAULT 'PR001', p_hint text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_error IS NOT NULL AND p_hint IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = p_sqlstate, MESSAGE = p_error, HINT = p_hint;
+    ELSIF p_error IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = p_sqlstate, MESSAGE = p_error;
+    END IF;
+END
+$$;
+
+-- Names: queues and workers are identifiers, tasks may also hold "/"; all bounded in length.
+CREATE FUNCTION pgrelay._name_error(p_what text, p_value text, p_max integer, p_extra text DEFAULT '')
+RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN p_value IS NULL THEN p_what || ' must not be NULL'
+        WHEN p_value !~ ('^[A-Za-z0-9_][A-Za-z0-9_.:' || p_extra || '-]*$') OR pg_catalog.length(p_value) > p_max
+        THEN pg_catalog.format('invalid %s %s: use 1 to %s letters, digits or . _ - :%s, starting with a letter, digit or _',
+                               p_what, pg_catalog.quote_literal(pg_catalog.left(p_value, 80)), p_max,
+                               CASE WHEN p_extra = '' THEN '' ELSE ' ' || p_extra END)
+    END
+$$;
+
+-- Every argument rule of a job, in one place: enqueue, enqueue_http and enqueue_bulk use it.
+CREATE FUNCTION pgrelay._job_args_error(
+    p_task text, p_queue text, p_payload jsonb, p_run_at timestamptz, p_priority integer,
+    p_max_attempts integer, p_timeout_seconds integer, p_idempotency_key text, p_dedupe_key text,
+    p_trace_id text)
+RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN p_task IS NULL THEN 'task is required'
+        WHEN pgrelay._name_error('task', p_task, 200, '/') IS NOT NULL THEN pgrelay._name_error('task', p_task, 200, '/')
+        WHEN p_queue IS NULL THEN 'queue must not be NULL; leave it out to use the queue ''default'''
+        WHEN pgrelay._name_error('queue', p_queue, 128) IS NOT NULL THEN pgrelay._name_error('queue', p_queue, 128)
+        WHEN p_payload IS NULL THEN 'payload must not be NULL; pass ''{}'' for an empty payload'
+        WHEN p_run_at IS NULL THEN 'run_at must not be NULL; leave it out to run now'
+        WHEN NOT pg_catalog.isfinite(p_run_at) THEN 'run_at must be a finite timestamp, not infinity'
+        WHEN p_priority IS NULL THEN 'priority must not be NULL; leave it out for priority 0'
+        WHEN p_max_attempts < 1 OR p_max_attempts > 1000
+        THEN pg_catalog.format('max_attempts must be between 1 and 1000 (or NULL for the queue''s setting), not %s', p_max_attempts)
+        WHEN p_timeout_seconds < 1 OR p_timeout_seconds > 86400
+        THEN pg_catalog.format('timeout_seconds must be between 1 and 86400 (or NULL for none), not %s', p_timeout_seconds)
+        WHEN pg_catalog.length(p_idempotency_key) NOT BETWEEN 1 AND 255 THEN 'idempotency_key must be 1 to 255 characters (or NULL)'
+        WHEN pg_catalog.length(p_dedupe_key) NOT BETWEEN 1 AND 255 THEN 'dedupe_key must be 1 to 255 characters (or NULL)'
+        WHEN pg_catalog.length(p_trace_id) NOT BETWEEN 1 AND 255 THEN 'trace_id must be 1 to 255 characters (or NULL)'
+    END
+$$;
+
+-- HTTP request rules for enqueue_http and HTTP elements of enqueue_bulk. Returns (sqlstate, message).
+CREATE FUNCTION pgrelay._http_args_error(p_url text, p_method text, p_headers jsonb, OUT sqlstate text, OUT message text)
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT e.sqlstate, e.message FROM (
+        SELECT CASE
+            WHEN p_url IS NULL THEN 'PR003'
+            WHEN pg_catalog.length(p_url) > 2048 THEN 'PR003'
+            WHEN p_url ~ '[[:space:][:cntrl:]]' THEN 'PR003'
+            WHEN p_url !~* '^https?://' THEN 'PR003'
+            WHEN p_url ~* '^https?://[^/?#]*@' THEN 'PR003'
+            WHEN p_url !~* '^https?://(\[[0-9a-f:.]+\]|[a-z0-9._~%!$&''()*+,;=-]+)(:[0-9]{1,5})?([/?#].*)?$' THEN 'PR003'
+            WHEN pg_catalog.substring(p_url, '^[A-Za-z]+://[^/?#]*:([0-9]+)(?:[/?#]|$)')::integer NOT BETWEEN 1 AND 65535 THEN 'PR003'
+            WHEN p_method IS NULL OR pg_catalog.upper(p_method) NOT IN ('GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS') THEN 'PR004'
+            WHEN p_headers IS NULL OR pg_catalog.jsonb_typeof(p_headers) <> 'object' THEN 'PR004'
+            WHEN h.bad IS NOT NULL THEN 'PR004'
+        END AS sqlstate,
+        CASE
+            WHEN p_url IS NULL THEN 'url is required'
+            WHEN pg_catalog.length(p_url) > 2048 THEN 'url must be at most 2048 characters'
+            WHEN p_url ~ '[[:space:][:cntrl:]]' THEN 'url must not contain spaces or control characters; percent-encode them'
+            WHEN p_url !~* '^https?://' THEN pg_catalog.format('url %s must start with http:// or https://', pg_catalog.quote_literal(pg_catalog.left(p_url, 80)))
+            WHEN p_url ~* '^https?://[^/?#]*@' THEN 'url must not contain user:password@; send credentials in a header'
+            WHEN p_url !~* '^https?://(\[[0-9a-f:.]+\]|[a-z0-9._~%!$&''()*+,;=-]+)(:[0-9]{1,5})?([/?#].*)?$'
+            THEN pg_catalog.format('url %s must name a host (http://host[:port]/path)', pg_catalog.quote_literal(pg_catalog.left(p_url, 80)))
+            WHEN pg_catalog.substring(p_url, '^[A-Za-z]+://[^/?#]*:([0-9]+)(?:[/?#]|$)')::integer NOT BETWEEN 1 AND 65535
+            THEN 'url port must be between 1 and 65535'
+            WHEN p_method IS NULL OR pg_catalog.upper(p_method) NOT IN ('GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS')
+            THEN pg_catalog.format('method %s is not supported: use GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS', coalesce(pg_catalog.quote_literal(p_method), 'NULL'))
+            WHEN p_headers IS NULL OR pg_catalog.jsonb_typeof(p_headers) <> 'object'
+            THEN 'headers must be a JSON object of name -> string (or {"env": "VARIABLE"})'
+            WHEN h.bad IS NOT NULL THEN h.bad
+        END AS message
+        FROM (SELECT (
+            SELECT CASE
+                WHEN kv.key !~ '^[!#$%&''*+.^_`|~0-9A-Za-z-]+$' OR pg_catalog.length(kv.key) > 256
+                THEN pg_catalog.format('header name %s is not a valid HTTP token', pg_catalog.quote_literal(pg_catalog.left(kv.key, 80)))
+                WHEN pg_catalog.jsonb_typeof(kv.value) = 'string' AND (kv.value #>> '{}') ~ '[\r\n]'
+                THEN pg_catalog.format('header %s must not contain line breaks', kv.key)
+                WHEN pg_catalog.jsonb_typeof(kv.value) = 'object'
+                     AND (SELECT pg_catalog.array_agg(k ORDER BY k) FROM pg_catalog.jsonb_object_keys(kv.value) k) = ARRAY['env']
+                     AND coalesce(kv.value ->> 'env', '') ~ '^[A-Za-z_][A-Za-z0-9_]{0,127}$'
+                THEN NULL
+                WHEN pg_catalog.jsonb_typeof(kv.value) <> 'string'
+                THEN pg_catalog.format('header %s must be a string or {"env": "VARIABLE"}', kv.key)
+            END AS bad
+            FROM pg_catalog.jsonb_each(CASE WHEN pg_catalog.jsonb_typeof(p_headers) = 'object' THEN p_headers ELSE '{}' END) kv
+            ORDER BY 1 NULLS LAST LIMIT 1) AS bad) h
+    ) e
+$$;
+
+-- The one place that inserts a job (enqueue, enqueue_http, keyed enqueue_bulk elements).
+-- Honours the idempotency key (global, as long as the job or its history is kept) and the
+-- dedupe key (among the queue's active jobs); both return the existing job's id.
+CREATE FUNCTION pgrelay._enqueue(
+    p_queue text, p_task text, p_kind text, p_payload jsonb, p_run_at timestamptz, p_priority integer,
+    p_max_attempts integer, p_timeout_seconds integer, p_idempotency_key text, p_dedupe_key text,
+    p_trace_id text, p_replayed_from bigint DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_id bigint;
+    v_existing bigint;
+BEGIN
+    IF p_idempotency_key IS NULL AND p_dedupe_key IS NULL THEN
+        INSERT INTO pgrelay._jobs (queue, task, kind, payload, run_at, priority, max_attempts,
+                                   timeout_seconds, trace_id, replayed_from)
+        VALUES (p_queue, p_task, p_kind, p_payload, p_run_at, p_priority, p_max_attempts,
+                p_timeout_seconds, p_trace_id, p_replayed_from)
+        RETURNING id INTO v_id;
+    ELSE
+        LOOP
+            IF p_idempotency_key IS NOT NULL THEN
+                SELECT k.job_id INTO v_existing FROM pgrelay._idempotency_keys k WHERE k.key = p_idempotency_key;
+                IF FOUND THEN
+                    RETURN v_existing;
+                END IF;
+            END IF;
+            v_id := pg_catalog.nextval('pgrelay._job_id_seq');
+            IF p_idempotency_key IS NOT NULL THEN
+                -- waits for a concurrent transaction holding the same key, then skips if it committed
+                INSERT INTO pgrelay._idempotency_keys (key, job_id) VALUES (p_idempotency_key, v_id)
+                ON CONFLICT (key) DO NOTHING;
+                CONTINUE WHEN NOT FOUND;
+            END IF;
+            INSERT INTO pgrelay._jobs (id, queue, task, kind, payload, run_at, priority, max_attempts,
+                                       timeout_seconds, idempotency_key, dedupe_key, trace_id, replayed_from)
+            VALUES (v_id, p_queue, p_task, p_kind, p_payload, p_run_at, p_priority, p_max_attempts,
+                    p_timeout_seconds, p_idempotency_key, p_dedupe_key, p_trace_id, p_replayed_from)
+            ON CONFLICT (queue, dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING;
+            EXIT WHEN FOUND;
+            SELECT j.id INTO v_existing FROM pgrelay._jobs j WHERE j.queue = p_queue AND j.dedupe_key = p_dedupe_key;
+            IF FOUND THEN
+                IF p_idempotency_key IS NOT NULL THEN
+                    UPDATE pgrelay._idempotency_keys SET job_id = v_existing WHERE key = p_idempotency_key;
+                END IF;
+                RETURN v_existing;
+            END IF;
+            -- the duplicate finished between our insert and our read: undo the key and try again
+            IF p_idempotency_key IS NOT NULL THEN
+                DELETE FROM pgrelay._idempotency_keys WHERE key = p_idempotency_key AND job_id = v_id;
+            END IF;
+        END LOOP;
+    END IF;
+    IF p_run_at <= pg_catalog.now() THEN
+        PERFORM pg_catalog.pg_notify(pgrelay._channel(), p_queue);
+    END IF;
+    RETURN v_id;
+END
+$$;
+
+-- Move leased jobs (matched by id AND attempt, the fencing token) out of the hot table into the
+-- history in one statement, recording how the attempt ended. Returns the ids that moved.
+CREATE FUNCTION pgrelay._finish(
+    p_ids bigint[], p_attempts integer[], p_status text, p_outcome text,
+    p_results jsonb[] DEFAULT NULL, p_errors text[] DEFAULT NULL, p_details jsonb[] DEFAULT NULL)
+RETURNS SETOF bigint
+LANGUAGE sql AS $$
+    WITH input AS (
+        SELECT u.id, u.attempt, u.result, u.error, u.details
+        FROM unnest(p_ids, p_attempts, p_results, p_errors, p_details)
+             AS u(id, attempt, result, error, details)
+        WHERE u.id IS NOT NULL
+    ), done AS (
+        DELETE FROM pgrelay._jobs j
+        USING input i
+        WHERE j.id = i.id AND j.attempt = i.attempt AND j.status = 'leased'
+        RETURNING j.*, i.result AS new_result, i.error AS new_error, i.details AS new_details
+    ), archived AS (
+        INSERT INTO pgrelay._finished (id, queue, task, kind, status, priority, run_at, attempt, max_attempts,
+                                       timeout_seconds, payload, idempotency_key, dedupe_key, trace_id,
+                                       replayed_from, last_error, result, created_at, finished_at)
+        SELECT d.id, d.queue, d.task, d.kind, p_status, d.priority, d.run_at, d.attempt, d.max_attempts,
+               d.timeout_seconds, d.payload, d.idempotency_key, d.dedupe_key, d.trace_id,
+               d.replayed_from, coalesce(d.new_error, d.last_error), d.new_result, d.created_at, pg_catalog.now()
+        FROM done d
+    ), attempts AS (
+        INSERT INTO pgrelay._attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, details)
+        SELECT d.id, d.attempt, d.leased_by, d.leased_at, pg_catalog.now(), p_outcome, d.new_error, d.new_details
+        FROM done d
+    )
+    SELECT d.id FROM done d
+$$;
+
+-- Put leased jobs (matched by id AND attempt) back to pending after the given delays, recording
+-- how the attempt ended. Returns the ids that moved.
+CREATE FUNCTION pgrelay._retry(
+    p_ids bigint[], p_attempts integer[], p_outcome text, p_errors text[], p_delays double precision[],
+    p_details jsonb[] DEFAULT NULL)
+RETURNS SETOF bigint
+LANGUAGE sql AS $$
+    WITH input AS (
+        SELECT u.id, u.attempt, u.error, u.delay, u.details
+        FROM unnest(p_ids, p_attempts, p_errors, p_delays, p_details) AS u(id, attempt, error, delay, details)
+        WHERE u.id IS NOT NULL
+    ), old AS (
+        SELECT j.id, j.attempt, j.leased_by, j.leased_at, i.error, i.delay, i.details
+        FROM pgrelay._jobs j JOIN input i ON j.id = i.id AND j.attempt = i.attempt
+        WHERE j.status = 'leased'
+        FOR UPDATE OF j
+    ), moved AS (
+        UPDATE pgrelay._jobs j
+        SET status = 'pending', leased_by = NULL, leased_at = NULL, lease_expires_at = NULL,
+            run_at = pg_catalog.now() + pg_catalog.make_interval(secs => o.delay),
+            last_error = coalesce(o.error, j.last_error)
+        FROM old o
+        WHERE j.id = o.id
+        RETURNING j.id
+    ), attempts AS (
+        INSERT INTO pgrelay._attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, details)
+        SELECT o.id, o.attempt, o.leased_by, o.leased_at, pg_catalog.now(), p_outcome, o.error, o.details
+        FROM old o
+    )
+    SELECT m.id FROM moved m
+$$;
+
+-- Claim up to p_limit due jobs in claim order, skipping locked rows and the excluded queues.
+CREATE FUNCTION pgrelay._claim(
+    p_worker text, p_queues text[], p_excluded text[], p_limit integer, p_lease_seconds integer, p_tasks text[])
+RETURNS SETOF pgrelay.claimed_job
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY
+    WITH picked AS (
+        SELECT j.id, j.queue
+        FROM pgrelay._jobs j
+        WHERE j.status = 'pending'
+          AND j.run_at <= pg_catalog.now()
+          AND (p_queues IS NULL OR j.queue = ANY (p_queues))
+          AND j.queue <> ALL (p_excluded)
+          AND (p_tasks IS NULL OR j.task LIKE ANY (p_tasks))
+        ORDER BY j.priority DESC, j.run_at, j.id
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ), leased AS (
+        UPDATE pgrelay._jobs j
+        SET status = 'leased',
+            attempt = j.attempt + 1,
+            leased_by = p_worker,
+            leased_at = pg_catalog.now(),
+            lease_expires_at = pg_catalog.now() + pg_catalog.make_interval(
+                secs => coalesce(p_lease_seconds, q.lease_seconds, pgrelay._default_lease_seconds()))
+        FROM picked p LEFT JOIN pgrelay._queues q ON q.queue = p.queue
+        WHERE j.id = p.id
+        RETURNING j.id, j.queue, j.task, j.kind, j.payload, j.attempt,
+                  coalesce(j.max_attempts, q.max_attempts, pgrelay._default_max_attempts()),
+                  j.lease_expires_at, j.timeout_seconds, j.trace_id, j.priority, j.run_at, j.created_at,
+                  j.idempotency_key
+    )
+    SELECT * FROM leased l ORDER BY l.priority DESC, l.run_at, l.id;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Producer API
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION pgrelay.enqueue(
+    task text,
+    payload jsonb DEFAULT '{}',
+    queue text DEFAULT 'default',
+    run_at timestamptz DEFAULT pg_catalog.now(),
+    priority integer DEFAULT 0,
+    max_attempts integer DEFAULT NULL,
+    timeout_seconds integer DEFAULT NULL,
+    idempotency_key text DEFAULT NULL,
+    dedupe_key text DEFAULT NULL,
+    trace_id text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM pgrelay._check(pgrelay._job_args_error(enqueue.task, enqueue.queue, enqueue.payload, enqueue.run_at,
+        enqueue.priority, enqueue.max_attempts, enqueue.timeout_seconds, enqueue.idempotency_key,
+        enqueue.dedupe_key, enqueue.trace_id));
+    RETURN pgrelay._enqueue(enqueue.queue, enqueue.task, 'handler', enqueue.payload, enqueue.run_at,
+        enqueue.priority, enqueue.max_attempts, enqueue.timeout_seconds, enqueue.idempotency_key,
+        enqueue.dedupe_key, enqueue.trace_id);
+END
+$$;
+COMMENT ON FUNCTION pgrelay.enqueue(text, jsonb, text, timestamptz, integer, integer, integer, text, text, text) IS
+'Enqueue a job for a handler; returns its id. Runs in the caller''s transaction: a rollback removes the job.
+
+task: handler name (letters, digits, . _ - : /). payload: any JSON. queue: default ''default''.
+run_at: not before this time. priority: higher runs first. max_attempts / timeout_seconds: NULL uses the
+queue''s setting / no timeout. idempotency_key: an existing key returns the job it created (kept as long as
+the job or its history). dedupe_key: an active job of the queue with this key is returned instead.
+Errors: PR001 with a message naming the bad argument.
+
+Example: SELECT pgrelay.enqueue(''orders.created'', jsonb_build_object(''id'', 42), idempotency_key => ''order-42'');';
+
+CREATE FUNCTION pgrelay.enqueue_http(
+    url text,
+    body jsonb DEFAULT NULL,
+    method text DEFAULT 'POST',
+    headers jsonb DEFAULT '{}',
+    task text DEFAULT 'http',
+    queue text DEFAULT 'default',
+    run_at timestamptz DEFAULT pg_catalog.now(),
+    priority integer DEFAULT 0,
+    max_attempts integer DEFAULT NULL,
+    timeout_seconds integer DEFAULT NULL,
+    idempotency_key text DEFAULT NULL,
+    dedupe_key text DEFAULT NULL,
+    trace_id text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_err record;
+BEGIN
+    v_err := pgrelay._http_args_error(enqueue_http.url, enqueue_http.method, enqueue_http.headers);
+    PERFORM pgrelay._check(v_err.message, v_err.sqlstate);
+    PERFORM pgrelay._check(pgrelay._job_args_error(enqueue_http.task, enqueue_http.queue, '{}', enqueue_http.run_at,
+        enqueue_http.priority, enqueue_http.max_attempts, enqueue_http.timeout_seconds, enqueue_http.idempotency_key,
+        enqueue_http.dedupe_key, enqueue_http.trace_id));
+    RETURN pgrelay._enqueue(enqueue_http.queue, enqueue_http.task, 'http',
+        pg_catalog.jsonb_build_object('url', enqueue_http.url, 'method', pg_catalog.upper(enqueue_http.method),
+                                      'headers', enqueue_http.headers, 'body', enqueue_http.body),
+        enqueue_http.run_at, enqueue_http.priority, enqueue_http.max_attempts, enqueue_http.timeout_seconds,
+        enqueue_http.idempotency_key, enqueue_http.dedupe_key, enqueue_http.trace_id);
+END
+$$;
+COMMENT ON FUNCTION pgrelay.enqueue_http(text, jsonb, text, jsonb, text, text, timestamptz, integer, integer, integer, text, text, text) IS
+'Enqueue an HTTP request (a webhook) for jobs-worker to send; returns the job id.
+
+url: absolute http(s) URL with a host, no user:password@ (PR003 otherwise). method: GET, POST, PUT, PATCH,
+DELETE, HEAD or OPTIONS (PR004). headers: JSON object of name -> string, or {"env": "VAR"} to have the worker
+read a secret from its environment at send time. body: JSON sent as the request body. The other arguments
+are enqueue''s.
+
+Example: SELECT pgrelay.enqueue_http(''https://hooks.example.com/orders'', jsonb_build_object(''id'', 42));';
+
+-- One parsed, validated row per element of enqueue_bulk's array (error is NULL when the element is good).
+-- Inlined into enqueue_bulk's statements; casts of wrongly typed values raise, and enqueue_bulk
+-- then finds the element by checking them one at a time.
+CREATE FUNCTION pgrelay._bulk_parse(p_jobs jsonb)
+RETURNS SETOF pgrelay._job_spec
+LANGUAGE sql STABLE AS $$
+    SELECT s.ord, s.queue, s.task, s.kind,
+           CASE WHEN s.kind = 'http'
+                THEN pg_catalog.jsonb_build_object('url', s.e ->> 'url', 'method', pg_catalog.upper(s.method),
+                                                   'headers', s.headers, 'body', s.e -> 'body')
+                ELSE s.payload END,
+           s.run_at, s.priority, s.max_attempts, s.timeout_seconds, s.idempotency_key, s.dedupe_key, s.trace_id,
+           CASE
+               WHEN pg_catalog.jsonb_typeof(s.e) <> 'object' THEN 'must be a JSON object'
+               WHEN s.unknown_key IS NOT NULL
+               THEN pg_catalog.format('unknown key %s (allowed: task, payload, queue, run_at, priority, max_attempts, timeout_seconds, idempotency_key, dedupe_key, trace_id, url, method, headers, body)',
+                                      pg_catalog.quote_literal(s.unknown_key))
+               WHEN s.kind = 'http' AND s.e ? 'payload' THEN 'an HTTP job (with url) takes body, not payload'
+               WHEN s.kind = 'handler' AND (s.e ?| ARRAY['method', 'headers', 'body']) THEN 'method, headers and body need a url'
+               WHEN s.kind = 'http' THEN coalesce((pgrelay._http_args_error(s.e ->> 'url', s.method, s.headers)).message,
+                   pgrelay._job_args_error(s.task, s.queue, '{}', s.run_at, s.priority, s.max_attempts,
+                                           s.timeout_seconds, s.idempotency_key, s.dedupe_key, s.trace_id))
+               ELSE pgrelay._job_args_error(s.task, s.queue, s.payload, s.run_at, s.priority, s.max_attempts,
+                                            s.timeout_seconds, s.idempotency_key, s.dedupe_key, s.trace_id)
+           END
+    FROM (
+        SELECT e.ord, e.e,
+               CASE WHEN e.e ? 'url' THEN 'http' ELSE 'handler' END AS kind,
+               CASE WHEN e.e ? 'url' THEN coalesce(e.e ->> 'task', 'http') ELSE e.e ->> 'task' END AS task,
+               CASE WHEN e.e ? 'queue' THEN e.e ->> 'queue' ELSE 'default' END AS queue,
+               CASE WHEN e.e ? 'payload' THEN nullif(e.e -> 'payload', 'null') ELSE '{}' END AS payload,
+               CASE WHEN e.e ? 'run_at' THEN (e.e ->> 'run_at')::timestamptz ELSE pg_catalog.now() END AS run_at,
+               CASE WHEN e.e ? 'priority' THEN (e.e ->> 'priority')::integer ELSE 0 END AS priority,
+               (e.e ->> 'max_attempts')::integer AS max_attempts,
+               (e.e ->> 'timeout_seconds')::integer AS timeout_seconds,
+               e.e ->> 'idempotency_key' AS idempotency_key,
+               e.e ->> 'dedupe_key' AS dedupe_key,
+               e.e ->> 'trace_id' AS trace_id,
+               coalesce(e.e ->> 'method', 'POST') AS method,
+               CASE WHEN e.e ? 'headers' THEN e.e -> 'headers' ELSE '{}' END AS headers,
+               (SELECT k FROM pg_catalog.jsonb_object_keys(CASE WHEN pg_catalog.jsonb_typeof(e.e) = 'object' THEN e.e ELSE '{}' END) k
+                WHERE k <> ALL (ARRAY['task', 'payload', 'queue', 'run_at', 'priority', 'max_attempts', 'timeout_seconds',
+                                      'idempotency_key', 'dedupe_key', 'trace_id', 'url', 'method', 'headers', 'body'])
+                ORDER BY k LIMIT 1) AS unknown_key
+        FROM pg_catalog.jsonb_array_elements(p_jobs) WITH ORDINALITY AS e(e, ord)
+    ) s
+$$;
+
+CREATE FUNCTION pgrelay.enqueue_bulk(jobs jsonb)
+RETURNS SETOF bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_n integer;
+    v_bad record;
+    v_keyed boolean;
+    v_ids bigint[];
+    v_queues text[];
+    v_spec pgrelay._job_spec;
+    i integer;
+BEGIN
+    IF jobs IS NULL OR jsonb_typeof(jobs) <> 'array' THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = 'jobs must be a JSON array of job objects, e.g. [{"task": "mail.send", "payload": {"to": "a@example.com"}}]';
+    END IF;
+    v_n := jsonb_array_length(jobs);
+    IF v_n = 0 THEN
+        RETURN;
+    END IF;
+    IF v_n > 10000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('enqueue_bulk takes at most 10000 jobs per call, not %s; split the array', v_n);
+    END IF;
+
+    -- Validate every element in one pass; a value of the wrong type makes a cast raise, and then
+    -- the elements are parsed one at a time to name the bad one.
+    BEGIN
+        SELECT p.ord, p.error, bool_or(p.idempotency_key IS NOT NULL OR p.dedupe_key IS NOT NULL) OVER () AS keyed
+        INTO v_bad
+        FROM pgrelay._bulk_parse(jobs) p
+        ORDER BY (p.error IS NULL), p.ord
+        LIMIT 1;
+    EXCEPTION WHEN data_exception THEN
+        FOR i IN 0 .. v_n - 1 LOOP
+            BEGIN
+                PERFORM pgrelay._bulk_parse(jsonb_build_array(jobs -> i));
+            EXCEPTION WHEN data_exception THEN
+                RAISE EXCEPTION USING ERRCODE = 'PR002', MESSAGE = format('jobs[%s]: %s', i, SQLERRM),
+                    HINT = 'run_at is an ISO 8601 timestamp; priority, max_attempts and timeout_seconds are integers';
+            END;
+        END LOOP;
+        RAISE;
+    END;
+    IF v_bad.error IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR002', MESSAGE = format('jobs[%s]: %s', v_bad.ord - 1, v_bad.error),
+            HINT = 'nothing was enqueued; fix the element and send the whole array again';
+    END IF;
+
+    IF v_bad.keyed THEN
+        -- keys need the per-job lookups of _enqueue (which also handles duplicates inside this array)
+        FOR v_spec IN SELECT * FROM pgrelay._bulk_parse(jobs) ORDER BY ord LOOP
+            RETURN NEXT pgrelay._enqueue(v_spec.queue, v_spec.task, v_spec.kind, v_spec.payload, v_spec.run_at,
+                v_spec.priority, v_spec.max_attempts, v_spec.timeout_seconds, v_spec.idempotency_key,
+                v_spec.dedupe_key, v_spec.trace_id);
+        END LOOP;
+        RETURN;
+    END IF;
+
+    WITH parsed AS MATERIALIZED (
+        SELECT nextval('pgrelay._job_id_seq') AS id, p.*
+        FROM pgrelay._bulk_parse(jobs) p
+    ), inserted AS (
+        INSERT INTO pgrelay._jobs (id, queue, task, kind, payload, run_at, priority, max_attempts,
+                                   timeout_seconds, trace_id)
+        SELECT p.id, p.queue, p.task, p.kind, p.payload, p.run_at, p.priority, p.max_attempts,
+               p.timeout_seconds, p.trace_id
+        FROM parsed p
+    )
+    SELECT array_agg(p.id ORDER BY p.ord),
+           array_agg(DISTINCT p.queue) FILTER (WHERE p.run_at <= now())
+    INTO v_ids, v_queues
+    FROM parsed p;
+    PERFORM pg_notify(pgrelay._channel(), q) FROM unnest(v_queues) q;
+    RETURN QUERY SELECT unnest(v_ids);
+END
+$$;
+COMMENT ON FUNCTION pgrelay.enqueue_bulk(jsonb) IS
+'Enqueue many jobs in one call; returns their ids in input order.
+
+jobs: a JSON array (at most 10000) of objects with enqueue''s argument names (task, payload, queue, run_at,
+priority, max_attempts, timeout_seconds, idempotency_key, dedupe_key, trace_id), or enqueue_http''s (url,
+method, headers, body, ...) for HTTP jobs. One bad element rejects the whole call (PR002, message
+"jobs[<index>]: ...", index from 0) and nothing is enqueued.
+
+Example: SELECT * FROM pgrelay.enqueue_bulk(''[{"task": "mail.send", "payload": {"to": 1}}, {"task": "mail.send", "priority": 5}]'');';
+
+CREATE FUNCTION pgrelay.enqueue_trigger()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF TG_LEVEL <> 'ROW' THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = 'pgrelay.enqueue_trigger() must be used FOR EACH ROW';
+    END IF;
+    IF TG_NARGS < 1 OR TG_NARGS > 2 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('pgrelay.enqueue_trigger takes (task [, queue]); trigger %s on %s.%s passes %s arguments',
+                             TG_NAME, TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_NARGS);
+    END IF;
+    PERFORM pgrelay.enqueue(
+        task => TG_ARGV[0],
+        queue => CASE WHEN TG_NARGS > 1 THEN TG_ARGV[1] ELSE 'default' END,
+        payload => jsonb_build_object(
+            'op', TG_OP,
+            'schema', TG_TABLE_SCHEMA,
+            'table', TG_TABLE_NAME,
+            'old', CASE WHEN TG_OP IN ('UPDATE', 'DELETE') THEN to_jsonb(OLD) END,
+            'new', CASE WHEN TG_OP IN ('INSERT', 'UPDATE') THEN to_jsonb(NEW) END));
+    IF TG_OP = 'DELETE' THEN
+        RETURN OLD;
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION pgrelay.enqueue_trigger() IS
+'Trigger function that enqueues each row change as a job with payload {op, schema, table, old, new}.
+
+Arguments: task [, queue]. Use FOR EACH ROW, AFTER INSERT OR UPDATE OR DELETE.
+
+Example: CREATE TRIGGER orders_reindex AFTER INSERT OR UPDATE ON orders
+         FOR EACH ROW EXECUTE FUNCTION pgrelay.enqueue_trigger(''search.reindex'', ''default'');';
+
+-- ---------------------------------------------------------------------------------------------
+-- Worker API
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION pgrelay.consume(
+    worker text,
+    queues text[] DEFAULT NULL,
+    batch integer DEFAULT 1,
+    lease_seconds integer DEFAULT NULL,
+    tasks text[] DEFAULT NULL)
+RETURNS SETOF pgrelay.claimed_job
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_excluded text[];
+    v_limited record;
+    v_left integer := consume.batch;
+    v_slots integer;
+    v_got integer;
+BEGIN
+    PERFORM pgrelay._check(pgrelay._name_error('worker', consume.worker, 200, '/@'));
+    IF consume.batch IS NULL OR consume.batch NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('batch must be between 1 and 10000, not %s', coalesce(consume.batch::text, 'NULL'));
+    END IF;
+    IF consume.lease_seconds NOT BETWEEN 1 AND 86400 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('lease_seconds must be between 1 and 86400 (or NULL for the queue''s setting), not %s', consume.lease_seconds);
+    END IF;
+    IF consume.queues IS NOT NULL THEN
+        PERFORM pgrelay._check((SELECT pgrelay._name_error('queue', q, 128) FROM unnest(consume.queues) q
+                                WHERE pgrelay._name_error('queue', q, 128) IS NOT NULL LIMIT 1));
+    END IF;
+    IF consume.tasks IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(consume.tasks) t WHERE t IS NULL OR length(t) NOT BETWEEN 1 AND 200) THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'tasks must be LIKE patterns of 1 to 200 characters, e.g. ''{orders.%}''';
+    END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR005',
+            MESSAGE = format('pgrelay.consume needs READ COMMITTED isolation, not %s', current_setting('transaction_isolation')),
+            HINT = 'call it in its own transaction; queue concurrency limits cannot be kept from an older snapshot';
+    END IF;
+
+    -- paused queues and queues with a concurrency limit are left out of the common claim
+    SELECT coalesce(array_agg(q.queue), '{}') INTO v_excluded
+    FROM pgrelay._queues q
+    WHERE (q.paused OR q.concurrency IS NOT NULL)
+      AND (consume.queues IS NULL OR q.queue = ANY (consume.queues));
+
+    -- A limited queue is claimed under its settings row's lock, so claimers of one queue take turns and
+    -- each counts the leases committed before it: the limit holds across any number of workers.
+    IF v_excluded <> '{}' THEN
+        FOR v_limited IN
+            SELECT q.queue, q.concurrency FROM pgrelay._queues q
+            WHERE q.concurrency IS NOT NULL AND NOT q.paused
+              AND (consume.queues IS NULL OR q.queue = ANY (consume.queues))
+              AND EXISTS (SELECT 1 FROM pgrelay._jobs j
+                          WHERE j.queue = q.queue AND j.status = 'pending' AND j.run_at <= now())
+            ORDER BY q.queue
+            FOR UPDATE OF q
+        LOOP
+            EXIT WHEN v_left = 0;
+            SELECT v_limited.concurrency - count(*) INTO v_slots
+            FROM pgrelay._jobs j WHERE j.queue = v_limited.queue AND j.status = 'leased';
+            IF v_slots > 0 THEN
+                RETURN QUERY SELECT * FROM pgrelay._claim(consume.worker, ARRAY[v_limited.queue], '{}',
+                                                          LEAST(v_slots, v_left), consume.lease_seconds, consume.tasks);
+                GET DIAGNOSTICS v_got = ROW_COUNT;
+                v_left := v_left - v_got;
+            END IF;
+        END LOOP;
+    END IF;
+
+    IF v_left > 0 THEN
+        RETURN QUERY SELECT * FROM pgrelay._claim(consume.worker, consume.queues, v_excluded, v_left,
+                                                  consume.lease_seconds, consume.tasks);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION pgrelay.consume(text, text[], integer, integer, text[]) IS
+'Lease up to batch due jobs to a worker; returns them as pgrelay.claimed_job, attempt already incremented.
+
+worker: the worker''s id. queues: NULL for all. lease_seconds: NULL for the queue''s setting (default 30).
+tasks: LIKE patterns (''orders.%''). Order: higher priority, then run_at, then id; FOR UPDATE SKIP LOCKED, so
+concurrent consumers never get the same job. Paused queues are skipped; a queue''s concurrency limit holds
+across all workers. Needs READ COMMITTED (PR005). Complete each job with ack/nack passing its id and attempt.
+
+Example: SELECT * FROM pgrelay.consume(''worker-1'', queues => ''{default}'', batch => 10);';
+
+CREATE FUNCTION pgrelay.ack_many(ids bigint[], attempts integer[], results jsonb[] DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_n integer;
+BEGIN
+    IF ack_many.ids IS NULL OR ack_many.attempts IS NULL
+       OR cardinality(ack_many.ids) <> cardinality(ack_many.attempts)
+       OR cardinality(ack_many.ids) <> coalesce(cardinality(ack_many.results), cardinality(ack_many.ids)) THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('ids, attempts (and results, when given) must be arrays of the same length; got %s, %s and %s',
+                             coalesce(cardinality(ack_many.ids)::text, 'NULL'), coalesce(cardinality(ack_many.attempts)::text, 'NULL'),
+                             coalesce(cardinality(ack_many.results)::text, 'NULL'));
+    END IF;
+    SELECT count(*) INTO v_n
+    FROM pgrelay._finish(ack_many.ids, ack_many.attempts, 'succeeded', 'succeeded', ack_many.results);
+    RETURN v_n;
+END
+$$;
+COMMENT ON FUNCTION pgrelay.ack_many(bigint[], integer[], jsonb[]) IS
+'Mark many leased jobs succeeded in one statement; returns how many were still held.
+
+ids, attempts: from consume, same length. results: optional JSON result per job. A job whose attempt is no
+longer the current lease (it expired and was recovered or re-leased) is left alone and not counted.
+
+Example: SELECT pgrelay.ack_many(''{101,102}'', ''{1,1}'');';
+
+CREATE FUNCTION pgrelay.ack(id bigint, attempt integer, result jsonb DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF ack.id IS NULL OR ack.attempt IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'id and attempt are required (both come from consume)';
+    END IF;
+    RETURN (SELECT count(*) = 1 FROM pgrelay._finish(ARRAY[ack.id], ARRAY[ack.attempt], 'succeeded', 'succeeded', ARRAY[ack.result]));
+END
+$$;
+COMMENT ON FUNCTION pgrelay.ack(bigint, integer, jsonb) IS
+'Mark a leased job succeeded, storing an optional JSON result; true if this attempt still held the lease.
+
+A stale attempt (the lease expired and the job was recovered or leased again) changes nothing and returns false.
+
+Example: SELECT pgrelay.ack(id => 101, attempt => 1, result => ''{"sent": true}'');';
+
+CREATE FUNCTION pgrelay.nack(
+    id bigint,
+    attempt integer,
+    error text,
+    retry_after_seconds double precision DEFAULT NULL,
+    permanent boolean DEFAULT false,
+    outcome text DEFAULT 'failed',
+    details jsonb DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_job record;
+BEGIN
+    IF nack.id IS NULL OR nack.attempt IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'id and attempt are required (both come from consume)';
+    END IF;
+    IF nack.error IS NULL OR nack.error = '' THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'error must describe what went wrong (it is shown to operators)';
+    END IF;
+    IF nack.retry_after_seconds IS NOT NULL
+       AND (nack.retry_after_seconds = 'NaN' OR nack.retry_after_seconds NOT BETWEEN 0 AND 31536000) THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('retry_after_seconds must be between 0 and 31536000 (a year), not %s', nack.retry_after_seconds);
+    END IF;
+    IF nack.permanent IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'permanent must be true or false';
+    END IF;
+    IF nack.outcome IS NULL OR nack.outcome NOT IN ('failed', 'timeout', 'cancelled') THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('outcome must be failed, timeout or cancelled, not %s', coalesce(quote_literal(nack.outcome), 'NULL'));
+    END IF;
+
+    SELECT j.attempt,
+           coalesce(j.max_attempts, q.max_attempts, pgrelay._default_max_attempts()) AS max_attempts,
+           coalesce(q.backoff_base_seconds, pgrelay._default_backoff_base_seconds()) AS backoff_base,
+           coalesce(q.backoff_max_seconds, pgrelay._default_backoff_max_seconds()) AS backoff_max
+    INTO v_job
+    FROM pgrelay._jobs j LEFT JOIN pgrelay._queues q ON q.queue = j.queue
+    WHERE j.id = nack.id AND j.attempt = nack.attempt AND j.status = 'leased'
+    FOR UPDATE OF j;
+    IF NOT FOUND THEN
+        RETURN 'stale';
+    END IF;
+
+    IF nack.permanent OR v_job.attempt >= v_job.max_attempts THEN
+        PERFORM pgrelay._finish(ARRAY[nack.id], ARRAY[nack.attempt], 'dead_letter', nack.outcome,
+                                NULL, ARRAY[left(nack.error, 10000)], ARRAY[nack.details]);
+        RETURN 'dead_letter';
+    END IF;
+    PERFORM pgrelay._retry(ARRAY[nack.id], ARRAY[nack.attempt], nack.outcome, ARRAY[left(nack.error, 10000)],
+        ARRAY[coalesce(nack.retry_after_seconds,
+                       pgrelay._backoff(v_job.attempt, v_job.backoff_base, v_job.backoff_max))],
+        ARRAY[nack.details]);
+    RETURN 'pending';
+END
+$$;
+COMMENT ON FUNCTION pgrelay.nack(bigint, integer, text, double precision, boolean, text, jsonb) IS
+'Report a failed attempt; returns the job''s new status: pending, dead_letter, or stale.
+
+pending: retried after exponential backoff with jitter (queue settings; default 1 s doubling up to 1 h), or
+after retry_after_seconds when given. dead_letter: permanent => true, or no attempts left. stale: this attempt
+no longer holds the lease; nothing changed. outcome (failed, timeout, cancelled) and details (JSON, e.g. an
+HTTP status) are recorded in the attempt history.
+
+Example: SELECT pgrelay.nack(id => 101, attempt => 1, error => ''SMTP 451'', retry_after_seconds => 30);';
+
+CREATE FUNCTION pgrelay.heartbeat(
+    worker text,
+    ids bigint[] DEFAULT '{}',
+    lease_seconds integer DEFAULT NULL,
+    host text DEFAULT NULL,
+    pid integer DEFAULT NULL,
+    queues text[] DEFAULT NULL)
+RETURNS bigint[]
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_lost bigint[];
+BEGIN
+    PERFORM pgrelay._check(pgrelay._name_error('worker', heartbeat.worker, 200, '/@'));
+    IF heartbeat.lease_seconds NOT BETWEEN 1 AND 86400 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('lease_seconds must be between 1 and 86400 (or NULL for the queue''s setting), not %s', heartbeat.lease_seconds);
+    END IF;
+    INSERT INTO pgrelay._workers AS w (worker, host, pid, queues)
+    VALUES (heartbeat.worker, left(heartbeat.host, 255), heartbeat.pid, heartbeat.queues)
+    ON CONFLICT ON CONSTRAINT _workers_pkey DO UPDATE
+    SET last_seen = now(),
+        host = coalesce(excluded.host, w.host),
+        pid = coalesce(excluded.pid, w.pid),
+        queues = coalesce(excluded.queues, w.queues);
+
+    IF coalesce(cardinality(heartbeat.ids), 0) = 0 THEN
+        RETURN '{}';
+    END IF;
+    -- SKIP LOCKED: a row locked right now is being acked, nacked or recovered; the heartbeat never
+    -- waits for (or deadlocks with) those, and the next heartbeat reports the outcome.
+    UPDATE pgrelay._jobs j
+    SET lease_expires_at = now() + make_interval(
+            secs => coalesce(heartbeat.lease_seconds, q.lease_seconds, pgrelay._default_lease_seconds()))
+    FROM (SELECT h.id, h.queue FROM pgrelay._jobs h
+          WHERE h.id = ANY (heartbeat.ids) AND h.leased_by = heartbeat.worker AND h.status = 'leased'
+          FOR UPDATE SKIP LOCKED) held
+         LEFT JOIN pgrelay._queues q ON q.queue = held.queue
+    WHERE j.id = held.id;
+
+    SELECT coalesce(array_agg(DISTINCT i ORDER BY i), '{}') INTO v_lost
+    FROM unnest(heartbeat.ids) i
+    WHERE i IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM pgrelay._jobs j WHERE j.id = i AND j.leased_by = heartbeat.worker AND j.status = 'leased');
+    RETURN v_lost;
+END
+$$;
+COMMENT ON FUNCTION pgrelay.heartbeat(text, bigint[], integer, text, integer, text[]) IS
+'Record the worker as alive and extend its leases on ids; returns the ids it no longer holds.
+
+A returned id was acked, recovered after its lease expired, or leased to someone else: stop working on it.
+lease_seconds: NULL for the queue''s setting. host, pid, queues: shown in the workers view.
+
+Example: SELECT pgrelay.heartbeat(''worker-1'', ''{101,102}'');';
+
+CREATE FUNCTION pgrelay.recover()
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_total integer := 0;
+    v_batch record;
+BEGIN
+    LOOP
+        -- SKIP LOCKED: jobs being acked right now are theirs; recover never waits, so many may run at once.
+        SELECT array_agg(e.id) AS ids, array_agg(e.attempt) AS attempts,
+               array_agg(e.id) FILTER (WHERE e.attempt >= e.max_attempts) AS dead_ids,
+               array_agg(e.attempt) FILTER (WHERE e.attempt >= e.max_attempts) AS dead_attempts,
+               array_agg(e.id) FILTER (WHERE e.attempt < e.max_attempts) AS retry_ids,
+               array_agg(e.attempt) FILTER (WHERE e.attempt < e.max_attempts) AS retry_attempts,
+               array_agg(pgrelay._backoff(e.attempt, e.backoff_base, e.backoff_max)) FILTER (WHERE e.attempt < e.max_attempts) AS delays
+        INTO v_batch
+        FROM (
+            SELECT x.id, x.attempt,
+                   coalesce(x.max_attempts, q.max_attempts, pgrelay._default_max_attempts()) AS max_attempts,
+                   coalesce(q.backoff_base_seconds, pgrelay._default_backoff_base_seconds()) AS backoff_base,
+                   coalesce(q.backoff_max_seconds, pgrelay._default_backoff_max_seconds()) AS backoff_max
+            FROM (SELECT j.id, j.attempt, j.queue, j.max_attempts FROM pgrelay._jobs j
+                  WHERE j.status = 'leased' AND j.lease_expires_at < now()
+                  ORDER BY j.lease_expires_at
+                  LIMIT 1000
+                  FOR UPDATE SKIP LOCKED) x
+            LEFT JOIN pgrelay._queues q ON q.queue = x.queue
+        ) e;
+        EXIT WHEN v_batch.ids IS NULL;
+        IF v_batch.dead_ids IS NOT NULL THEN
+            PERFORM pgrelay._finish(v_batch.dead_ids, v_batch.dead_attempts, 'dead_letter', 'lease_expired', NULL,
+                                    array_fill('lease expired; no attempts left'::text, ARRAY[cardinality(v_batch.dead_ids)]));
+        END IF;
+        IF v_batch.retry_ids IS NOT NULL THEN
+            PERFORM pgrelay._retry(v_batch.retry_ids, v_batch.retry_attempts, 'lease_expired',
+                                   array_fill('lease expired'::text, ARRAY[cardinality(v_batch.retry_ids)]), v_batch.delays);
+        END IF;
+        v_total := v_total + cardinality(v_batch.ids);
+    END LOOP;
+    RETURN v_total;
+END
+$$;
+COMMENT ON FUNCTION pgrelay.recover() IS
+'Return jobs whose lease expired to pending (after backoff), or to dead_letter when no attempts are left;
+returns how many were recovered. Each is recorded as an attempt with outcome lease_expired.
+
+Safe to run from many workers at once and from pg_cron (jobs being completed are skipped, never waited for).
+
+Example: SELECT pgrelay.recover();';
+
+-- ---------------------------------------------------------------------------------------------
+-- Inspection
+-- ---------------------------------------------------------------------------------------------
+
+CREATE VIEW pgrelay.jobs AS
+    SELECT j.id, j.queue, j.task, j.kind, j.status, j.priority, j.run_at, j.attempt,
+           j.max_attempts, j.timeout_seconds, j.payload, j.idempotency_key, j.dedupe_key, j.trace_id,
+           j.replayed_from, j.last_error, NULL::jsonb AS result, j.leased_by, j.lease_expires_at,
+           j.created_at, NULL::timestamptz AS finished_at
+    FROM pgrelay._jobs j
+    UNION ALL
+    SELECT f.id, f.queue, f.task, f.kind, f.status, f.priority, f.run_at, f.attempt,
+           f.max_attempts, f.timeout_seconds, f.payload, f.idempotency_key, f.dedupe_key, f.trace_id,
+           f.replayed_from, f.last_error, f.result, NULL::text, NULL::timestamptz,
+           f.created_at, f.finished_at
+    FROM pgrelay._finished f;
+COMMENT ON VIEW pgrelay.jobs IS
+'Every job, active or finished, with its status: pending, leased, succeeded, dead_letter or cancelled.
+
+Filter by id or queue; both tables are indexed by id. max_attempts NULL means the queue''s setting.';
+
+CREATE FUNCTION pgrelay.get_job(id bigint)
+RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT to_jsonb(j) - 'max_attempts'
+           || jsonb_build_object('max_attempts',
+                  coalesce(j.max_attempts, (SELECT q.max_attempts FROM pgrelay._queues q WHERE q.queue = j.queue),
+                           pgrelay._default_max_attempts()))
+    FROM pgrelay.jobs j WHERE j.id = get_job.id
+$$;
+COMMENT ON FUNCTION pgrelay.get_job(bigint) IS
+'The job with this id as JSON, wherever it is (active or finished); NULL for an unknown id.
+
+Keys: id, queue, task, kind, status, priority, run_at, attempt, max_attempts, timeout_seconds, payload,
+idempotency_key, dedupe_key, trace_id, replayed_from, last_error, result, leased_by, lease_expires_at,
+created_at, finished_at.
+
+Example: SELECT pgrelay.get_job(101);';
+
+CREATE FUNCTION pgrelay.get_attempts(id bigint)
+RETURNS SETOF pgrelay.attempt
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT * FROM (
+        SELECT a.job_id, a.attempt, a.worker, a.started_at, a.finished_at, a.outcome, a.error, a.details
+        FROM pgrelay._attempts a WHERE a.job_id = get_attempts.id
+        UNION ALL
+        SELECT j.id, j.attempt, j.leased_by, j.leased_at, NULL, 'running', NULL, NULL
+        FROM pgrelay._jobs j WHERE j.id = get_attempts.id AND j.status = 'leased'
+    ) a
+    ORDER BY a.attempt
+$$;
+COMMENT ON FUNCTION pgrelay.get_attempts(bigint) IS
+'The attempt history of a job, oldest first: who ran it, when, how it ended (succeeded, failed, timeout,
+lease_expired, cancelled, or running for the current lease) and the error.
+
+Example: SELECT * FROM pgrelay.get_attempts(101);';
+
+CREATE VIEW pgrelay.queue_stats AS
+    WITH active AS (
+        SELECT j.queue,
+               count(*) FILTER (WHERE j.status = 'pending' AND j.run_at <= now()) AS pending,
+               count(*) FILTER (WHERE j.status = 'pending' AND j.run_at > now()) AS scheduled,
+               count(*) FILTER (WHERE j.status = 'leased') AS leased,
+               min(j.run_at) FILTER (WHERE j.status = 'pending' AND j.run_at <= now()) AS oldest_due
+        FROM pgrelay._jobs j GROUP BY j.queue
+    ), finished AS (
+        SELECT f.queue,
+               count(*) FILTER (WHERE f.status = 'succeeded') AS succeeded,
+               count(*) FILTER (WHERE f.status = 'dead_letter') AS dead_letter,
+               count(*) FILTER (WHERE f.status = 'cancelled') AS cancelled
+        FROM pgrelay._finished f GROUP BY f.queue
+    ), names AS (
+        SELECT queue FROM active UNION SELECT queue FROM finished UNION SELECT queue FROM pgrelay._queues
+    )
+    SELECT n.queue,
+           coalesce(a.pending, 0) AS pending,
+           coalesce(a.scheduled, 0) AS scheduled,
+           coalesce(a.leased, 0) AS leased,
+           coalesce(f.succeeded, 0) AS succeeded,
+           coalesce(f.dead_letter, 0) AS dead_letter,
+           coalesce(f.cancelled, 0) AS cancelled,
+           now() - a.oldest_due AS oldest_pending_age,
+           coalesce(q.paused, false) AS paused,
+           q.concurrency
+    FROM names n
+    LEFT JOIN active a ON a.queue = n.queue
+    LEFT JOIN finished f ON f.queue = n.queue
+    LEFT JOIN pgrelay._queues q ON q.queue = n.queue;
+COMMENT ON VIEW pgrelay.queue_stats IS
+'Per queue: jobs due (pending), scheduled for later, leased, succeeded, dead-lettered and cancelled; the age
+of the oldest due job; whether the queue is paused and its concurrency limit (NULL: none).';
+
+CREATE VIEW pgrelay.expired_leases AS
+    SELECT j.id, j.queue, j.task, j.attempt, j.leased_by, j.leased_at, j.lease_expires_at,
+           now() - j.lease_expires_at AS expired_for
+    FROM pgrelay._jobs j
+    WHERE j.status = 'leased' AND j.lease_expires_at < now();
+COMMENT ON VIEW pgrelay.expired_leases IS
+'Leased jobs whose lease has expired and that recover() has not yet returned to pending.';
+
+CREATE VIEW pgrelay.dead_letters AS
+    SELECT f.id, f.queue, f.task, f.kind, f.attempt, f.last_error, f.payload, f.trace_id, f.created_at, f.finished_at
+    FROM pgrelay._finished f
+    WHERE f.status = 'dead_letter';
+COMMENT ON VIEW pgrelay.dead_letters IS
+'Jobs that failed permanently or ran out of attempts, with their last error.';
+
+CREATE VIEW pgrelay.workers AS
+    SELECT w.worker, w.host, w.pid, w.queues, w.started_at, w.last_seen,
+           (SELECT count(*) FROM pgrelay._jobs j WHERE j.leased_by = w.worker AND j.status = 'leased') AS leased
+    FROM pgrelay._workers w;
+COMMENT ON VIEW pgrelay.workers IS
+'Workers by their last heartbeat, with the number of leases each holds now.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Queue settings
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION pgrelay._queue_settings(p_queue text)
+RETURNS pgrelay.queue_settings
+LANGUAGE sql STABLE AS $$
+    SELECT n.queue, coalesce(q.paused, false), q.concurrency,
+           coalesce(q.max_attempts, pgrelay._default_max_attempts()),
+           coalesce(q.lease_seconds, pgrelay._default_lease_seconds()),
+           coalesce(q.backoff_base_seconds, pgrelay._default_backoff_base_seconds()),
+           coalesce(q.backoff_max_seconds, pgrelay._default_backoff_max_seconds())
+    FROM (SELECT p_queue AS queue) n LEFT JOIN pgrelay._queues q ON q.queue = n.queue
+$$;
+
+CREATE FUNCTION pgrelay.configure_queue(
+    queue text,
+    concurrency integer DEFAULT NULL,
+    max_attempts integer DEFAULT NULL,
+    lease_seconds integer DEFAULT NULL,
+    backoff_base_seconds double precision DEFAULT NULL,
+    backoff_max_seconds double precision DEFAULT NULL,
+    reset text[] DEFAULT NULL)
+RETURNS pgrelay.queue_settings
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_settings pgrelay.queue_settings;
+    v_reset text[] := coalesce(configure_queue.reset, '{}');
+    v_bad text;
+BEGIN
+    PERFORM pgrelay._check(pgrelay._name_error('queue', configure_queue.queue, 128));
+    SELECT r INTO v_bad FROM unnest(v_reset) r
+    WHERE r IS NULL OR r NOT IN ('concurrency', 'max_attempts', 'lease_seconds', 'backoff_base_seconds', 'backoff_max_seconds')
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('cannot reset %s: reset takes concurrency, max_attempts, lease_seconds, backoff_base_seconds, backoff_max_seconds',
+                             coalesce(quote_literal(v_bad), 'NULL'));
+    END IF;
+    IF configure_queue.concurrency NOT BETWEEN 1 AND 100000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', HINT = 'pause the queue to stop it; reset => ''{concurrency}'' removes the limit',
+            MESSAGE = format('concurrency must be between 1 and 100000, not %s', configure_queue.concurrency);
+    END IF;
+    IF configure_queue.max_attempts NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('max_attempts must be between 1 and 1000, not %s', configure_queue.max_attempts);
+    END IF;
+    IF configure_queue.lease_seconds NOT BETWEEN 1 AND 86400 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('lease_seconds must be between 1 and 86400, not %s', configure_queue.lease_seconds);
+    END IF;
+    IF configure_queue.backoff_base_seconds = 'NaN' OR configure_queue.backoff_base_seconds NOT BETWEEN 0.001 AND 86400 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('backoff_base_seconds must be between 0.001 and 86400, not %s', configure_queue.backoff_base_seconds);
+    END IF;
+    IF configure_queue.backoff_max_seconds = 'NaN' OR configure_queue.backoff_max_seconds NOT BETWEEN 0.001 AND 604800 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('backoff_max_seconds must be between 0.001 and 604800 (a week), not %s', configure_queue.backoff_max_seconds);
+    END IF;
+    SELECT r INTO v_bad FROM unnest(v_reset) r
+    WHERE (r = 'concurrency' AND configure_queue.concurrency IS NOT NULL)
+       OR (r = 'max_attempts' AND configure_queue.max_attempts IS NOT NULL)
+       OR (r = 'lease_seconds' AND configure_queue.lease_seconds IS NOT NULL)
+       OR (r = 'backoff_base_seconds' AND configure_queue.backoff_base_seconds IS NOT NULL)
+       OR (r = 'backoff_max_seconds' AND configure_queue.backoff_max_seconds IS NOT NULL)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = format('%s is both set and reset; do one or the other', v_bad);
+    END IF;
+
+    INSERT INTO pgrelay._queues AS q (queue, concurrency, max_attempts, lease_seconds, backoff_base_seconds, backoff_max_seconds)
+    VALUES (configure_queue.queue, configure_queue.concurrency, configure_queue.max_attempts, configure_queue.lease_seconds,
+            configure_queue.backoff_base_seconds, configure_queue.backoff_max_seconds)
+    ON CONFLICT ON CONSTRAINT _queues_pkey DO UPDATE SET
+        concurrency = CASE WHEN 'concurrency' = ANY (v_reset) THEN NULL ELSE coalesce(excluded.concurrency, q.concurrency) END,
+        max_attempts = CASE WHEN 'max_attempts' = ANY (v_reset) THEN NULL ELSE coalesce(excluded.max_attempts, q.max_attempts) END,
+        lease_seconds = CASE WHEN 'lease_seconds' = ANY (v_reset) THEN NULL ELSE coalesce(excluded.lease_seconds, q.lease_seconds) END,
+        backoff_base_seconds = CASE WHEN 'backoff_base_seconds' = ANY (v_reset) THEN NULL
+                                    ELSE coalesce(excluded.backoff_base_seconds, q.backoff_base_seconds) END,
+        backoff_max_seconds = CASE WHEN 'backoff_max_seconds' = ANY (v_reset) THEN NULL
+                                   ELSE coalesce(excluded.backoff_max_seconds, q.backoff_max_seconds) END,
+        updated_at = now();
+
+    v_settings := pgrelay._queue_settings(configure_queue.queue);
+    IF v_settings.backoff_base_seconds > v_settings.backoff_max_seconds THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('backoff_base_seconds (%s) must not exceed backoff_max_seconds (%s)',
+                             v_settings.backoff_base_seconds, v_settings.backoff_max_seconds);
+    END IF;
+    RETURN v_settings;
+END
+$$;
+COMMENT ON FUNCTION pgrelay.configure_queue(text, integer, integer, integer, double precision, double precision, text[]) IS
+'Change a queue''s settings; returns its effective settings. NULL leaves a setting as it is.
+
+concurrency: most jobs leased at once across all workers. max_attempts (default 10), lease_seconds (30),
+backoff_base_seconds (1) and backoff_max_seconds (3600) apply to jobs that do not set their own.
+reset: names of settings to return to their defaults, e.g. reset => ''{concurrency}''.
+
+Example: SELECT * FROM pgrelay.configure_queue(''mail'', concurrency => 3, max_attempts => 5);';
+
+CREATE FUNCTION pgrelay.pause(queue text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_was boolean;
+BEGIN
+    PERFORM pgrelay._check(pgrelay._name_error('queue', pause.queue, 128));
+    SELECT q.paused INTO v_was FROM pgrelay._queues q WHERE q.queue = pause.queue FOR UPDATE;
+    INSERT INTO pgrelay._queues AS q (queue, paused) VALUES (pause.queue, true)
+    ON CONFLICT ON CONSTRAINT _queues_pkey DO UPDATE SET paused = true, updated_at = now();
+    RETURN NOT coalesce(v_was, false);
+END
+$$;
+COMMENT ON FUNCTION pgrelay.pause(text) IS
+'Stop consume() from leasing jobs of this queue (enqueue still works; leased jobs finish); true if it was running.
+
+Example: SELECT pgrelay.pause(''mail'');';
+
+CREATE FUNCTION pgrelay.resume(queue text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_was boolean;
+BEGIN
+    PERFORM pgrelay._check(pgrelay._name_error('queue', resume.queue, 128));
+    UPDATE pgrelay._queues q SET paused = false, updated_at = now()
+    FROM (SELECT o.queue, o.paused FROM pgrelay._queues o WHERE o.queue = resume.queue FOR UPDATE) old
+    WHERE q.queue = old.queue
+    RETURNING old.paused INTO v_was;
+    IF coalesce(v_was, false) THEN
+        PERFORM pg_notify(pgrelay._channel(), resume.queue);
+    END IF;
+    RETURN coalesce(v_was, false);
+END
+$$;
+COMMENT ON FUNCTION pgrelay.resume(text) IS
+'Let consume() lease jobs of a paused queue again and wake the workers; true if it was paused.
+
+Example: SELECT pgrelay.resume(''mail'');';
+
+-- ---------------------------------------------------------------------------------------------
+-- Privileges: nothing for PUBLIC; group roles get EXECUTE on their functions and SELECT on views,
+-- never a table. The roles are created when the installing user may create roles.
+-- ---------------------------------------------------------------------------------------------
+
+REVOKE ALL ON ALL TABLES IN SCHEMA pgrelay FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA pgrelay FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pgrelay FROM PUBLIC;
+
+DO $roles$
+DECLARE
+    v_role text;
+    v_can_create boolean;
+BEGIN
+    SELECT r.rolsuper OR r.rolcreaterole INTO v_can_create FROM pg_catalog.pg_roles r WHERE r.rolname = current_user;
+    FOREACH v_role IN ARRAY ARRAY['pgrelay_producer', 'pgrelay_worker', 'pgrelay_admin', 'pgrelay_reader'] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = v_role) THEN
+            IF NOT v_can_create THEN
+                RAISE NOTICE 'pgrelay: role % not created (the installing user lacks CREATEROLE); grant EXECUTE by hand', v_role;
+                CONTINUE;
+            END IF;
+            EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', v_role);
+        END IF;
+        EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA pgrelay TO %I', v_role);
+    END LOOP;
+
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = 'pgrelay_producer') THEN
+        GRANT EXECUTE ON FUNCTION
+            pgrelay.version(),
+            pgrelay.enqueue(text, jsonb, text, timestamptz, integer, integer, integer, text, text, text),
+            pgrelay.enqueue_http(text, jsonb, text, jsonb, text, text, timestamptz, integer, integer, integer, text, text, text),
+            pgrelay.enqueue_bulk(jsonb),
+            pgrelay.enqueue_trigger(),
+            pgrelay.get_job(bigint)
+        TO pgrelay_producer;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = 'pgrelay_worker') THEN
+        GRANT EXECUTE ON FUNCTION
+            pgrelay.version(),
+            pgrelay.consume(text, text[], integer, integer, text[]),
+            pgrelay.ack(bigint, integer, jsonb),
+            pgrelay.ack_many(bigint[], integer[], jsonb[]),
+            pgrelay.nack(bigint, integer, text, double precision, boolean, text, jsonb),
+            pgrelay.heartbeat(text, bigint[], integer, text, integer, text[]),
+            pgrelay.recover(),
+            pgrelay.enqueue(text, jsonb, text, timestamptz, integer, integer, integer, text, text, text),
+            pgrelay.enqueue_http(text, jsonb, text, jsonb, text, text, timestamptz, integer, integer, integer, text, text, text),
+            pgrelay.enqueue_bulk(jsonb),
+            pgrelay.get_job(bigint),
+            pgrelay.get_attempts(bigint)
+        TO pgrelay_worker;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = 'pgrelay_reader') THEN
+        GRANT EXECUTE ON FUNCTION pgrelay.version(), pgrelay.get_job(bigint), pgrelay.get_attempts(bigint) TO pgrelay_reader;
+        GRANT SELECT ON pgrelay.jobs, pgrelay.queue_stats, pgrelay.expired_leases, pgrelay.dead_letters, pgrelay.workers
+        TO pgrelay_reader;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = 'pgrelay_admin') THEN
+        GRANT EXECUTE ON FUNCTION
+            pgrelay.version(),
+            pgrelay.get_job(bigint),
+            pgrelay.get_attempts(bigint),
+            pgrelay.recover(),
+            pgrelay.configure_queue(text, integer, integer, integer, double precision, double precision, text[]),
+            pgrelay.pause(text),
+            pgrelay.resume(text)
+        TO pgrelay_admin;
+        GRANT SELECT ON pgrelay.jobs, pgrelay.queue_stats, pgrelay.expired_leases, pgrelay.dead_letters, pgrelay.workers
+        TO pgrelay_admin;
+    END IF;
+END
+$roles$;
+
+-- Under CREATE EXTENSION, have pg_dump keep the data of every table; record how this version arrived.
+DO $dump$
+BEGIN
+    IF coalesce(pg_catalog.current_setting('pgrelay.installer', true), '') = '' THEN
+        PERFORM pg_catalog.pg_extension_config_dump(t, '')
+        FROM unnest(ARRAY['pgrelay._migrations', 'pgrelay._jobs', 'pgrelay._finished', 'pgrelay._attempts',
+                          'pgrelay._idempotency_keys', 'pgrelay._queues', 'pgrelay._workers']::regclass[]) t;
+        PERFORM pg_catalog.pg_extension_config_dump('pgrelay._job_id_seq', '');
+    END IF;
+END
+$dump$;
+
+INSERT INTO pgrelay._migrations (version, method)
+VALUES ('0.1.0', coalesce(nullif(pg_catalog.current_setting('pgrelay.installer', true), ''), 'create extension'));
