@@ -66,6 +66,8 @@ COMMENT ON TABLE pgrelay._jobs IS 'Private: pending and leased jobs. Use the fun
 
 -- Exactly the claim order of consume(): due pending jobs, higher priority first, then run_at, then id.
 CREATE INDEX _jobs_claim_idx ON pgrelay._jobs (priority DESC, run_at, id) WHERE status = 'pending';
+-- The same order within one queue, for workers of one queue (other queues' backlogs are not scanned).
+CREATE INDEX _jobs_queue_claim_idx ON pgrelay._jobs (queue, priority DESC, run_at, id) WHERE status = 'pending';
 -- Leases: counted per queue for concurrency limits, scanned by expiry in recover().
 CREATE INDEX _jobs_leased_idx ON pgrelay._jobs (queue, lease_expires_at) WHERE status = 'leased';
 -- A dedupe key is unique among the active jobs of a queue.
@@ -468,39 +470,55 @@ LANGUAGE sql AS $$
 $$;
 
 -- Claim up to p_limit due jobs in claim order, skipping locked rows and the excluded queues.
+-- One queue is picked through _jobs_queue_claim_idx, so a backlog in other queues costs nothing;
+-- several (or all) queues through _jobs_claim_idx.
 CREATE FUNCTION pgrelay._claim(
     p_worker text, p_queues text[], p_excluded text[], p_limit integer, p_lease_seconds integer, p_tasks text[])
 RETURNS SETOF pgrelay.claimed_job
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_ids bigint[];
 BEGIN
+    IF cardinality(p_queues) = 1 THEN
+        v_ids := ARRAY(
+            SELECT j.id FROM pgrelay._jobs j
+            WHERE j.status = 'pending' AND j.queue = p_queues[1] AND j.run_at <= now()
+              AND j.queue <> ALL (p_excluded) AND (p_tasks IS NULL OR j.task LIKE ANY (p_tasks))
+            ORDER BY j.priority DESC, j.run_at, j.id
+            LIMIT p_limit
+            FOR UPDATE SKIP LOCKED);
+    ELSE
+        v_ids := ARRAY(
+            SELECT j.id FROM pgrelay._jobs j
+            WHERE j.status = 'pending' AND (p_queues IS NULL OR j.queue = ANY (p_queues)) AND j.run_at <= now()
+              AND j.queue <> ALL (p_excluded) AND (p_tasks IS NULL OR j.task LIKE ANY (p_tasks))
+            ORDER BY j.priority DESC, j.run_at, j.id
+            LIMIT p_limit
+            FOR UPDATE SKIP LOCKED);
+    END IF;
+    IF v_ids = '{}' THEN
+        RETURN;
+    END IF;
+
     RETURN QUERY
-    WITH picked AS (
-        SELECT j.id, j.queue
-        FROM pgrelay._jobs j
-        WHERE j.status = 'pending'
-          AND j.run_at <= pg_catalog.now()
-          AND (p_queues IS NULL OR j.queue = ANY (p_queues))
-          AND j.queue <> ALL (p_excluded)
-          AND (p_tasks IS NULL OR j.task LIKE ANY (p_tasks))
-        ORDER BY j.priority DESC, j.run_at, j.id
-        LIMIT p_limit
-        FOR UPDATE SKIP LOCKED
-    ), leased AS (
+    WITH leased AS (
         UPDATE pgrelay._jobs j
         SET status = 'leased',
             attempt = j.attempt + 1,
             leased_by = p_worker,
-            leased_at = pg_catalog.now(),
-            lease_expires_at = pg_catalog.now() + pg_catalog.make_interval(
-                secs => coalesce(p_lease_seconds, q.lease_seconds, pgrelay._default_lease_seconds()))
-        FROM picked p LEFT JOIN pgrelay._queues q ON q.queue = p.queue
-        WHERE j.id = p.id
-        RETURNING j.id, j.queue, j.task, j.kind, j.payload, j.attempt,
-                  coalesce(j.max_attempts, q.max_attempts, pgrelay._default_max_attempts()),
-                  j.lease_expires_at, j.timeout_seconds, j.trace_id, j.priority, j.run_at, j.created_at,
-                  j.idempotency_key
+            leased_at = now(),
+            lease_expires_at = now() + make_interval(secs => coalesce(
+                p_lease_seconds,
+                (SELECT q.lease_seconds FROM pgrelay._queues q WHERE q.queue = j.queue),
+                pgrelay._default_lease_seconds()))
+        WHERE j.id = ANY (v_ids)
+        RETURNING j.*
     )
-    SELECT * FROM leased l ORDER BY l.priority DESC, l.run_at, l.id;
+    SELECT l.id, l.queue, l.task, l.kind, l.payload, l.attempt,
+           coalesce(l.max_attempts, q.max_attempts, pgrelay._default_max_attempts()),
+           l.lease_expires_at, l.timeout_seconds, l.trace_id, l.priority, l.run_at, l.created_at, l.idempotency_key
+    FROM leased l LEFT JOIN pgrelay._queues q ON q.queue = l.queue
+    ORDER BY l.priority DESC, l.run_at, l.id;
 END
 $$;
 
