@@ -193,6 +193,9 @@ CREATE TYPE pgrelay.queue_settings AS (
 COMMENT ON TYPE pgrelay.queue_settings IS
 'A queue''s effective settings (defaults filled in); concurrency NULL means unlimited.';
 
+-- Used by consume: a locked job and its claim-order keys.
+CREATE TYPE pgrelay._candidate AS (id bigint, priority integer, run_at timestamptz);
+
 -- Used by enqueue_bulk: one parsed element of its array.
 CREATE TYPE pgrelay._job_spec AS (
     ord             bigint,
@@ -233,6 +236,19 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 3600.0::double precision $$;
 CREATE FUNCTION pgrelay._channel() RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 'pgrelay_jobs'::text $$;
 
+-- Wake workers of p_queue: payload "<queue>" when a job is due now, "<queue> <unix time>" for the
+-- time a job becomes due, so a listening worker can set a timer instead of polling.
+-- NOTIFY serialises committing transactions; setting pgrelay.notify = off (per database, role or
+-- session) skips it, and workers then find jobs by polling.
+CREATE FUNCTION pgrelay._notify(p_queue text, p_run_at timestamptz)
+RETURNS void
+LANGUAGE sql AS $$
+    SELECT pg_catalog.pg_notify(pgrelay._channel(),
+        CASE WHEN p_run_at <= pg_catalog.now() THEN p_queue
+             ELSE p_queue || ' ' || round(extract(epoch FROM p_run_at), 3)::text END)
+    WHERE coalesce(nullif(pg_catalog.current_setting('pgrelay.notify', true), ''), 'on') <> 'off'
+$$;
+
 -- Exponential backoff with "equal jitter": the n-th retry waits between d/2 and d seconds,
 -- d = min(max, base * 2^(n-1)).
 CREATE FUNCTION pgrelay._backoff(p_attempt integer, p_base double precision, p_max double precision)
@@ -258,7 +274,7 @@ $$;
 -- Names: queues and workers are identifiers, tasks may also hold "/"; all bounded in length.
 CREATE FUNCTION pgrelay._name_error(p_what text, p_value text, p_max integer, p_extra text DEFAULT '')
 RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql STABLE AS $$
     SELECT CASE
         WHEN p_value IS NULL THEN p_what || ' must not be NULL'
         WHEN p_value !~ ('^[A-Za-z0-9_][A-Za-z0-9_.:' || p_extra || '-]*$') OR pg_catalog.length(p_value) > p_max
@@ -274,7 +290,7 @@ CREATE FUNCTION pgrelay._job_args_error(
     p_max_attempts integer, p_timeout_seconds integer, p_idempotency_key text, p_dedupe_key text,
     p_trace_id text)
 RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql STABLE AS $$
     SELECT CASE
         WHEN p_task IS NULL THEN 'task is required'
         WHEN pgrelay._name_error('task', p_task, 200, '/') IS NOT NULL THEN pgrelay._name_error('task', p_task, 200, '/')
@@ -296,7 +312,7 @@ $$;
 
 -- HTTP request rules for enqueue_http and HTTP elements of enqueue_bulk. Returns (sqlstate, message).
 CREATE FUNCTION pgrelay._http_args_error(p_url text, p_method text, p_headers jsonb, OUT sqlstate text, OUT message text)
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql STABLE AS $$
     SELECT e.sqlstate, e.message FROM (
         SELECT CASE
             WHEN p_url IS NULL THEN 'PR003'
@@ -330,8 +346,8 @@ LANGUAGE sql IMMUTABLE AS $$
             SELECT CASE
                 WHEN kv.key !~ '^[!#$%&''*+.^_`|~0-9A-Za-z-]+$' OR pg_catalog.length(kv.key) > 256
                 THEN pg_catalog.format('header name %s is not a valid HTTP token', pg_catalog.quote_literal(pg_catalog.left(kv.key, 80)))
-                WHEN pg_catalog.jsonb_typeof(kv.value) = 'string' AND (kv.value #>> '{}') ~ '[\r\n]'
-                THEN pg_catalog.format('header %s must not contain line breaks', kv.key)
+                WHEN pg_catalog.jsonb_typeof(kv.value) = 'string' AND (kv.value #>> '{}') ~ '[[:cntrl:]]'
+                THEN pg_catalog.format('header %s must not contain line breaks or other control characters', kv.key)
                 WHEN pg_catalog.jsonb_typeof(kv.value) = 'object'
                      AND (SELECT pg_catalog.array_agg(k ORDER BY k) FROM pg_catalog.jsonb_object_keys(kv.value) k) = ARRAY['env']
                      AND coalesce(kv.value ->> 'env', '') ~ '^[A-Za-z_][A-Za-z0-9_]{0,127}$'
@@ -397,9 +413,7 @@ BEGIN
             END IF;
         END LOOP;
     END IF;
-    IF p_run_at <= pg_catalog.now() THEN
-        PERFORM pg_catalog.pg_notify(pgrelay._channel(), p_queue);
-    END IF;
+    PERFORM pgrelay._notify(p_queue, p_run_at);
     RETURN v_id;
 END
 $$;
@@ -438,11 +452,11 @@ LANGUAGE sql AS $$
 $$;
 
 -- Put leased jobs (matched by id AND attempt) back to pending after the given delays, recording
--- how the attempt ended. Returns the ids that moved.
+-- how the attempt ended, and tell listening workers when they become due. Returns what moved.
 CREATE FUNCTION pgrelay._retry(
     p_ids bigint[], p_attempts integer[], p_outcome text, p_errors text[], p_delays double precision[],
     p_details jsonb[] DEFAULT NULL)
-RETURNS SETOF bigint
+RETURNS TABLE (id bigint, queue text, run_at timestamptz)
 LANGUAGE sql AS $$
     WITH input AS (
         SELECT u.id, u.attempt, u.error, u.delay, u.details
@@ -460,47 +474,52 @@ LANGUAGE sql AS $$
             last_error = coalesce(o.error, j.last_error)
         FROM old o
         WHERE j.id = o.id
-        RETURNING j.id
+        RETURNING j.id, j.queue, j.run_at
     ), attempts AS (
         INSERT INTO pgrelay._attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, details)
         SELECT o.id, o.attempt, o.leased_by, o.leased_at, pg_catalog.now(), p_outcome, o.error, o.details
         FROM old o
     )
-    SELECT m.id FROM moved m
+    SELECT m.id, m.queue, m.run_at FROM moved m
 $$;
 
--- Claim up to p_limit due jobs in claim order, skipping locked rows and the excluded queues.
+-- Lock up to p_limit due jobs in claim order, skipping locked rows and the excluded queues.
 -- One queue is picked through _jobs_queue_claim_idx, so a backlog in other queues costs nothing;
--- several (or all) queues through _jobs_claim_idx.
-CREATE FUNCTION pgrelay._claim(
-    p_worker text, p_queues text[], p_excluded text[], p_limit integer, p_lease_seconds integer, p_tasks text[])
-RETURNS SETOF pgrelay.claimed_job
+-- several (or all) queues through _jobs_claim_idx. p_handlers: the handler tasks the caller can
+-- run (NULL: any); p_kinds: the kinds it runs (NULL: any).
+CREATE FUNCTION pgrelay._pick(
+    p_queues text[], p_excluded text[], p_limit integer, p_tasks text[], p_handlers text[], p_kinds text[])
+RETURNS SETOF pgrelay._candidate
 LANGUAGE plpgsql AS $$
-DECLARE
-    v_ids bigint[];
 BEGIN
     IF cardinality(p_queues) = 1 THEN
-        v_ids := ARRAY(
-            SELECT j.id FROM pgrelay._jobs j
+        RETURN QUERY
+            SELECT j.id, j.priority, j.run_at FROM pgrelay._jobs j
             WHERE j.status = 'pending' AND j.queue = p_queues[1] AND j.run_at <= now()
               AND j.queue <> ALL (p_excluded) AND (p_tasks IS NULL OR j.task LIKE ANY (p_tasks))
+              AND (p_kinds IS NULL OR j.kind = ANY (p_kinds))
+              AND (p_handlers IS NULL OR j.kind <> 'handler' OR j.task = ANY (p_handlers))
             ORDER BY j.priority DESC, j.run_at, j.id
             LIMIT p_limit
-            FOR UPDATE SKIP LOCKED);
+            FOR UPDATE SKIP LOCKED;
     ELSE
-        v_ids := ARRAY(
-            SELECT j.id FROM pgrelay._jobs j
+        RETURN QUERY
+            SELECT j.id, j.priority, j.run_at FROM pgrelay._jobs j
             WHERE j.status = 'pending' AND (p_queues IS NULL OR j.queue = ANY (p_queues)) AND j.run_at <= now()
               AND j.queue <> ALL (p_excluded) AND (p_tasks IS NULL OR j.task LIKE ANY (p_tasks))
+              AND (p_kinds IS NULL OR j.kind = ANY (p_kinds))
+              AND (p_handlers IS NULL OR j.kind <> 'handler' OR j.task = ANY (p_handlers))
             ORDER BY j.priority DESC, j.run_at, j.id
             LIMIT p_limit
-            FOR UPDATE SKIP LOCKED);
+            FOR UPDATE SKIP LOCKED;
     END IF;
-    IF v_ids = '{}' THEN
-        RETURN;
-    END IF;
+END
+$$;
 
-    RETURN QUERY
+-- Lease the given (already locked) pending jobs to p_worker; returns them in claim order.
+CREATE FUNCTION pgrelay._lease(p_worker text, p_ids bigint[], p_lease_seconds integer)
+RETURNS SETOF pgrelay.claimed_job
+LANGUAGE sql AS $$
     WITH leased AS (
         UPDATE pgrelay._jobs j
         SET status = 'leased',
@@ -511,15 +530,14 @@ BEGIN
                 p_lease_seconds,
                 (SELECT q.lease_seconds FROM pgrelay._queues q WHERE q.queue = j.queue),
                 pgrelay._default_lease_seconds()))
-        WHERE j.id = ANY (v_ids)
+        WHERE j.id = ANY (p_ids) AND j.status = 'pending'
         RETURNING j.*
     )
     SELECT l.id, l.queue, l.task, l.kind, l.payload, l.attempt,
            coalesce(l.max_attempts, q.max_attempts, pgrelay._default_max_attempts()),
            l.lease_expires_at, l.timeout_seconds, l.trace_id, l.priority, l.run_at, l.created_at, l.idempotency_key
     FROM leased l LEFT JOIN pgrelay._queues q ON q.queue = l.queue
-    ORDER BY l.priority DESC, l.run_at, l.id;
-END
+    ORDER BY l.priority DESC, l.run_at, l.id
 $$;
 
 -- ---------------------------------------------------------------------------------------------
@@ -539,19 +557,24 @@ CREATE FUNCTION pgrelay.enqueue(
     trace_id text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- NULL means "the default", so callers (drivers, PostgREST) may pass every argument
+    v_payload jsonb := coalesce(enqueue.payload, '{}');
+    v_queue text := coalesce(enqueue.queue, 'default');
+    v_run_at timestamptz := coalesce(enqueue.run_at, now());
+    v_priority integer := coalesce(enqueue.priority, 0);
 BEGIN
-    PERFORM pgrelay._check(pgrelay._job_args_error(enqueue.task, enqueue.queue, enqueue.payload, enqueue.run_at,
-        enqueue.priority, enqueue.max_attempts, enqueue.timeout_seconds, enqueue.idempotency_key,
-        enqueue.dedupe_key, enqueue.trace_id));
-    RETURN pgrelay._enqueue(enqueue.queue, enqueue.task, 'handler', enqueue.payload, enqueue.run_at,
-        enqueue.priority, enqueue.max_attempts, enqueue.timeout_seconds, enqueue.idempotency_key,
-        enqueue.dedupe_key, enqueue.trace_id);
+    PERFORM pgrelay._check(pgrelay._job_args_error(enqueue.task, v_queue, v_payload, v_run_at, v_priority,
+        enqueue.max_attempts, enqueue.timeout_seconds, enqueue.idempotency_key, enqueue.dedupe_key, enqueue.trace_id));
+    RETURN pgrelay._enqueue(v_queue, enqueue.task, 'handler', v_payload, v_run_at, v_priority, enqueue.max_attempts,
+        enqueue.timeout_seconds, enqueue.idempotency_key, enqueue.dedupe_key, enqueue.trace_id);
 END
 $$;
 COMMENT ON FUNCTION pgrelay.enqueue(text, jsonb, text, timestamptz, integer, integer, integer, text, text, text) IS
 'Enqueue a job for a handler; returns its id. Runs in the caller''s transaction: a rollback removes the job.
 
 task: handler name (letters, digits, . _ - : /). payload: any JSON. queue: default ''default''.
+An argument passed as NULL takes its default (payload {}, queue default, run_at now, priority 0).
 run_at: not before this time. priority: higher runs first. max_attempts / timeout_seconds: NULL uses the
 queue''s setting / no timeout. idempotency_key: an existing key returns the job it created (kept as long as
 the job or its history). dedupe_key: an active job of the queue with this key is returned instead.
@@ -576,17 +599,23 @@ CREATE FUNCTION pgrelay.enqueue_http(
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    -- NULL means "the default", so callers (drivers, PostgREST) may pass every argument
+    v_method text := upper(coalesce(enqueue_http.method, 'POST'));
+    v_headers jsonb := coalesce(enqueue_http.headers, '{}');
+    v_task text := coalesce(enqueue_http.task, 'http');
+    v_queue text := coalesce(enqueue_http.queue, 'default');
+    v_run_at timestamptz := coalesce(enqueue_http.run_at, now());
+    v_priority integer := coalesce(enqueue_http.priority, 0);
     v_err record;
 BEGIN
-    v_err := pgrelay._http_args_error(enqueue_http.url, enqueue_http.method, enqueue_http.headers);
+    v_err := pgrelay._http_args_error(enqueue_http.url, v_method, v_headers);
     PERFORM pgrelay._check(v_err.message, v_err.sqlstate);
-    PERFORM pgrelay._check(pgrelay._job_args_error(enqueue_http.task, enqueue_http.queue, '{}', enqueue_http.run_at,
-        enqueue_http.priority, enqueue_http.max_attempts, enqueue_http.timeout_seconds, enqueue_http.idempotency_key,
+    PERFORM pgrelay._check(pgrelay._job_args_error(v_task, v_queue, '{}', v_run_at, v_priority,
+        enqueue_http.max_attempts, enqueue_http.timeout_seconds, enqueue_http.idempotency_key,
         enqueue_http.dedupe_key, enqueue_http.trace_id));
-    RETURN pgrelay._enqueue(enqueue_http.queue, enqueue_http.task, 'http',
-        pg_catalog.jsonb_build_object('url', enqueue_http.url, 'method', pg_catalog.upper(enqueue_http.method),
-                                      'headers', enqueue_http.headers, 'body', enqueue_http.body),
-        enqueue_http.run_at, enqueue_http.priority, enqueue_http.max_attempts, enqueue_http.timeout_seconds,
+    RETURN pgrelay._enqueue(v_queue, v_task, 'http',
+        jsonb_build_object('url', enqueue_http.url, 'method', v_method, 'headers', v_headers, 'body', enqueue_http.body),
+        v_run_at, v_priority, enqueue_http.max_attempts, enqueue_http.timeout_seconds,
         enqueue_http.idempotency_key, enqueue_http.dedupe_key, enqueue_http.trace_id);
 END
 $$;
@@ -629,17 +658,17 @@ LANGUAGE sql STABLE AS $$
         SELECT e.ord, e.e,
                CASE WHEN e.e ? 'url' THEN 'http' ELSE 'handler' END AS kind,
                CASE WHEN e.e ? 'url' THEN coalesce(e.e ->> 'task', 'http') ELSE e.e ->> 'task' END AS task,
-               CASE WHEN e.e ? 'queue' THEN e.e ->> 'queue' ELSE 'default' END AS queue,
-               CASE WHEN e.e ? 'payload' THEN nullif(e.e -> 'payload', 'null') ELSE '{}' END AS payload,
-               CASE WHEN e.e ? 'run_at' THEN (e.e ->> 'run_at')::timestamptz ELSE pg_catalog.now() END AS run_at,
-               CASE WHEN e.e ? 'priority' THEN (e.e ->> 'priority')::integer ELSE 0 END AS priority,
+               coalesce(e.e ->> 'queue', 'default') AS queue,
+               coalesce(nullif(e.e -> 'payload', 'null'), '{}') AS payload,
+               coalesce((e.e ->> 'run_at')::timestamptz, pg_catalog.now()) AS run_at,
+               coalesce((e.e ->> 'priority')::integer, 0) AS priority,
                (e.e ->> 'max_attempts')::integer AS max_attempts,
                (e.e ->> 'timeout_seconds')::integer AS timeout_seconds,
                e.e ->> 'idempotency_key' AS idempotency_key,
                e.e ->> 'dedupe_key' AS dedupe_key,
                e.e ->> 'trace_id' AS trace_id,
                coalesce(e.e ->> 'method', 'POST') AS method,
-               CASE WHEN e.e ? 'headers' THEN e.e -> 'headers' ELSE '{}' END AS headers,
+               coalesce(nullif(e.e -> 'headers', 'null'), '{}') AS headers,
                (SELECT k FROM pg_catalog.jsonb_object_keys(CASE WHEN pg_catalog.jsonb_typeof(e.e) = 'object' THEN e.e ELSE '{}' END) k
                 WHERE k <> ALL (ARRAY['task', 'payload', 'queue', 'run_at', 'priority', 'max_attempts', 'timeout_seconds',
                                       'idempotency_key', 'dedupe_key', 'trace_id', 'url', 'method', 'headers', 'body'])
@@ -656,7 +685,6 @@ DECLARE
     v_bad record;
     v_keyed boolean;
     v_ids bigint[];
-    v_queues text[];
     v_spec pgrelay._job_spec;
     i integer;
 BEGIN
@@ -708,7 +736,8 @@ BEGIN
     END IF;
 
     WITH parsed AS MATERIALIZED (
-        SELECT nextval('pgrelay._job_id_seq') AS id, p.*
+        SELECT nextval('pgrelay._job_id_seq') AS id, p.ord, p.queue, p.task, p.kind, p.payload, p.run_at,
+               p.priority, p.max_attempts, p.timeout_seconds, p.trace_id
         FROM pgrelay._bulk_parse(jobs) p
     ), inserted AS (
         INSERT INTO pgrelay._jobs (id, queue, task, kind, payload, run_at, priority, max_attempts,
@@ -717,11 +746,8 @@ BEGIN
                p.timeout_seconds, p.trace_id
         FROM parsed p
     )
-    SELECT array_agg(p.id ORDER BY p.ord),
-           array_agg(DISTINCT p.queue) FILTER (WHERE p.run_at <= now())
-    INTO v_ids, v_queues
-    FROM parsed p;
-    PERFORM pg_notify(pgrelay._channel(), q) FROM unnest(v_queues) q;
+    SELECT array_agg(p.id ORDER BY p.ord) INTO v_ids FROM parsed p;
+    PERFORM pgrelay._notify(j.queue, min(j.run_at)) FROM pgrelay._jobs j WHERE j.id = ANY (v_ids) GROUP BY j.queue;
     RETURN QUERY SELECT unnest(v_ids);
 END
 $$;
@@ -780,20 +806,22 @@ CREATE FUNCTION pgrelay.consume(
     queues text[] DEFAULT NULL,
     batch integer DEFAULT 1,
     lease_seconds integer DEFAULT NULL,
-    tasks text[] DEFAULT NULL)
+    tasks text[] DEFAULT NULL,
+    handlers text[] DEFAULT NULL,
+    kinds text[] DEFAULT NULL)
 RETURNS SETOF pgrelay.claimed_job
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    v_batch integer := coalesce(consume.batch, 1);
     v_excluded text[];
     v_limited record;
-    v_left integer := consume.batch;
     v_slots integer;
-    v_got integer;
+    v_candidates pgrelay._candidate[];
 BEGIN
     PERFORM pgrelay._check(pgrelay._name_error('worker', consume.worker, 200, '/@'));
-    IF consume.batch IS NULL OR consume.batch NOT BETWEEN 1 AND 10000 THEN
+    IF v_batch NOT BETWEEN 1 AND 10000 THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001',
-            MESSAGE = format('batch must be between 1 and 10000, not %s', coalesce(consume.batch::text, 'NULL'));
+            MESSAGE = format('batch must be between 1 and 10000, not %s', v_batch);
     END IF;
     IF consume.lease_seconds NOT BETWEEN 1 AND 86400 THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001',
@@ -806,20 +834,31 @@ BEGIN
     IF consume.tasks IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(consume.tasks) t WHERE t IS NULL OR length(t) NOT BETWEEN 1 AND 200) THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'tasks must be LIKE patterns of 1 to 200 characters, e.g. ''{orders.%}''';
     END IF;
+    IF consume.handlers IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(consume.handlers) h WHERE h IS NULL) THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'handlers must be task names (no NULL elements)';
+    END IF;
+    IF consume.kinds IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(consume.kinds) k WHERE k IS NULL OR k NOT IN ('handler', 'http')) THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'kinds may hold handler and http';
+    END IF;
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION USING ERRCODE = 'PR005',
             MESSAGE = format('pgrelay.consume needs READ COMMITTED isolation, not %s', current_setting('transaction_isolation')),
             HINT = 'call it in its own transaction; queue concurrency limits cannot be kept from an older snapshot';
     END IF;
 
-    -- paused queues and queues with a concurrency limit are left out of the common claim
+    -- paused queues and queues with a concurrency limit are left out of the common pick
     SELECT coalesce(array_agg(q.queue), '{}') INTO v_excluded
     FROM pgrelay._queues q
     WHERE (q.paused OR q.concurrency IS NOT NULL)
       AND (consume.queues IS NULL OR q.queue = ANY (consume.queues));
 
-    -- A limited queue is claimed under its settings row's lock, so claimers of one queue take turns and
-    -- each counts the leases committed before it: the limit holds across any number of workers.
+    v_candidates := ARRAY(SELECT c FROM pgrelay._pick(consume.queues, v_excluded, v_batch, consume.tasks,
+                                                      consume.handlers, consume.kinds) c);
+
+    -- A limited queue is picked only under its settings row's lock, so one claimer at a time counts
+    -- its leases (those committed before the lock was granted) and takes at most the free slots:
+    -- the limit holds across any number of workers. SKIP LOCKED: a claimer never waits for another;
+    -- the one holding the lock takes the free slots.
     IF v_excluded <> '{}' THEN
         FOR v_limited IN
             SELECT q.queue, q.concurrency FROM pgrelay._queues q
@@ -828,54 +867,59 @@ BEGIN
               AND EXISTS (SELECT 1 FROM pgrelay._jobs j
                           WHERE j.queue = q.queue AND j.status = 'pending' AND j.run_at <= now())
             ORDER BY q.queue
-            FOR UPDATE OF q
+            FOR UPDATE OF q SKIP LOCKED
         LOOP
-            EXIT WHEN v_left = 0;
             SELECT v_limited.concurrency - count(*) INTO v_slots
             FROM pgrelay._jobs j WHERE j.queue = v_limited.queue AND j.status = 'leased';
             IF v_slots > 0 THEN
-                RETURN QUERY SELECT * FROM pgrelay._claim(consume.worker, ARRAY[v_limited.queue], '{}',
-                                                          LEAST(v_slots, v_left), consume.lease_seconds, consume.tasks);
-                GET DIAGNOSTICS v_got = ROW_COUNT;
-                v_left := v_left - v_got;
+                v_candidates := v_candidates || ARRAY(
+                    SELECT c FROM pgrelay._pick(ARRAY[v_limited.queue], '{}', LEAST(v_slots, v_batch), consume.tasks,
+                                                consume.handlers, consume.kinds) c);
             END IF;
         END LOOP;
     END IF;
 
-    IF v_left > 0 THEN
-        RETURN QUERY SELECT * FROM pgrelay._claim(consume.worker, consume.queues, v_excluded, v_left,
-                                                  consume.lease_seconds, consume.tasks);
-    END IF;
+    -- one claim order across all picked queues; rows picked but not taken stay unleased
+    RETURN QUERY SELECT * FROM pgrelay._lease(consume.worker, ARRAY(
+        SELECT c.id FROM unnest(v_candidates) c ORDER BY c.priority DESC, c.run_at, c.id LIMIT v_batch),
+        consume.lease_seconds);
 END
 $$;
-COMMENT ON FUNCTION pgrelay.consume(text, text[], integer, integer, text[]) IS
+COMMENT ON FUNCTION pgrelay.consume(text, text[], integer, integer, text[], text[], text[]) IS
 'Lease up to batch due jobs to a worker; returns them as pgrelay.claimed_job, attempt already incremented.
 
 worker: the worker''s id. queues: NULL for all. lease_seconds: NULL for the queue''s setting (default 30).
-tasks: LIKE patterns (''orders.%''). Order: higher priority, then run_at, then id; FOR UPDATE SKIP LOCKED, so
+tasks: LIKE patterns (''orders.%''). handlers: the handler tasks the caller can run (NULL: any; HTTP jobs are
+not affected). kinds: handler and/or http (NULL: both). Order: higher priority, then run_at, then id; FOR UPDATE SKIP LOCKED, so
 concurrent consumers never get the same job. Paused queues are skipped; a queue''s concurrency limit holds
 across all workers. Needs READ COMMITTED (PR005). Complete each job with ack/nack passing its id and attempt.
 
 Example: SELECT * FROM pgrelay.consume(''worker-1'', queues => ''{default}'', batch => 10);';
 
-CREATE FUNCTION pgrelay.ack_many(ids bigint[], attempts integer[], results jsonb[] DEFAULT NULL)
-RETURNS integer
+CREATE FUNCTION pgrelay.ack_each(ids bigint[], attempts integer[], results jsonb[] DEFAULT NULL)
+RETURNS SETOF bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    v_n integer;
 BEGIN
-    IF ack_many.ids IS NULL OR ack_many.attempts IS NULL
-       OR cardinality(ack_many.ids) <> cardinality(ack_many.attempts)
-       OR cardinality(ack_many.ids) <> coalesce(cardinality(ack_many.results), cardinality(ack_many.ids)) THEN
+    IF ack_each.ids IS NULL OR ack_each.attempts IS NULL
+       OR cardinality(ack_each.ids) <> cardinality(ack_each.attempts)
+       OR cardinality(ack_each.ids) <> coalesce(cardinality(ack_each.results), cardinality(ack_each.ids)) THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001',
             MESSAGE = format('ids, attempts (and results, when given) must be arrays of the same length; got %s, %s and %s',
-                             coalesce(cardinality(ack_many.ids)::text, 'NULL'), coalesce(cardinality(ack_many.attempts)::text, 'NULL'),
-                             coalesce(cardinality(ack_many.results)::text, 'NULL'));
+                             coalesce(cardinality(ack_each.ids)::text, 'NULL'), coalesce(cardinality(ack_each.attempts)::text, 'NULL'),
+                             coalesce(cardinality(ack_each.results)::text, 'NULL'));
     END IF;
-    SELECT count(*) INTO v_n
-    FROM pgrelay._finish(ack_many.ids, ack_many.attempts, 'succeeded', 'succeeded', ack_many.results);
-    RETURN v_n;
+    RETURN QUERY SELECT * FROM pgrelay._finish(ack_each.ids, ack_each.attempts, 'succeeded', 'succeeded', ack_each.results);
 END
+$$;
+COMMENT ON FUNCTION pgrelay.ack_each(bigint[], integer[], jsonb[]) IS
+'ack_many that returns the ids it acked: those whose attempt still held the lease.
+
+Example: SELECT * FROM pgrelay.ack_each(''{101,102}'', ''{1,1}'');';
+
+CREATE FUNCTION pgrelay.ack_many(ids bigint[], attempts integer[], results jsonb[] DEFAULT NULL)
+RETURNS integer
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT count(*)::integer FROM pgrelay.ack_each(ack_many.ids, ack_many.attempts, ack_many.results)
 $$;
 COMMENT ON FUNCTION pgrelay.ack_many(bigint[], integer[], jsonb[]) IS
 'Mark many leased jobs succeeded in one statement; returns how many were still held.
@@ -926,12 +970,9 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'PR001',
             MESSAGE = format('retry_after_seconds must be between 0 and 31536000 (a year), not %s', nack.retry_after_seconds);
     END IF;
-    IF nack.permanent IS NULL THEN
-        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'permanent must be true or false';
-    END IF;
-    IF nack.outcome IS NULL OR nack.outcome NOT IN ('failed', 'timeout', 'cancelled') THEN
+    IF coalesce(nack.outcome, 'failed') NOT IN ('failed', 'timeout', 'cancelled') THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001',
-            MESSAGE = format('outcome must be failed, timeout or cancelled, not %s', coalesce(quote_literal(nack.outcome), 'NULL'));
+            MESSAGE = format('outcome must be failed, timeout or cancelled, not %s', quote_literal(nack.outcome));
     END IF;
 
     SELECT j.attempt,
@@ -946,15 +987,16 @@ BEGIN
         RETURN 'stale';
     END IF;
 
-    IF nack.permanent OR v_job.attempt >= v_job.max_attempts THEN
-        PERFORM pgrelay._finish(ARRAY[nack.id], ARRAY[nack.attempt], 'dead_letter', nack.outcome,
+    IF coalesce(nack.permanent, false) OR v_job.attempt >= v_job.max_attempts THEN
+        PERFORM pgrelay._finish(ARRAY[nack.id], ARRAY[nack.attempt], 'dead_letter', coalesce(nack.outcome, 'failed'),
                                 NULL, ARRAY[left(nack.error, 10000)], ARRAY[nack.details]);
         RETURN 'dead_letter';
     END IF;
-    PERFORM pgrelay._retry(ARRAY[nack.id], ARRAY[nack.attempt], nack.outcome, ARRAY[left(nack.error, 10000)],
+    PERFORM pgrelay._notify(r.queue, r.run_at)
+    FROM pgrelay._retry(ARRAY[nack.id], ARRAY[nack.attempt], coalesce(nack.outcome, 'failed'), ARRAY[left(nack.error, 10000)],
         ARRAY[coalesce(nack.retry_after_seconds,
                        pgrelay._backoff(v_job.attempt, v_job.backoff_base, v_job.backoff_max))],
-        ARRAY[nack.details]);
+        ARRAY[nack.details]) r;
     RETURN 'pending';
 END
 $$;
@@ -1022,6 +1064,31 @@ lease_seconds: NULL for the queue''s setting. host, pid, queues: shown in the wo
 
 Example: SELECT pgrelay.heartbeat(''worker-1'', ''{101,102}'');';
 
+CREATE FUNCTION pgrelay.release(id bigint, attempt integer, reason text DEFAULT 'released by the worker')
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_queue text;
+BEGIN
+    IF release.id IS NULL OR release.attempt IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'id and attempt are required (both come from consume)';
+    END IF;
+    SELECT r.queue INTO v_queue
+    FROM pgrelay._retry(ARRAY[release.id], ARRAY[release.attempt], 'cancelled',
+                        ARRAY[coalesce(release.reason, 'released by the worker')], ARRAY[0::double precision]) r;
+    IF v_queue IS NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM pgrelay._notify(v_queue, now());
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION pgrelay.release(bigint, integer, text) IS
+'Hand a leased job back unfinished (a worker shutting down): pending again at once, never dead-lettered
+for it; the attempt is recorded as cancelled with the reason. False if this attempt no longer holds the lease.
+
+Example: SELECT pgrelay.release(id => 101, attempt => 1, reason => ''worker shutting down'');';
+
 CREATE FUNCTION pgrelay.recover()
 RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -1056,8 +1123,10 @@ BEGIN
                                     array_fill('lease expired; no attempts left'::text, ARRAY[cardinality(v_batch.dead_ids)]));
         END IF;
         IF v_batch.retry_ids IS NOT NULL THEN
-            PERFORM pgrelay._retry(v_batch.retry_ids, v_batch.retry_attempts, 'lease_expired',
-                                   array_fill('lease expired'::text, ARRAY[cardinality(v_batch.retry_ids)]), v_batch.delays);
+            PERFORM pgrelay._notify(r.queue, min(r.run_at))
+            FROM pgrelay._retry(v_batch.retry_ids, v_batch.retry_attempts, 'lease_expired',
+                                array_fill('lease expired'::text, ARRAY[cardinality(v_batch.retry_ids)]), v_batch.delays) r
+            GROUP BY r.queue;
         END IF;
         v_total := v_total + cardinality(v_batch.ids);
     END LOOP;
@@ -1317,7 +1386,7 @@ BEGIN
     WHERE q.queue = old.queue
     RETURNING old.paused INTO v_was;
     IF coalesce(v_was, false) THEN
-        PERFORM pg_notify(pgrelay._channel(), resume.queue);
+        PERFORM pgrelay._notify(resume.queue, now());
     END IF;
     RETURN coalesce(v_was, false);
 END
@@ -1366,9 +1435,11 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = 'pgrelay_worker') THEN
         GRANT EXECUTE ON FUNCTION
             pgrelay.version(),
-            pgrelay.consume(text, text[], integer, integer, text[]),
+            pgrelay.consume(text, text[], integer, integer, text[], text[], text[]),
             pgrelay.ack(bigint, integer, jsonb),
             pgrelay.ack_many(bigint[], integer[], jsonb[]),
+            pgrelay.ack_each(bigint[], integer[], jsonb[]),
+            pgrelay.release(bigint, integer, text),
             pgrelay.nack(bigint, integer, text, double precision, boolean, text, jsonb),
             pgrelay.heartbeat(text, bigint[], integer, text, integer, text[]),
             pgrelay.recover(),
@@ -1402,12 +1473,15 @@ $roles$;
 
 -- Under CREATE EXTENSION, have pg_dump keep the data of every table; record how this version arrived.
 DO $dump$
+DECLARE
+    v_table regclass;
 BEGIN
     IF coalesce(pg_catalog.current_setting('pgrelay.installer', true), '') = '' THEN
-        PERFORM pg_catalog.pg_extension_config_dump(t, '')
-        FROM unnest(ARRAY['pgrelay._migrations', 'pgrelay._jobs', 'pgrelay._finished', 'pgrelay._attempts',
-                          'pgrelay._idempotency_keys', 'pgrelay._queues', 'pgrelay._workers']::regclass[]) t;
-        PERFORM pg_catalog.pg_extension_config_dump('pgrelay._job_id_seq', '');
+        FOREACH v_table IN ARRAY ARRAY['pgrelay._jobs', 'pgrelay._finished', 'pgrelay._attempts',
+                                       'pgrelay._idempotency_keys', 'pgrelay._queues', 'pgrelay._workers',
+                                       'pgrelay._job_id_seq']::regclass[] LOOP
+            PERFORM pg_catalog.pg_extension_config_dump(v_table, '');
+        END LOOP;
     END IF;
 END
 $dump$;

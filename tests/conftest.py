@@ -8,6 +8,7 @@ for ``db`` gets a fresh database cloned from it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -75,15 +76,26 @@ def connect(dsn: str) -> Iterator[Callable[..., psycopg.Connection]]:
 
 
 @pytest.fixture
-def empty_dsn(postgresql_proc: Any) -> Iterator[str]:
+def new_database(postgresql_proc: Any) -> Callable[[str], contextlib.AbstractContextManager[str]]:
+    """``with new_database(name) as dsn:`` an empty database (no pgrelay), dropped afterwards."""
+
+    @contextlib.contextmanager
+    def create(name: str) -> Iterator[str]:
+        janitor = DatabaseJanitor(
+            user=postgresql_proc.user,
+            host=postgresql_proc.host,
+            port=postgresql_proc.port,
+            dbname=name,
+            maintenance_dbname="postgres",
+        )
+        with janitor:
+            yield f"postgresql://{postgresql_proc.user}@{postgresql_proc.host}:{postgresql_proc.port}/{name}"
+
+    return create
+
+
+@pytest.fixture
+def empty_dsn(new_database: Callable[[str], contextlib.AbstractContextManager[str]]) -> Iterator[str]:
     """A DSN for a fresh database without pgrelay (installer tests)."""
-    name = "pgrelay_empty"
-    janitor = DatabaseJanitor(
-        user=postgresql_proc.user,
-        host=postgresql_proc.host,
-        port=postgresql_proc.port,
-        dbname=name,
-        maintenance_dbname="postgres",
-    )
-    with janitor:
-        yield f"postgresql://{postgresql_proc.user}@{postgresql_proc.host}:{postgresql_proc.port}/{name}"
+    with new_database("pgrelay_empty") as dsn:
+        yield dsn

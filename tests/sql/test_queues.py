@@ -1,0 +1,282 @@
+"""pgrelay.configure_queue, pgrelay.pause and pgrelay.resume: per-queue settings."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tests.sql.factory import call, call_rows, consume, enqueue, get_job, make_job, raises_sqlstate
+
+DEFAULTS = {
+    "paused": False,
+    "concurrency": None,
+    "max_attempts": 10,
+    "lease_seconds": 30,
+    "backoff_base_seconds": 1.0,
+    "backoff_max_seconds": 3600.0,
+}
+
+
+def configure(db, queue="mail", **args):
+    [settings] = call_rows(db, "configure_queue", queue=queue, **args)
+    return settings
+
+
+def settings_of(db, queue="mail"):
+    """The effective settings, read through configure_queue with nothing to change."""
+    return configure(db, queue)
+
+
+def test_a_queue_without_settings_has_the_defaults(db):
+    assert configure(db, "mail") == {"queue": "mail", **DEFAULTS}
+
+
+def test_returns_the_effective_settings_after_the_change(db):
+    settings = configure(db, concurrency=3, max_attempts=5, lease_seconds=60,
+                         backoff_base_seconds=0.5, backoff_max_seconds=120)
+
+    assert settings == {"queue": "mail", "paused": False, "concurrency": 3, "max_attempts": 5, "lease_seconds": 60,
+                        "backoff_base_seconds": 0.5, "backoff_max_seconds": 120.0}
+
+
+def test_null_leaves_a_setting_as_it_is(db):
+    configure(db, concurrency=3, max_attempts=5, lease_seconds=60, backoff_base_seconds=2, backoff_max_seconds=100)
+
+    settings = configure(db, lease_seconds=90)
+
+    assert settings == {"queue": "mail", "paused": False, "concurrency": 3, "max_attempts": 5, "lease_seconds": 90,
+                        "backoff_base_seconds": 2.0, "backoff_max_seconds": 100.0}
+
+
+def test_reset_returns_a_setting_to_its_default(db):
+    configure(db, concurrency=3, max_attempts=5)
+
+    settings = configure(db, reset=["concurrency"])
+
+    assert settings["concurrency"] is None
+    assert settings["max_attempts"] == 5
+
+
+def test_reset_several_settings_while_setting_another(db):
+    configure(db, concurrency=3, max_attempts=5, lease_seconds=60, backoff_base_seconds=2, backoff_max_seconds=100)
+
+    settings = configure(db, concurrency=7, reset=["max_attempts", "lease_seconds", "backoff_base_seconds", "backoff_max_seconds"])
+
+    assert settings == {"queue": "mail", **DEFAULTS, "concurrency": 7}
+
+
+def test_settings_of_one_queue_do_not_touch_another(db):
+    configure(db, "mail", concurrency=2, max_attempts=3)
+
+    assert configure(db, "sms") == {"queue": "sms", **DEFAULTS}
+
+
+def test_a_changed_max_attempts_applies_to_jobs_already_enqueued(db):
+    job = enqueue(db, queue="mail")
+    own = enqueue(db, queue="mail", max_attempts=7)
+
+    configure(db, max_attempts=3)
+    assert get_job(db, job)["max_attempts"] == 3
+    assert get_job(db, own)["max_attempts"] == 7
+
+    configure(db, reset=["max_attempts"])
+    assert get_job(db, job)["max_attempts"] == 10
+
+
+def test_removing_the_concurrency_limit_lets_consume_take_everything(db):
+    configure(db, concurrency=1)
+    for _ in range(3):
+        enqueue(db, queue="mail")
+    assert len(consume(db, batch=10)) == 1
+
+    configure(db, reset=["concurrency"])
+
+    assert len(consume(db, batch=10)) == 2
+
+
+def test_lowering_the_limit_below_the_current_leases_stops_claims_until_enough_finish(db):
+    for _ in range(5):
+        enqueue(db, queue="mail")
+    held = consume(db, batch=3)
+    configure(db, concurrency=1)
+
+    assert consume(db, batch=10) == []
+    for row in held[:2]:
+        call(db, "ack", id=row["id"], attempt=row["attempt"])
+    assert consume(db, batch=10) == []
+    call(db, "ack", id=held[2]["id"], attempt=held[2]["attempt"])
+    assert len(consume(db, batch=10)) == 1
+
+
+def _assert_rejected_and_unchanged(db, **args):
+    before = settings_of(db)
+    with raises_sqlstate("PR001"):
+        configure(db, **args)
+    assert settings_of(db) == before
+
+
+@pytest.mark.parametrize("name", ["concurrency", "max_attempts", "lease_seconds", "backoff_base_seconds", "backoff_max_seconds"])
+def test_setting_and_resetting_the_same_setting_is_rejected(db, name):
+    configure(db, concurrency=3, max_attempts=5, lease_seconds=60, backoff_base_seconds=2, backoff_max_seconds=100)
+
+    _assert_rejected_and_unchanged(db, **{name: 4, "reset": [name]})
+
+
+@pytest.mark.parametrize("reset", [["paused"], ["queue"], ["bogus"], ["concurrency", None], ["Concurrency"]])
+def test_unknown_reset_name_is_rejected(db, reset):
+    configure(db, concurrency=3)
+
+    _assert_rejected_and_unchanged(db, reset=reset)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"concurrency": 0},
+        {"concurrency": -1},
+        {"concurrency": 100001},
+        {"max_attempts": 0},
+        {"max_attempts": 1001},
+        {"lease_seconds": 0},
+        {"lease_seconds": 86401},
+        {"backoff_base_seconds": 0},
+        {"backoff_base_seconds": -1},
+        {"backoff_base_seconds": math.nan},
+        {"backoff_base_seconds": math.inf},
+        {"backoff_max_seconds": 0},
+        {"backoff_max_seconds": math.nan},
+        {"backoff_max_seconds": 604801},
+        {"backoff_base_seconds": 10, "backoff_max_seconds": 5},
+    ],
+    ids=lambda a: repr(a)[:50],
+)
+def test_out_of_range_values_are_rejected_and_change_nothing(db, args):
+    configure(db, concurrency=3, max_attempts=5, lease_seconds=60, backoff_base_seconds=2, backoff_max_seconds=100)
+
+    _assert_rejected_and_unchanged(db, **args)
+
+
+def test_backoff_base_above_the_stored_max_is_rejected_and_changes_nothing(db):
+    configure(db, backoff_base_seconds=1, backoff_max_seconds=5)
+
+    _assert_rejected_and_unchanged(db, backoff_base_seconds=6)
+    _assert_rejected_and_unchanged(db, backoff_max_seconds=0.5)
+
+
+def test_backoff_base_above_the_default_max_on_a_new_queue_leaves_no_trace(db):
+    with raises_sqlstate("PR001"):
+        configure(db, "fresh", backoff_base_seconds=7200)
+
+    assert db.execute("SELECT count(*) FROM pgrelay.queue_stats WHERE queue = 'fresh'").fetchone()[0] == 0
+    assert configure(db, "fresh") == {"queue": "fresh", **DEFAULTS}
+
+
+def test_backoff_base_equal_to_max_is_accepted(db):
+    settings = configure(db, backoff_base_seconds=5, backoff_max_seconds=5)
+
+    assert (settings["backoff_base_seconds"], settings["backoff_max_seconds"]) == (5.0, 5.0)
+
+
+def test_the_bounds_themselves_are_accepted(db):
+    settings = configure(db, concurrency=100000, max_attempts=1000, lease_seconds=86400,
+                         backoff_base_seconds=0.001, backoff_max_seconds=604800)
+
+    assert (settings["concurrency"], settings["max_attempts"], settings["lease_seconds"]) == (100000, 1000, 86400)
+    assert configure(db, concurrency=1, max_attempts=1, lease_seconds=1)["concurrency"] == 1
+
+
+@pytest.mark.parametrize("queue", [None, "", "has space", "q" * 129])
+def test_invalid_queue_name_is_rejected(db, queue):
+    with raises_sqlstate("PR001"):
+        call_rows(db, "configure_queue", queue=queue, concurrency=1)
+    with raises_sqlstate("PR001"):
+        call(db, "pause", queue=queue)
+    with raises_sqlstate("PR001"):
+        call(db, "resume", queue=queue)
+
+
+# ---------------------------------------------------------------------------------------------
+# pause / resume
+# ---------------------------------------------------------------------------------------------
+
+
+def test_pause_returns_true_when_the_queue_was_running(db):
+    assert call(db, "pause", queue="mail") is True
+    assert settings_of(db)["paused"] is True
+
+
+def test_pause_of_a_paused_queue_returns_false(db):
+    call(db, "pause", queue="mail")
+
+    assert call(db, "pause", queue="mail") is False
+    assert settings_of(db)["paused"] is True
+
+
+def test_pause_of_a_configured_queue_keeps_its_settings(db):
+    configure(db, concurrency=3, max_attempts=5)
+
+    assert call(db, "pause", queue="mail") is True
+
+    assert settings_of(db) == {"queue": "mail", **DEFAULTS, "paused": True, "concurrency": 3, "max_attempts": 5}
+
+
+def test_configure_queue_keeps_the_queue_paused(db):
+    call(db, "pause", queue="mail")
+
+    assert configure(db, concurrency=2, reset=["max_attempts"])["paused"] is True
+
+
+def test_resume_returns_true_when_the_queue_was_paused(db):
+    call(db, "pause", queue="mail")
+
+    assert call(db, "resume", queue="mail") is True
+    assert settings_of(db)["paused"] is False
+
+
+def test_resume_of_a_running_queue_returns_false(db):
+    configure(db, concurrency=2)
+
+    assert call(db, "resume", queue="mail") is False
+    assert call(db, "resume", queue="never-seen") is False
+    assert settings_of(db)["concurrency"] == 2
+
+
+def test_resume_keeps_the_settings(db):
+    configure(db, concurrency=3)
+    call(db, "pause", queue="mail")
+
+    call(db, "resume", queue="mail")
+
+    assert settings_of(db) == {"queue": "mail", **DEFAULTS, "concurrency": 3}
+
+
+def test_pause_does_not_touch_leased_jobs(db):
+    job = make_job(db, "leased", queue="mail")
+
+    call(db, "pause", queue="mail")
+
+    assert get_job(db, job)["status"] == "leased"
+    assert call(db, "ack", id=job.id, attempt=job.attempt) is True
+
+
+def test_enqueue_into_a_paused_queue_still_works(db):
+    call(db, "pause", queue="mail")
+
+    job = enqueue(db, queue="mail")
+
+    assert get_job(db, job)["status"] == "pending"
+
+
+def test_resume_of_a_paused_queue_wakes_the_workers(db, connect):
+    enqueue(db, queue="mail")
+    listener = connect()
+    listener.execute("LISTEN pgrelay_jobs")
+    call(db, "pause", queue="mail")
+    call(db, "resume", queue="other")
+
+    call(db, "resume", queue="mail")
+
+    payloads = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
+    payloads += [n.payload for n in listener.notifies(timeout=0.2)]
+    assert payloads == ["mail"]
