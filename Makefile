@@ -38,8 +38,10 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# each run gets its own pytest temp folder, so parallel runs never clean up each other's clusters
 test: check-postgres venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@tmp=$$(mktemp -d -t pgrelay-pytest-XXXXXX); \
+	$(PY) -m pytest --basetemp="$$tmp" $(PYTEST_ARGS); rc=$$?; rm -rf "$$tmp"; exit $$rc
 
 demo: check-postgres venv
 	$(PY) examples/demo.py

@@ -4,7 +4,10 @@ The queue is the SQL API in the ``pgrelay`` schema (``sql/pgrelay.sql``). This p
 (``jobs-migrate``) and wraps it; it holds no queue logic of its own.
 """
 
+from . import client
 from ._version import __version__
+from .client import enqueue, enqueue_bulk, enqueue_http, get_job
+from .context import JobContext, LeaseLost
 from .errors import (
     InvalidArgument,
     InvalidBulkJob,
@@ -15,19 +18,38 @@ from .errors import (
     SqlError,
     UnsupportedIsolation,
 )
+from .models import Attempt, ClaimedJob, Job, QueueSettings, QueueStats
+from .router import Permanent, RetryAfter, Router
 from .schema import MigrationResult, installed_version, migrate, schema_version
+from .worker import Worker
 
 __all__ = [
+    "Attempt",
+    "ClaimedJob",
     "InvalidArgument",
     "InvalidBulkJob",
     "InvalidHttpRequest",
     "InvalidUrl",
+    "Job",
+    "JobContext",
+    "LeaseLost",
     "MigrationResult",
+    "Permanent",
     "PgRelayError",
+    "QueueSettings",
+    "QueueStats",
+    "RetryAfter",
+    "Router",
     "SchemaError",
     "SqlError",
     "UnsupportedIsolation",
+    "Worker",
     "__version__",
+    "client",
+    "enqueue",
+    "enqueue_bulk",
+    "enqueue_http",
+    "get_job",
     "installed_version",
     "migrate",
     "schema_version",

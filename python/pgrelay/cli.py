@@ -8,16 +8,22 @@ privileges, a newer schema) print one line and exit 1; they never print a traceb
 from __future__ import annotations
 
 import asyncio
+import importlib
+import logging
+import os
 import socket
+import sys
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import click
 
 from ._version import __version__
 from .errors import PgRelayError
+from .router import Router
 from .schema import migrate as migrate_schema
+from .worker import Worker
 
 T = TypeVar("T")
 
@@ -74,18 +80,107 @@ def migrate_main(dsn: str | None) -> None:
     _migrate("jobs-migrate", dsn)
 
 
+def _load_router(app: str) -> Router:
+    """Import ``module:attribute`` named by the operator (never by a job row)."""
+    module_name, _, attribute = app.partition(":")
+    if not module_name or not attribute:
+        raise click.BadParameter("use module:attribute, e.g. myapp.jobs:router", param_hint="--app")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(f"cannot import {module_name!r}: {exc}", param_hint="--app") from exc
+    router = getattr(module, attribute, None)
+    if not isinstance(router, Router):
+        raise click.BadParameter(f"{app} is not a pgrelay.Router", param_hint="--app")
+    return router
+
+
+def _setup_logging(log_format: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("pgrelay")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def worker_options(function: Callable[..., None]) -> Callable[..., None]:
+    options = [
+        click.option("--app", envvar="PGRELAY_APP", help="module:router holding the handlers; without it only HTTP jobs run"),
+        click.option("--queue", "queues", multiple=True, envvar="PGRELAY_QUEUE", help="queue to run (repeatable; default all)"),
+        click.option("--task", "tasks", multiple=True, envvar="PGRELAY_TASK", help="LIKE pattern of tasks to run (repeatable)"),
+        click.option("--concurrency", type=click.IntRange(1, 10000), default=10, show_default=True, envvar="PGRELAY_CONCURRENCY"),
+        click.option("--batch-size", type=click.IntRange(1, 10000), default=None, envvar="PGRELAY_BATCH_SIZE",
+                     help="most jobs claimed per consume call  [default: concurrency]"),
+        click.option("--lease-seconds", type=click.IntRange(1, 86400), default=30, show_default=True, envvar="PGRELAY_LEASE_SECONDS"),
+        click.option("--poll-interval", type=click.FloatRange(0.01, 3600), default=1.0, show_default=True, envvar="PGRELAY_POLL_INTERVAL"),
+        click.option("--shutdown-grace", type=click.FloatRange(0, 86400), default=30.0, show_default=True, envvar="PGRELAY_SHUTDOWN_GRACE"),
+        click.option("--listen-dsn", envvar="PGRELAY_LISTEN_DSN", help="DSN for LISTEN (a direct connection when DSN goes through PgBouncer)"),
+        click.option("--no-listen", is_flag=True, envvar="PGRELAY_NO_LISTEN", help="poll only"),
+        click.option("--statement-cache-size", type=click.IntRange(0), default=100, show_default=True,
+                     envvar="PGRELAY_STATEMENT_CACHE_SIZE", help="0 behind PgBouncer in transaction mode"),
+        click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True, envvar="PGRELAY_LOG_FORMAT"),
+        click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True,
+                     envvar="PGRELAY_LOG_LEVEL"),
+        click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, envvar="PGRELAY_METRICS_PORT",
+                     help="serve Prometheus metrics on this port (needs pgrelay[metrics])"),
+        click.option("--worker-id", envvar="PGRELAY_WORKER_ID", help="id shown in the workers view  [default: host:pid:random]"),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return dsn_argument(function)
+
+
+def _worker(dsn: str | None, app: str | None, queues: tuple[str, ...], tasks: tuple[str, ...], concurrency: int,
+            batch_size: int | None, lease_seconds: int, poll_interval: float, shutdown_grace: float,
+            listen_dsn: str | None, no_listen: bool, statement_cache_size: int, log_format: str, log_level: str,
+            metrics_port: int | None, worker_id: str | None) -> None:
+    _setup_logging(log_format, log_level)
+    router = _load_router(app) if app else Router()
+    metrics = None
+    if metrics_port is not None:
+        from .metrics import PrometheusMetrics
+
+        metrics = PrometheusMetrics()
+        metrics.serve(metrics_port)
+    worker = Worker(
+        dsn, router, concurrency=concurrency, batch_size=batch_size, queues=queues or None, tasks=tasks or None,
+        lease_seconds=lease_seconds, poll_interval=poll_interval, shutdown_grace=shutdown_grace,
+        listen_dsn=False if no_listen else listen_dsn, statement_cache_size=statement_cache_size,
+        worker_id=worker_id, metrics=metrics,
+    )
+    try:
+        asyncio.run(worker.run(install_signal_handlers=True))
+    except _EXPECTED as exc:
+        click.echo(f"jobs-worker: error: {_explain(exc)}", err=True)
+        raise SystemExit(1) from None
+
+
 @click.command(name="jobs-worker")
-@dsn_argument
-def worker_main(dsn: str | None) -> None:
-    """Run handler and HTTP jobs (arrives with the worker release)."""
-    click.echo("jobs-worker: error: the worker is not part of pgrelay " + __version__ + " yet", err=True)
-    raise SystemExit(2)
+@worker_options
+def worker_main(**options: Any) -> None:
+    """Run handler jobs (and HTTP jobs) from DSN's database until SIGTERM/SIGINT."""
+    _worker(**options)
 
 
 @click.group()
 @click.version_option(__version__, prog_name="pgrelay")
 def main() -> None:
     """Operate pgrelay: install, inspect and steer queues."""
+
+
+@main.command(name="worker")
+@worker_options
+def worker_command(**options: Any) -> None:
+    """Run handler jobs (and HTTP jobs) from DSN's database until SIGTERM/SIGINT."""
+    _worker(**options)
 
 
 @main.command(name="migrate")

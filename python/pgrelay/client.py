@@ -1,0 +1,299 @@
+"""Async wrappers over the SQL API, one per public function; no queue logic lives here.
+
+Each takes ``db``: an asyncpg ``Connection`` (so the call joins the caller's transaction) or a
+``Pool``. Every call is one constant statement with named arguments; an argument left as None
+gets the SQL function's default. JSON travels as text (``$n::text::jsonb`` and ``::text``
+results), so a caller's own jsonb codecs never change what is stored. Errors raised by pgrelay
+functions come out as the exceptions of ``pgrelay.errors``, chosen by SQLSTATE.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeAlias
+
+import asyncpg
+import asyncpg.pool
+
+from .errors import from_sqlstate
+from .models import Attempt, ClaimedJob, Job, QueueSettings, QueueStats
+
+# The NOTIFY channel of pgrelay._channel() (a test keeps the two equal).
+CHANNEL = "pgrelay_jobs"
+
+__all__ = [
+    "CHANNEL",
+    "Db",
+    "ack",
+    "ack_each",
+    "ack_many",
+    "configure_queue",
+    "consume",
+    "enqueue",
+    "enqueue_bulk",
+    "enqueue_http",
+    "get_attempts",
+    "get_job",
+    "heartbeat",
+    "nack",
+    "pause",
+    "queue_stats",
+    "recover",
+    "recover_if_free",
+    "release",
+    "resume",
+    "version",
+]
+
+Db: TypeAlias = "asyncpg.Connection | asyncpg.Pool | asyncpg.pool.PoolConnectionProxy"
+
+# One constant statement per SQL function (a test checks each names a function that exists).
+SQL = {
+    "version": "SELECT pgrelay.version()",
+    "enqueue": """
+        SELECT pgrelay.enqueue(task => $1, payload => $2::text::jsonb, queue => $3, run_at => $4,
+                               priority => $5, max_attempts => $6, timeout_seconds => $7,
+                               idempotency_key => $8, dedupe_key => $9, trace_id => $10)""",
+    "enqueue_http": """
+        SELECT pgrelay.enqueue_http(url => $1, body => $2::text::jsonb, method => $3, headers => $4::text::jsonb,
+                                    task => $5, queue => $6, run_at => $7, priority => $8, max_attempts => $9,
+                                    timeout_seconds => $10, idempotency_key => $11, dedupe_key => $12,
+                                    trace_id => $13)""",
+    "enqueue_bulk": "SELECT id FROM pgrelay.enqueue_bulk(jobs => $1::text::jsonb) AS id",
+    "consume": """
+        SELECT id, queue, task, kind, payload::text AS payload, attempt, max_attempts, lease_expires_at,
+               timeout_seconds, trace_id, priority, run_at, created_at, idempotency_key
+        FROM pgrelay.consume(worker => $1, queues => $2, batch => $3, lease_seconds => $4, tasks => $5,
+                             handlers => $6, kinds => $7)""",
+    "ack": "SELECT pgrelay.ack(id => $1, attempt => $2, result => $3::text::jsonb)",
+    "ack_many": "SELECT pgrelay.ack_many(ids => $1, attempts => $2, results => $3::text[]::jsonb[])",
+    "ack_each": "SELECT id FROM pgrelay.ack_each(ids => $1, attempts => $2, results => $3::text[]::jsonb[]) AS id",
+    "release": "SELECT pgrelay.release(id => $1, attempt => $2, reason => $3)",
+    "nack": """
+        SELECT pgrelay.nack(id => $1, attempt => $2, error => $3, retry_after_seconds => $4,
+                            permanent => $5, outcome => $6, details => $7::text::jsonb)""",
+    "heartbeat": """
+        SELECT pgrelay.heartbeat(worker => $1, ids => $2, lease_seconds => $3, host => $4, pid => $5,
+                                 queues => $6)""",
+    "recover": "SELECT pgrelay.recover()",
+    # one worker at a time is enough: the others skip while one holds the (transaction) lock
+    "recover_if_free": "SELECT CASE WHEN pg_try_advisory_xact_lock($1) THEN pgrelay.recover() ELSE 0 END",
+    "get_job": "SELECT pgrelay.get_job(id => $1)::text",
+    "get_attempts": """
+        SELECT job_id, attempt, worker, started_at, finished_at, outcome, error, details::text AS details
+        FROM pgrelay.get_attempts(id => $1)""",
+    "configure_queue": """
+        SELECT * FROM pgrelay.configure_queue(queue => $1, concurrency => $2, max_attempts => $3,
+                                              lease_seconds => $4, backoff_base_seconds => $5,
+                                              backoff_max_seconds => $6, reset => $7)""",
+    "pause": "SELECT pgrelay.pause(queue => $1)",
+    "resume": "SELECT pgrelay.resume(queue => $1)",
+    "queue_stats": "SELECT * FROM pgrelay.queue_stats ORDER BY queue",
+}
+
+
+def _list(values: Sequence[str] | None) -> list[str] | None:
+    return None if values is None else list(values)
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
+
+
+async def _call(db: Db, method: str, name: str, *args: Any) -> Any:
+    try:
+        return await getattr(db, method)(SQL[name], *args)
+    except asyncpg.PostgresError as exc:
+        mapped = from_sqlstate(exc.sqlstate, exc.args[0] if exc.args else str(exc), getattr(exc, "hint", None))
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+async def version(db: Db) -> str:
+    """The installed schema version."""
+    return await _call(db, "fetchval", "version")
+
+
+async def enqueue(
+    db: Db,
+    task: str,
+    payload: Any = None,
+    *,
+    queue: str | None = None,
+    run_at: datetime | None = None,
+    priority: int | None = None,
+    max_attempts: int | None = None,
+    timeout_seconds: int | None = None,
+    idempotency_key: str | None = None,
+    dedupe_key: str | None = None,
+    trace_id: str | None = None,
+) -> int:
+    """Enqueue a handler job; on a connection it commits or rolls back with the caller's transaction."""
+    return await _call(
+        db, "fetchval", "enqueue", task, _dumps(payload), queue, run_at, priority, max_attempts,
+        timeout_seconds, idempotency_key, dedupe_key, trace_id,
+    )
+
+
+async def enqueue_http(
+    db: Db,
+    url: str,
+    body: Any = None,
+    *,
+    method: str | None = None,
+    headers: Mapping[str, Any] | None = None,
+    task: str | None = None,
+    queue: str | None = None,
+    run_at: datetime | None = None,
+    priority: int | None = None,
+    max_attempts: int | None = None,
+    timeout_seconds: int | None = None,
+    idempotency_key: str | None = None,
+    dedupe_key: str | None = None,
+    trace_id: str | None = None,
+) -> int:
+    """Enqueue an HTTP request for the worker to send."""
+    return await _call(
+        db, "fetchval", "enqueue_http", url, _dumps(body), method, _dumps(headers), task, queue, run_at,
+        priority, max_attempts, timeout_seconds, idempotency_key, dedupe_key, trace_id,
+    )
+
+
+async def enqueue_bulk(db: Db, jobs: Iterable[Mapping[str, Any]]) -> list[int]:
+    """Enqueue many jobs (dicts with enqueue's argument names) in one statement; ids in input order."""
+    documents = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in job.items()} for job in jobs]
+    rows = await _call(db, "fetch", "enqueue_bulk", json.dumps(documents))
+    return [row["id"] for row in rows]
+
+
+async def consume(
+    db: Db,
+    worker: str,
+    *,
+    queues: Sequence[str] | None = None,
+    batch: int | None = None,
+    lease_seconds: int | None = None,
+    tasks: Sequence[str] | None = None,
+    handlers: Sequence[str] | None = None,
+    kinds: Sequence[str] | None = None,
+) -> list[ClaimedJob]:
+    """Lease up to ``batch`` due jobs (``handlers``: the handler tasks you can run; ``kinds``: handler/http)."""
+    rows = await _call(
+        db, "fetch", "consume", worker, _list(queues), batch, lease_seconds, _list(tasks), _list(handlers), _list(kinds),
+    )
+    return [ClaimedJob.from_row(row) for row in rows]
+
+
+async def ack(db: Db, id: int, attempt: int, result: Any = None) -> bool:
+    """Mark a leased job succeeded; False when this attempt no longer holds the lease."""
+    return await _call(db, "fetchval", "ack", id, attempt, _dumps(result))
+
+
+async def ack_many(db: Db, ids: Sequence[int], attempts: Sequence[int], results: Sequence[Any] | None = None) -> int:
+    """Mark many leased jobs succeeded in one statement; returns how many were still held."""
+    encoded = None if results is None else [_dumps(r) for r in results]
+    return await _call(db, "fetchval", "ack_many", list(ids), list(attempts), encoded)
+
+
+async def ack_each(db: Db, ids: Sequence[int], attempts: Sequence[int], results: Sequence[Any] | None = None) -> list[int]:
+    """Like ``ack_many``, returning the ids that were acked."""
+    encoded = None if results is None else [_dumps(r) for r in results]
+    return [row["id"] for row in await _call(db, "fetch", "ack_each", list(ids), list(attempts), encoded)]
+
+
+async def release(db: Db, id: int, attempt: int, reason: str | None = None) -> bool:
+    """Hand a leased job back unfinished (pending again at once); False if the lease was lost."""
+    return await _call(db, "fetchval", "release", id, attempt, reason)
+
+
+async def nack(
+    db: Db,
+    id: int,
+    attempt: int,
+    error: str,
+    *,
+    retry_after_seconds: float | None = None,
+    permanent: bool | None = None,
+    outcome: str | None = None,
+    details: Any = None,
+) -> str:
+    """Report a failed attempt; returns ``pending``, ``dead_letter`` or ``stale``."""
+    return await _call(
+        db, "fetchval", "nack", id, attempt, error, retry_after_seconds, permanent, outcome, _dumps(details)
+    )
+
+
+async def heartbeat(
+    db: Db,
+    worker: str,
+    ids: Sequence[int] = (),
+    *,
+    lease_seconds: int | None = None,
+    host: str | None = None,
+    pid: int | None = None,
+    queues: Sequence[str] | None = None,
+) -> list[int]:
+    """Extend this worker's leases; returns the ids it no longer holds."""
+    lost = await _call(
+        db, "fetchval", "heartbeat", worker, list(ids), lease_seconds, host, pid,
+        _list(queues),
+    )
+    return list(lost)
+
+
+async def recover(db: Db) -> int:
+    """Return expired leases to pending (or dead-letter them); returns how many."""
+    return await _call(db, "fetchval", "recover")
+
+
+async def recover_if_free(db: Db, lock_key: int) -> int:
+    """``recover()`` unless another caller holding ``lock_key`` is recovering right now (then 0)."""
+    return await _call(db, "fetchval", "recover_if_free", lock_key)
+
+
+async def get_job(db: Db, id: int) -> Job | None:
+    """The job wherever it is, or None."""
+    document = await _call(db, "fetchval", "get_job", id)
+    return None if document is None else Job.from_json(json.loads(document))
+
+
+async def get_attempts(db: Db, id: int) -> list[Attempt]:
+    """The job's attempts, oldest first."""
+    return [Attempt.from_row(row) for row in await _call(db, "fetch", "get_attempts", id)]
+
+
+async def configure_queue(
+    db: Db,
+    queue: str,
+    *,
+    concurrency: int | None = None,
+    max_attempts: int | None = None,
+    lease_seconds: int | None = None,
+    backoff_base_seconds: float | None = None,
+    backoff_max_seconds: float | None = None,
+    reset: Sequence[str] | None = None,
+) -> QueueSettings:
+    """Change a queue's settings (None leaves one as it is; ``reset`` names ones to default)."""
+    row = await _call(
+        db, "fetchrow", "configure_queue", queue, concurrency, max_attempts, lease_seconds,
+        backoff_base_seconds, backoff_max_seconds, None if reset is None else list(reset),
+    )
+    return QueueSettings.from_row(row)
+
+
+async def pause(db: Db, queue: str) -> bool:
+    """Stop leasing this queue's jobs; True if it was running."""
+    return await _call(db, "fetchval", "pause", queue)
+
+
+async def resume(db: Db, queue: str) -> bool:
+    """Lease this queue's jobs again; True if it was paused."""
+    return await _call(db, "fetchval", "resume", queue)
+
+
+async def queue_stats(db: Db) -> list[QueueStats]:
+    """The ``queue_stats`` view, one row per queue."""
+    return [QueueStats.from_row(row) for row in await _call(db, "fetch", "queue_stats")]

@@ -1,0 +1,495 @@
+"""The consumer loop: claim up to free capacity, run handlers, heartbeat, ack in batches.
+
+Every transition is a SQL call (``pgrelay.client``); this module only schedules them:
+
+- claims with one ``consume`` call sized to the free slots; wakes on NOTIFY (a job enqueued, or the
+  time a scheduled one becomes due) and polls every ``poll_interval`` as a fallback;
+- heartbeats the leases of running jobs and cancels a handler whose lease was lost;
+- enforces the job's ``timeout_seconds`` (else the handler's ``timeout``);
+- acks in batches and reports success only after the ack committed;
+- runs ``recover()`` every few seconds, one worker at a time (a transaction-level try-lock);
+- on ``stop()`` (SIGTERM/SIGINT) stops claiming, lets running jobs finish for ``shutdown_grace``
+  seconds, then cancels the rest and hands them back; a second ``stop()`` exits at once;
+- survives a restarted database or a dropped connection: logs it and retries with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from . import client
+from .context import JobContext, LeaseLost
+from .models import ClaimedJob
+from .router import Permanent, RetryAfter, Router
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("pgrelay.worker")
+
+# Errors that mean "the database went away": retried with backoff, never fatal.
+CONNECTION_ERRORS = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+
+_RECOVER_LOCK = int.from_bytes(b"pgrcvr", "big")
+
+
+@dataclass
+class _Running:
+    job: ClaimedJob
+    task: asyncio.Task[None] | None = None
+    started: float = field(default_factory=time.monotonic)
+    acking: bool = False
+    cancel_reason: str | None = None
+
+
+class Worker:
+    """Runs the jobs of ``router`` (and, with an HTTP executor, HTTP jobs) from the database at ``dsn``."""
+
+    def __init__(
+        self,
+        dsn: str | None,
+        router: Router | None = None,
+        *,
+        concurrency: int = 10,
+        batch_size: int | None = None,
+        queues: Sequence[str] | None = None,
+        tasks: Sequence[str] | None = None,
+        lease_seconds: int = 30,
+        poll_interval: float = 1.0,
+        shutdown_grace: float = 30.0,
+        listen_dsn: str | None | bool = None,
+        recover_interval: float | None = None,
+        ack_delay: float = 0.005,
+        worker_id: str | None = None,
+        http_executor: Any = None,
+        statement_cache_size: int = 100,
+        metrics: Any = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if lease_seconds < 1:
+            raise ValueError("lease_seconds must be at least 1")
+        self.dsn = dsn
+        self.router = router or Router()
+        self.concurrency = concurrency
+        self.batch_size = batch_size or concurrency
+        self.queues = list(queues) if queues else None
+        self.tasks = list(tasks) if tasks else None
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self.shutdown_grace = shutdown_grace
+        self.listen_dsn = dsn if listen_dsn is None else listen_dsn
+        self.recover_interval = recover_interval if recover_interval is not None else max(1.0, lease_seconds / 3)
+        self.ack_delay = ack_delay
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.http_executor = http_executor
+        self.statement_cache_size = statement_cache_size
+        self.metrics = metrics
+        self._pool: asyncpg.Pool | None = None
+        self._running: dict[int, _Running] = {}
+        self._wake = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._stopping = False
+        self._killed = False
+        self._acks: asyncio.Queue[tuple[ClaimedJob, Any, asyncio.Future[bool]]] = asyncio.Queue()
+        self._timers: list[asyncio.TimerHandle] = []
+        self._background: list[asyncio.Task[None]] = []
+
+    # -- public -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop claiming and drain gracefully; a second call stops at once."""
+        if self._stopping:
+            self._killed = True
+            log.warning("second stop: cancelling %d running jobs now", len(self._running))
+            for running in self._running.values():
+                self._cancel(running, "shutdown")
+        self._stopping = True
+        self._wake.set()
+        self._slot_free.set()
+
+    async def run(self, *, install_signal_handlers: bool = False) -> None:
+        """Run until ``stop()`` (or SIGTERM/SIGINT when ``install_signal_handlers``)."""
+        loop = asyncio.get_running_loop()
+        if install_signal_handlers:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        kinds = self._kinds()
+        log.info(
+            "worker %s starting: tasks %s, concurrency %d, queues %s",
+            self.worker_id, ", ".join(self.router.tasks) or "(none)", self.concurrency,
+            ", ".join(self.queues) if self.queues else "all",
+        )
+        if kinds == []:
+            log.warning("no handlers registered and no HTTP executor: nothing to run")
+        try:
+            await self._open_pool()
+            if self._pool is None:
+                return
+            self._background = [
+                asyncio.create_task(self._heartbeat_loop(), name="pgrelay-heartbeat"),
+                asyncio.create_task(self._ack_loop(), name="pgrelay-ack"),
+                asyncio.create_task(self._recover_loop(), name="pgrelay-recover"),
+            ]
+            if self.listen_dsn:
+                self._background.append(asyncio.create_task(self._listen_loop(), name="pgrelay-listen"))
+            await self._claim_loop(kinds)
+            await self._drain()
+        finally:
+            for task in self._background:
+                task.cancel()
+            for task in self._background:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            for timer in self._timers:
+                timer.cancel()
+            if self._pool is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._pool.close(), timeout=5)
+            if install_signal_handlers:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            log.info("worker %s stopped", self.worker_id)
+
+    # -- connections ------------------------------------------------------------------------
+
+    async def _open_pool(self) -> None:
+        delay = 0.5
+        while not self._stopping:
+            try:
+                self._pool = await asyncpg.create_pool(
+                    self.dsn,
+                    min_size=1,
+                    max_size=min(self.concurrency, 10) + 4,
+                    statement_cache_size=self.statement_cache_size,
+                    timeout=10,
+                )
+                return
+            except CONNECTION_ERRORS as exc:
+                log.warning("database unavailable (%s); retrying in %.1fs", _oneline(exc), delay)
+                await self._sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake early when stopping."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopped_event(), timeout=seconds)
+
+    async def _stopped_event(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            await self._wake.wait()
+
+    # -- claiming ---------------------------------------------------------------------------
+
+    def _kinds(self) -> list[str] | None:
+        kinds = []
+        if len(self.router):
+            kinds.append("handler")
+        if self.http_executor is not None:
+            kinds.append("http")
+        return kinds
+
+    async def _claim_loop(self, kinds: list[str] | None) -> None:
+        assert self._pool is not None
+        delay = 0.5
+        handlers = self.router.tasks
+        while not self._stopping:
+            free = self.concurrency - len(self._running)
+            if free <= 0 or not kinds:
+                self._slot_free.clear()
+                if free <= 0:
+                    await self._slot_free.wait()
+                else:
+                    await self._sleep(self.poll_interval)
+                continue
+            asked = min(free, self.batch_size)
+            self._wake.clear()
+            started = time.monotonic()
+            try:
+                jobs = await client.consume(
+                    self._pool, self.worker_id, queues=self.queues, batch=asked,
+                    lease_seconds=self.lease_seconds, tasks=self.tasks, handlers=handlers, kinds=kinds,
+                )
+                delay = 0.5
+            except CONNECTION_ERRORS as exc:
+                log.warning("claim failed, database unavailable (%s); retrying in %.1fs", _oneline(exc), delay)
+                await self._sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            if self.metrics is not None:
+                self.metrics.claimed(time.monotonic() - started)
+            for job in jobs:
+                older = self._running.get(job.id)
+                if older is not None:  # we hold a newer attempt: the older one's lease is gone
+                    self._cancel(older, "lease_lost")
+                running = _Running(job)
+                self._running[job.id] = running
+                running.task = asyncio.create_task(self._execute(running), name=f"pgrelay-job-{job.id}")
+            if len(jobs) < asked:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        """Payload: "<queue>" for a job due now, "<queue> <epoch seconds>" for one due later."""
+        queue, _, due = payload.partition(" ")
+        if self.queues is not None and queue not in self.queues:
+            return
+        if not due:
+            self._wake.set()
+            return
+        loop = asyncio.get_running_loop()
+        delay = float(due) - time.time()
+        if delay <= 0:
+            self._wake.set()
+        else:
+            self._timers = [t for t in self._timers if not t.cancelled() and t.when() > loop.time()]
+            self._timers.append(loop.call_later(delay + 0.001, self._wake.set))
+
+    async def _listen_loop(self) -> None:
+        """LISTEN on its own connection (never a pooled one); reconnect when it drops."""
+        delay = 0.5
+        while not self._stopping:
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(self.listen_dsn, timeout=10)
+            except CONNECTION_ERRORS as exc:
+                log.warning("listen connection failed (%s); polling, retrying in %.1fs", _oneline(exc), delay)
+                await self._sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            try:
+                conn.add_termination_listener(lambda _c: lost.set())
+                await conn.add_listener(client.CHANNEL, self._on_notify)
+                delay = 0.5
+                self._wake.set()  # jobs enqueued while we were not listening
+                while not self._stopping and not lost.is_set():
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(lost.wait(), timeout=5)
+                    if not lost.is_set() and not self._stopping:
+                        await conn.fetchval("SELECT 1", timeout=5)
+            except CONNECTION_ERRORS as exc:
+                log.warning("listen connection lost (%s); reconnecting", _oneline(exc))
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.close(), timeout=2)
+            if lost.is_set() and not self._stopping:
+                log.warning("listen connection lost; reconnecting")
+                await self._sleep(delay)
+
+    # -- running a job ----------------------------------------------------------------------
+
+    async def _execute(self, running: _Running) -> None:
+        job = running.job
+        assert self._pool is not None
+        ctx = JobContext(job, self._pool, log)
+        outcome, error = "succeeded", None
+        if self.metrics is not None:
+            self.metrics.started(job)
+        try:
+            try:
+                result = await self._call_handler(job, ctx)
+                try:
+                    json.dumps(result)
+                except (TypeError, ValueError) as exc:
+                    raise Permanent(f"the handler's result is not JSON: {exc}") from exc
+            except asyncio.CancelledError:
+                reason = running.cancel_reason or "shutdown"
+                if reason == "lease_lost":
+                    outcome, error = "lease_lost", "the lease was lost; the handler was cancelled"
+                else:
+                    outcome, error = "released", "worker shutting down"
+                    await self._report(client.release, job.id, job.attempt, error)
+                return
+            except TimeoutError:
+                timeout = job.timeout_seconds or self._handler_timeout(job)
+                outcome, error = "timeout", f"timed out after {timeout:g} s"
+                outcome = await self._nack(job, error, outcome="timeout") or outcome
+                return
+            except LeaseLost as exc:
+                outcome, error = "lease_lost", str(exc)
+                return
+            except Permanent as exc:
+                error = _describe(exc)
+                outcome = await self._nack(job, error, permanent=True) or "dead_letter"
+                return
+            except RetryAfter as exc:
+                error = _describe(exc)
+                outcome = await self._nack(job, error, retry_after_seconds=exc.seconds) or "failed"
+                return
+            except Exception as exc:
+                error = _describe(exc)
+                outcome = await self._nack(job, error) or "failed"
+                return
+
+            if ctx.completed:
+                return
+            running.acking = True
+            done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            await self._acks.put((job, result, done))
+            acked = await done
+            if not acked:
+                outcome, error = "stale", "the lease was lost before the ack; another attempt owns the job"
+        except Exception as exc:  # a bug here must not kill the worker
+            outcome, error = "error", _describe(exc)
+            log.exception("job %s: internal error", job.id)
+        finally:
+            if self._running.get(job.id) is running:
+                del self._running[job.id]
+            self._slot_free.set()
+            duration = time.monotonic() - running.started
+            if self.metrics is not None:
+                self.metrics.finished(job, outcome, duration)
+            log.log(
+                logging.WARNING if outcome in ("error", "stale", "lease_lost") else logging.INFO,
+                "job %s %s (task %s, queue %s, attempt %s, %.1f ms)%s", job.id, outcome, job.task, job.queue,
+                job.attempt, duration * 1000, f": {error}" if error else "",
+                extra={"job_id": job.id, "task": job.task, "queue": job.queue, "attempt": job.attempt,
+                       "outcome": outcome, "duration_ms": round(duration * 1000, 3), "error": error,
+                       "trace_id": job.trace_id, "worker": self.worker_id},
+            )
+
+    def _handler_timeout(self, job: ClaimedJob) -> float | None:
+        handler = self.router.get(job.task) if job.kind == "handler" else None
+        return handler.timeout if handler else None
+
+    async def _call_handler(self, job: ClaimedJob, ctx: JobContext) -> Any:
+        timeout = job.timeout_seconds or self._handler_timeout(job)
+        if job.kind == "http":
+            if self.http_executor is None:
+                raise Permanent("this worker runs no HTTP jobs")
+            call = self.http_executor.execute(job)
+        else:
+            handler = self.router.get(job.task)
+            if handler is None:
+                raise Permanent(f"no handler for task {job.task!r} in this worker")
+            call = handler.function(ctx) if handler.is_async else asyncio.to_thread(handler.function, ctx)
+        return await asyncio.wait_for(call, timeout=timeout)
+
+    async def _nack(self, job: ClaimedJob, error: str, **options: Any) -> str | None:
+        status = await self._report(client.nack, job.id, job.attempt, error, **options)
+        return {"pending": "failed", "dead_letter": "dead_letter", "stale": "stale"}.get(status or "", None)
+
+    async def _report(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a completion call, retrying while the database is away (the lease decides if it still counts)."""
+        assert self._pool is not None
+        delay = 0.2
+        while True:
+            try:
+                return await call(self._pool, *args, **kwargs)
+            except CONNECTION_ERRORS as exc:
+                if self._killed:
+                    return None
+                log.warning("could not report job %s (%s); retrying in %.1fs", args[0], _oneline(exc), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _cancel(self, running: _Running, reason: str) -> None:
+        if running.task is not None and not running.acking and not running.task.done():
+            running.cancel_reason = reason
+            running.task.cancel()
+
+    # -- background loops -------------------------------------------------------------------
+
+    async def _ack_loop(self) -> None:
+        while True:
+            batch = [await self._acks.get()]
+            if self.ack_delay:
+                await asyncio.sleep(self.ack_delay)
+            while not self._acks.empty() and len(batch) < 1000:
+                batch.append(self._acks.get_nowait())
+            try:
+                acked = await self._report(
+                    client.ack_each, [job.id for job, _, _ in batch], [job.attempt for job, _, _ in batch],
+                    [result for _, result, _ in batch],
+                )
+            except Exception as exc:  # pragma: no cover - a bug; keep the jobs' leases to expire
+                log.exception("ack failed")
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            held = set(acked or ())
+            for job, _, done in batch:
+                if not done.done():
+                    done.set_result(job.id in held)
+
+    async def _heartbeat_loop(self) -> None:
+        interval = max(0.2, self.lease_seconds / 3)
+        host, pid = socket.gethostname(), os.getpid()
+        while True:
+            await asyncio.sleep(interval)
+            ids = list(self._running)
+            try:
+                assert self._pool is not None
+                lost = await client.heartbeat(
+                    self._pool, self.worker_id, ids, lease_seconds=self.lease_seconds, host=host, pid=pid,
+                    queues=self.queues,
+                )
+            except CONNECTION_ERRORS as exc:
+                log.warning("heartbeat failed (%s)", _oneline(exc))
+                continue
+            for job_id in lost:
+                running = self._running.get(job_id)
+                if running is not None and not running.acking:
+                    log.warning("job %s lost its lease; cancelling its handler", job_id)
+                    self._cancel(running, "lease_lost")
+
+    async def _recover_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.recover_interval)
+            try:
+                assert self._pool is not None
+                recovered = await client.recover_if_free(self._pool, _RECOVER_LOCK)
+                if recovered:
+                    log.info("recovered %d jobs whose lease had expired", recovered)
+                    self._wake.set()
+            except CONNECTION_ERRORS as exc:
+                log.warning("recover failed (%s)", _oneline(exc))
+
+    async def _drain(self) -> None:
+        """After stop: let running jobs finish for the grace period, then cancel and hand back the rest."""
+        tasks = [r.task for r in self._running.values() if r.task is not None]
+        if tasks and not self._killed:
+            log.info("stopping: waiting up to %gs for %d running jobs", self.shutdown_grace, len(tasks))
+            await asyncio.wait(tasks, timeout=self.shutdown_grace)
+        leftover = [r for r in self._running.values() if r.task is not None and not r.task.done()]
+        for running in leftover:
+            self._cancel(running, "shutdown")
+        if leftover:
+            await asyncio.wait([r.task for r in leftover if r.task is not None], timeout=10)
+
+
+def _oneline(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _describe(exc: BaseException) -> str:
+    """The error recorded for operators: the exception and the innermost frames of its traceback."""
+    frames = traceback.extract_tb(exc.__traceback__)[-3:]
+    where = "; ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} in {f.name}" for f in frames)
+    message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return f"{message} ({where})" if where else message

@@ -1,0 +1,182 @@
+"""The worker in-process: handlers run once, failures retry or dead-letter, acks commit first."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+import pgrelay
+from pgrelay import client
+
+
+async def run_until(worker: pgrelay.Worker, condition, timeout: float = 15.0) -> None:
+    task = asyncio.create_task(worker.run())
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not await condition():
+            assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+            assert not task.done(), f"worker stopped early: {task.exception() if task.done() else ''}"
+            await asyncio.sleep(0.05)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, timeout=15)
+
+
+@pytest.fixture
+async def pool(dsn):
+    p = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+    yield p
+    await p.close()
+
+
+async def count(pool, status: str) -> int:
+    return await pool.fetchval("SELECT count(*) FROM pgrelay.jobs WHERE status = $1", status)
+
+
+async def test_runs_each_job_once_and_stores_results(dsn, pool):
+    router = pgrelay.Router()
+    seen: list[int] = []
+
+    @router.task("echo")
+    async def echo(ctx):
+        seen.append(ctx.job_id)
+        return {"n": ctx.payload["n"]}
+
+    @router.task("sync.echo")
+    def sync_echo(ctx):
+        seen.append(ctx.job_id)
+        return ctx.payload
+
+    ids = await client.enqueue_bulk(pool, [{"task": "echo", "payload": {"n": i}} for i in range(50)]
+                                    + [{"task": "sync.echo", "payload": {"s": i}} for i in range(10)])
+    other = await client.enqueue(pool, "not.mine")
+    worker = pgrelay.Worker(dsn, router, concurrency=8, poll_interval=0.2)
+    await run_until(worker, lambda: _done(pool, 60))
+    assert sorted(seen) == sorted(ids)
+    assert (await client.get_job(pool, ids[3])).result == {"n": 3}
+    assert (await client.get_job(pool, other)).status == "pending"  # no handler here: never claimed
+
+
+async def _done(pool, n):
+    return await count(pool, "succeeded") >= n
+
+
+async def test_failures_retry_then_succeed_and_permanent_dead_letters(dsn, pool):
+    router = pgrelay.Router()
+
+    @router.task("flaky")
+    async def flaky(ctx):
+        if ctx.attempt < 3:
+            raise RuntimeError(f"attempt {ctx.attempt} failed")
+        return "ok"
+
+    @router.task("doomed")
+    async def doomed(ctx):
+        raise pgrelay.Permanent("bad payload")
+
+    @router.task("later")
+    async def later(ctx):
+        if ctx.attempt == 1:
+            raise pgrelay.RetryAfter(0.2)
+        return ctx.attempt
+
+    await client.configure_queue(pool, "default", backoff_base_seconds=0.05, backoff_max_seconds=0.1)
+    flaky_id = await client.enqueue(pool, "flaky")
+    doomed_id = await client.enqueue(pool, "doomed")
+    later_id = await client.enqueue(pool, "later")
+    worker = pgrelay.Worker(dsn, router, concurrency=4, poll_interval=0.05)
+
+    async def settled():
+        return await count(pool, "succeeded") == 2 and await count(pool, "dead_letter") == 1
+
+    await run_until(worker, settled)
+    assert [a.outcome for a in await client.get_attempts(pool, flaky_id)] == ["failed", "failed", "succeeded"]
+    dead = await client.get_job(pool, doomed_id)
+    assert dead.status == "dead_letter" and "bad payload" in dead.last_error and dead.attempt == 1
+    assert (await client.get_job(pool, later_id)).result == 2
+
+
+async def test_timeout_is_enforced(dsn, pool):
+    router = pgrelay.Router()
+
+    @router.task("slow", timeout=0.2)
+    async def slow(ctx):
+        await asyncio.sleep(30)
+
+    job_id = await client.enqueue(pool, "slow", max_attempts=1)
+    await run_until(pgrelay.Worker(dsn, router, poll_interval=0.05), lambda: _status(pool, job_id, "dead_letter"))
+    [attempt] = await client.get_attempts(pool, job_id)
+    assert attempt.outcome == "timeout" and "timed out" in attempt.error
+
+
+async def _status(pool, job_id, status):
+    return (await client.get_job(pool, job_id)).status == status
+
+
+async def test_transactional_completion_commits_effect_and_ack_together(dsn, pool):
+    await pool.execute("CREATE TABLE effects (job_id bigint PRIMARY KEY)")
+    router = pgrelay.Router()
+
+    @router.task("tx")
+    async def tx(ctx):
+        async with ctx.transaction() as conn:
+            await conn.execute("INSERT INTO effects VALUES ($1)", ctx.job_id)
+            await ctx.enqueue("followup", {"after": ctx.job_id})
+
+    job_id = await client.enqueue(pool, "tx")
+    await run_until(pgrelay.Worker(dsn, router, poll_interval=0.05), lambda: _status(pool, job_id, "succeeded"))
+    assert await pool.fetchval("SELECT count(*) FROM effects WHERE job_id = $1", job_id) == 1
+    assert await pool.fetchval("SELECT count(*) FROM pgrelay.jobs WHERE task = 'followup'") == 1
+
+
+async def test_wakes_on_notify_without_waiting_for_the_poll(dsn, pool):
+    router = pgrelay.Router()
+    done = asyncio.Event()
+
+    @router.task("ping")
+    async def ping(ctx):
+        done.set()
+
+    worker = pgrelay.Worker(dsn, router, poll_interval=60)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(0.5)  # idle, listening
+        await client.enqueue(pool, "ping")
+        await asyncio.wait_for(done.wait(), timeout=5)  # far sooner than the 60 s poll
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, timeout=10)
+
+
+async def test_metrics_count_outcomes_durations_and_claims(dsn, pool):
+    from prometheus_client import CollectorRegistry
+
+    from pgrelay.metrics import PrometheusMetrics
+
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    router = pgrelay.Router()
+
+    @router.task("m.ok")
+    async def ok(ctx):
+        return None
+
+    @router.task("m.bad")
+    async def bad(ctx):
+        raise pgrelay.Permanent("no")
+
+    await client.enqueue_bulk(pool, [{"task": "m.ok"}] * 5 + [{"task": "m.bad"}])
+    worker = pgrelay.Worker(dsn, router, poll_interval=0.05, metrics=metrics)
+
+    async def settled():
+        return await count(pool, "succeeded") == 5 and await count(pool, "dead_letter") == 1
+
+    await run_until(worker, settled)
+    sample = registry.get_sample_value
+    assert sample("pgrelay_jobs_total", {"queue": "default", "task": "m.ok", "outcome": "succeeded"}) == 5
+    assert sample("pgrelay_jobs_total", {"queue": "default", "task": "m.bad", "outcome": "dead_letter"}) == 1
+    assert sample("pgrelay_job_duration_seconds_count", {"queue": "default", "task": "m.ok"}) == 5
+    assert sample("pgrelay_jobs_in_flight") == 0
+    assert sample("pgrelay_claim_seconds_count") >= 1
