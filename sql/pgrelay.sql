@@ -418,13 +418,17 @@ BEGIN
 END
 $$;
 
+-- (The hot-path helpers are PL/pgSQL rather than SQL functions: PL/pgSQL caches their plans, a
+-- non-inlined SQL function is planned again on every call.)
 -- Move leased jobs (matched by id AND attempt, the fencing token) out of the hot table into the
 -- history in one statement, recording how the attempt ended. Returns the ids that moved.
 CREATE FUNCTION pgrelay._finish(
     p_ids bigint[], p_attempts integer[], p_status text, p_outcome text,
     p_results jsonb[] DEFAULT NULL, p_errors text[] DEFAULT NULL, p_details jsonb[] DEFAULT NULL)
 RETURNS SETOF bigint
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY
     WITH input AS (
         SELECT u.id, u.attempt, u.result, u.error, u.details
         FROM unnest(p_ids, p_attempts, p_results, p_errors, p_details)
@@ -448,7 +452,8 @@ LANGUAGE sql AS $$
         SELECT d.id, d.attempt, d.leased_by, d.leased_at, pg_catalog.now(), p_outcome, d.new_error, d.new_details
         FROM done d
     )
-    SELECT d.id FROM done d
+    SELECT d.id FROM done d;
+END
 $$;
 
 -- Put leased jobs (matched by id AND attempt) back to pending after the given delays, recording
@@ -457,7 +462,9 @@ CREATE FUNCTION pgrelay._retry(
     p_ids bigint[], p_attempts integer[], p_outcome text, p_errors text[], p_delays double precision[],
     p_details jsonb[] DEFAULT NULL)
 RETURNS TABLE (id bigint, queue text, run_at timestamptz)
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY
     WITH input AS (
         SELECT u.id, u.attempt, u.error, u.delay, u.details
         FROM unnest(p_ids, p_attempts, p_errors, p_delays, p_details) AS u(id, attempt, error, delay, details)
@@ -480,7 +487,8 @@ LANGUAGE sql AS $$
         SELECT o.id, o.attempt, o.leased_by, o.leased_at, pg_catalog.now(), p_outcome, o.error, o.details
         FROM old o
     )
-    SELECT m.id, m.queue, m.run_at FROM moved m
+    SELECT m.id, m.queue, m.run_at FROM moved m;
+END
 $$;
 
 -- Lock up to p_limit due jobs in claim order, skipping locked rows and the excluded queues.
@@ -519,7 +527,9 @@ $$;
 -- Lease the given (already locked) pending jobs to p_worker; returns them in claim order.
 CREATE FUNCTION pgrelay._lease(p_worker text, p_ids bigint[], p_lease_seconds integer)
 RETURNS SETOF pgrelay.claimed_job
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY
     WITH leased AS (
         UPDATE pgrelay._jobs j
         SET status = 'leased',
@@ -537,7 +547,8 @@ LANGUAGE sql AS $$
            coalesce(l.max_attempts, q.max_attempts, pgrelay._default_max_attempts()),
            l.lease_expires_at, l.timeout_seconds, l.trace_id, l.priority, l.run_at, l.created_at, l.idempotency_key
     FROM leased l LEFT JOIN pgrelay._queues q ON q.queue = l.queue
-    ORDER BY l.priority DESC, l.run_at, l.id
+    ORDER BY l.priority DESC, l.run_at, l.id;
+END
 $$;
 
 -- ---------------------------------------------------------------------------------------------
