@@ -489,7 +489,8 @@ def _oneline(exc: BaseException) -> str:
 
 def _describe(exc: BaseException) -> str:
     """The error recorded for operators: the exception and the innermost frames of its traceback."""
-    frames = traceback.extract_tb(exc.__traceback__)[-3:]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if "/asyncio/" not in f.filename and "/concurrent/" not in f.filename][-3:]
     where = "; ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} in {f.name}" for f in frames)
     message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return f"{message} ({where})" if where else message
