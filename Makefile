@@ -11,12 +11,13 @@ PY := $(VENV)/bin/python
 export PGRELAY_PG_BINDIR := $(PG_BINDIR)
 export PGRELAY_PG_OS_USER := $(PG_OS_USER)
 
-.PHONY: help test demo bench-sql install-extension check-postgres venv clean
+.PHONY: help test demo bench-sql bench-worker install-extension check-postgres venv clean
 
 help:
 	@echo "make demo               run the demo on a throwaway PostgreSQL cluster"
 	@echo "make test               install everything into $(VENV) and run the tests"
 	@echo "make bench-sql          pgbench the SQL hot path against plain-SQL baselines"
+	@echo "make bench-worker       drain throughput and pickup latency of real jobs-worker processes"
 	@echo "make install-extension  copy pgrelay into $(PG_SHAREDIR)/extension (CREATE EXTENSION pgrelay)"
 
 check-postgres:
@@ -48,6 +49,9 @@ demo: check-postgres venv
 
 bench-sql: check-postgres venv
 	$(PY) bench/sql_bench.py $(BENCH_ARGS)
+
+bench-worker: check-postgres venv
+	$(PY) bench/worker_bench.py $(BENCH_ARGS)
 
 install-extension:
 	@test -n "$(PG_SHAREDIR)" || { echo "error: pg_config not found; set PG_CONFIG" >&2; exit 1; }
