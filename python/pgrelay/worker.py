@@ -61,6 +61,7 @@ class _Running:
     task: asyncio.Task[None] | None = None
     started: float = field(default_factory=time.monotonic)
     acking: bool = False
+    slot_released: bool = False
     cancel_reason: str | None = None
 
 
@@ -81,7 +82,7 @@ class Worker:
         shutdown_grace: float = 30.0,
         listen_dsn: str | None | bool = None,
         recover_interval: float | None = None,
-        ack_delay: float = 0.005,
+        ack_delay: float = 0.002,
         worker_id: str | None = None,
         http_executor: Any = None,
         statement_cache_size: int = 100,
@@ -109,6 +110,7 @@ class Worker:
         self.metrics = metrics
         self._pool: asyncpg.Pool | None = None
         self._running: dict[int, _Running] = {}
+        self._busy = 0  # handlers running now; jobs waiting only for their ack do not hold a slot
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._stopping = False
@@ -217,7 +219,9 @@ class Worker:
         delay = 0.5
         handlers = self.router.tasks
         while not self._stopping:
-            free = self.concurrency - len(self._running)
+            # a slot frees when its handler returns; jobs awaiting their ack (still heartbeated) are
+            # bounded separately so a stalled ack path cannot make the worker claim without end
+            free = min(self.concurrency - self._busy, 2 * self.concurrency - len(self._running))
             if free <= 0 or not kinds:
                 self._slot_free.clear()
                 if free <= 0:
@@ -247,6 +251,7 @@ class Worker:
                     self._cancel(older, "lease_lost")
                 running = _Running(job)
                 self._running[job.id] = running
+                self._busy += 1
                 running.task = asyncio.create_task(self._execute(running), name=f"pgrelay-job-{job.id}")
             if len(jobs) < asked:
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -347,6 +352,7 @@ class Worker:
             if ctx.completed:
                 return
             running.acking = True
+            self._release_slot(running)
             done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             await self._acks.put((job, result, done))
             acked = await done
@@ -356,6 +362,7 @@ class Worker:
             outcome, error = "error", _describe(exc)
             log.exception("job %s: internal error", job.id)
         finally:
+            self._release_slot(running)
             if self._running.get(job.id) is running:
                 del self._running[job.id]
             self._slot_free.set()
@@ -370,6 +377,12 @@ class Worker:
                        "outcome": outcome, "duration_ms": round(duration * 1000, 3), "error": error,
                        "trace_id": job.trace_id, "worker": self.worker_id},
             )
+
+    def _release_slot(self, running: _Running) -> None:
+        if not running.slot_released:
+            running.slot_released = True
+            self._busy -= 1
+            self._slot_free.set()
 
     def _handler_timeout(self, job: ClaimedJob) -> float | None:
         handler = self.router.get(job.task) if job.kind == "handler" else None

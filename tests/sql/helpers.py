@@ -13,14 +13,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
+
+from tests.sql.factory import raises_sqlstate  # noqa: F401  (re-exported: one definition for every SQL test)
 
 # The SQL type of every named argument of the producer functions, so calls resolve exactly.
 ARG_TYPES = {
@@ -82,14 +83,6 @@ def ack_all(conn: psycopg.Connection, worker: str = "test-worker") -> list[int]:
     for job_id, attempt in leased:
         assert conn.execute("SELECT pgrelay.ack(%s, %s)", [job_id, attempt]).fetchone()[0] is True
     return [job_id for job_id, _ in leased]
-
-
-@contextmanager
-def raises_sqlstate(sqlstate: str) -> Iterator[pytest.ExceptionInfo[psycopg.Error]]:
-    """Expect a database error with this SQLSTATE; the ExceptionInfo gives the error (and .value.diag)."""
-    with pytest.raises(psycopg.Error) as info:
-        yield info
-    assert info.value.sqlstate == sqlstate, f"expected SQLSTATE {sqlstate}, got {info.value.sqlstate}: {info.value}"
 
 
 def error_of(action: Callable[[], Any]) -> psycopg.Error | None:

@@ -66,7 +66,7 @@ def test_queue_stats_counts_each_state_per_queue(db):
 
 
 def test_queue_stats_follows_a_job_through_its_states(db):
-    job = make_job(db, "pending", queue="mail")
+    make_job(db, "pending", queue="mail")
     assert (stats(db)["mail"]["pending"], stats(db)["mail"]["leased"]) == (1, 0)
 
     [row] = consume(db)
