@@ -688,10 +688,14 @@ LANGUAGE sql STABLE AS $$
                e.e ->> 'trace_id' AS trace_id,
                coalesce(e.e ->> 'method', 'POST') AS method,
                coalesce(nullif(e.e -> 'headers', 'null'), '{}') AS headers,
-               (SELECT k FROM pg_catalog.jsonb_object_keys(CASE WHEN pg_catalog.jsonb_typeof(e.e) = 'object' THEN e.e ELSE '{}' END) k
-                WHERE k <> ALL (ARRAY['task', 'payload', 'queue', 'run_at', 'priority', 'max_attempts', 'timeout_seconds',
-                                      'idempotency_key', 'dedupe_key', 'trace_id', 'url', 'method', 'headers', 'body'])
-                ORDER BY k LIMIT 1) AS unknown_key
+               -- the first key that is not an argument name; the subquery runs only when there is one
+               CASE WHEN pg_catalog.jsonb_typeof(e.e) = 'object'
+                         AND (e.e - ARRAY['task', 'payload', 'queue', 'run_at', 'priority', 'max_attempts', 'timeout_seconds',
+                                          'idempotency_key', 'dedupe_key', 'trace_id', 'url', 'method', 'headers', 'body']) <> '{}'
+                    THEN (SELECT min(k) FROM pg_catalog.jsonb_object_keys(
+                              e.e - ARRAY['task', 'payload', 'queue', 'run_at', 'priority', 'max_attempts', 'timeout_seconds',
+                                          'idempotency_key', 'dedupe_key', 'trace_id', 'url', 'method', 'headers', 'body']) k)
+               END AS unknown_key
         FROM pg_catalog.jsonb_array_elements(p_jobs) WITH ORDINALITY AS e(e, ord)
     ) s
 $$;
@@ -701,10 +705,13 @@ RETURNS SETOF bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     v_n integer;
-    v_bad record;
+    v_bad_ord bigint;
+    v_bad_error text;
     v_keyed boolean;
     v_ids bigint[];
     v_spec pgrelay._job_spec;
+    v_queues text[];
+    v_run_ats timestamptz[];
     i integer;
 BEGIN
     IF jobs IS NULL OR jsonb_typeof(jobs) <> 'array' THEN
@@ -720,14 +727,33 @@ BEGIN
             MESSAGE = format('enqueue_bulk takes at most 10000 jobs per call, not %s; split the array', v_n);
     END IF;
 
-    -- Validate every element in one pass; a value of the wrong type makes a cast raise, and then
-    -- the elements are parsed one at a time to name the bad one.
+    -- One pass parses and checks every element and, when all are good and none carries a key,
+    -- inserts them in the same statement. A value of the wrong type makes a cast raise; then the
+    -- elements are parsed one at a time to name the bad one.
     BEGIN
-        SELECT p.ord, p.error, bool_or(p.idempotency_key IS NOT NULL OR p.dedupe_key IS NOT NULL) OVER () AS keyed
-        INTO v_bad
-        FROM pgrelay._bulk_parse(jobs) p
-        ORDER BY (p.error IS NULL), p.ord
-        LIMIT 1;
+        WITH parsed AS MATERIALIZED (
+            SELECT nextval('pgrelay._job_id_seq') AS id, p.*
+            FROM pgrelay._bulk_parse(jobs) p
+        ), verdict AS (
+            SELECT min(p.ord) FILTER (WHERE p.error IS NOT NULL) AS bad_ord,
+                   coalesce(bool_or(p.idempotency_key IS NOT NULL OR p.dedupe_key IS NOT NULL), false) AS keyed
+            FROM parsed p
+        ), inserted AS (
+            INSERT INTO pgrelay._jobs (id, queue, task, kind, payload, run_at, priority, max_attempts,
+                                       timeout_seconds, trace_id)
+            SELECT p.id, p.queue, p.task, p.kind, p.payload, p.run_at, p.priority, p.max_attempts,
+                   p.timeout_seconds, p.trace_id
+            FROM parsed p, verdict v
+            WHERE v.bad_ord IS NULL AND NOT v.keyed
+        ), per_queue AS (
+            SELECT p.queue, min(p.run_at) AS run_at FROM parsed p GROUP BY p.queue
+        )
+        SELECT v.bad_ord, (SELECT p.error FROM parsed p WHERE p.ord = v.bad_ord), v.keyed,
+               (SELECT array_agg(p.id ORDER BY p.ord) FROM parsed p),
+               (SELECT array_agg(q.queue) FROM per_queue q),
+               (SELECT array_agg(q.run_at) FROM per_queue q)
+        INTO v_bad_ord, v_bad_error, v_keyed, v_ids, v_queues, v_run_ats
+        FROM verdict v;
     EXCEPTION WHEN data_exception THEN
         FOR i IN 0 .. v_n - 1 LOOP
             BEGIN
@@ -739,12 +765,12 @@ BEGIN
         END LOOP;
         RAISE;
     END;
-    IF v_bad.error IS NOT NULL THEN
-        RAISE EXCEPTION USING ERRCODE = 'PR002', MESSAGE = format('jobs[%s]: %s', v_bad.ord - 1, v_bad.error),
+    IF v_bad_ord IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR002', MESSAGE = format('jobs[%s]: %s', v_bad_ord - 1, v_bad_error),
             HINT = 'nothing was enqueued; fix the element and send the whole array again';
     END IF;
 
-    IF v_bad.keyed THEN
+    IF v_keyed THEN
         -- keys need the per-job lookups of _enqueue (which also handles duplicates inside this array)
         FOR v_spec IN SELECT * FROM pgrelay._bulk_parse(jobs) ORDER BY ord LOOP
             RETURN NEXT pgrelay._enqueue(v_spec.queue, v_spec.task, v_spec.kind, v_spec.payload, v_spec.run_at,
@@ -754,19 +780,7 @@ BEGIN
         RETURN;
     END IF;
 
-    WITH parsed AS MATERIALIZED (
-        SELECT nextval('pgrelay._job_id_seq') AS id, p.ord, p.queue, p.task, p.kind, p.payload, p.run_at,
-               p.priority, p.max_attempts, p.timeout_seconds, p.trace_id
-        FROM pgrelay._bulk_parse(jobs) p
-    ), inserted AS (
-        INSERT INTO pgrelay._jobs (id, queue, task, kind, payload, run_at, priority, max_attempts,
-                                   timeout_seconds, trace_id)
-        SELECT p.id, p.queue, p.task, p.kind, p.payload, p.run_at, p.priority, p.max_attempts,
-               p.timeout_seconds, p.trace_id
-        FROM parsed p
-    )
-    SELECT array_agg(p.id ORDER BY p.ord) INTO v_ids FROM parsed p;
-    PERFORM pgrelay._notify(j.queue, min(j.run_at)) FROM pgrelay._jobs j WHERE j.id = ANY (v_ids) GROUP BY j.queue;
+    PERFORM pgrelay._notify(u.queue, u.run_at) FROM unnest(v_queues, v_run_ats) AS u(queue, run_at);
     RETURN QUERY SELECT unnest(v_ids);
 END
 $$;
