@@ -424,14 +424,16 @@ END
 $$;
 
 -- (The hot-path helpers are PL/pgSQL rather than SQL functions: PL/pgSQL caches their plans, a
--- non-inlined SQL function is planned again on every call.)
+-- non-inlined SQL function is planned again on every call. They forbid sequential and bitmap scans:
+-- a queue table's statistics are nearly always stale, and planned as "almost empty" a 100,000-row
+-- backlog was scanned on every claim and every ack; the indexes are always the right plan here.)
 -- Move leased jobs (matched by id AND attempt, the fencing token) out of the hot table into the
 -- history in one statement, recording how the attempt ended. Returns the ids that moved.
 CREATE FUNCTION pgrelay._finish(
     p_ids bigint[], p_attempts integer[], p_status text, p_outcome text,
     p_results jsonb[] DEFAULT NULL, p_errors text[] DEFAULT NULL, p_details jsonb[] DEFAULT NULL)
 RETURNS SETOF bigint
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off AS $$
 BEGIN
     RETURN QUERY
     WITH input AS (
@@ -470,7 +472,7 @@ CREATE FUNCTION pgrelay._retry(
     p_ids bigint[], p_attempts integer[], p_outcome text, p_errors text[], p_delays double precision[],
     p_details jsonb[] DEFAULT NULL)
 RETURNS TABLE (id bigint, queue text, run_at timestamptz)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off AS $$
 BEGIN
     RETURN QUERY
     WITH input AS (
@@ -506,7 +508,7 @@ $$;
 CREATE FUNCTION pgrelay._pick(
     p_queues text[], p_excluded text[], p_limit integer, p_tasks text[], p_handlers text[], p_kinds text[])
 RETURNS SETOF pgrelay._candidate
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_sort = off SET enable_seqscan = off SET enable_bitmapscan = off AS $$
 BEGIN
     IF cardinality(p_queues) = 1 THEN
         RETURN QUERY
@@ -532,10 +534,11 @@ BEGIN
 END
 $$;
 
--- Lease the given (already locked) pending jobs to p_worker; returns them in claim order.
+-- Lease the given jobs (locked as pending by _pick in this transaction) to p_worker; returns them
+-- in claim order.
 CREATE FUNCTION pgrelay._lease(p_worker text, p_ids bigint[], p_lease_seconds integer)
 RETURNS SETOF pgrelay.claimed_job
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off AS $$
 BEGIN
     RETURN QUERY
     WITH leased AS (
@@ -548,7 +551,7 @@ BEGIN
                 p_lease_seconds,
                 (SELECT q.lease_seconds FROM pgrelay._queues q WHERE q.queue = j.queue),
                 pgrelay._default_lease_seconds()))
-        WHERE j.id = ANY (p_ids) AND j.status = 'pending'
+        WHERE j.id = ANY (p_ids)
         RETURNING j.*
     )
     SELECT l.id, l.queue, l.task, l.kind, l.payload, l.attempt,

@@ -218,6 +218,7 @@ class Worker:
         assert self._pool is not None
         delay = 0.5
         handlers = self.router.tasks
+        topped_up = False
         while not self._stopping:
             # a slot frees when its handler returns; jobs awaiting their ack (still heartbeated) are
             # bounded separately so a stalled ack path cannot make the worker claim without end
@@ -229,6 +230,13 @@ class Worker:
                 else:
                     await self._sleep(self.poll_interval)
                 continue
+            if free < self.batch_size // 4 and self._busy > 0 and not topped_up:
+                # only a few slots are free while many handlers run: give them a moment to finish so
+                # the next claim is one batch, not many claims of one job each
+                topped_up = True
+                await asyncio.sleep(0.002)
+                continue
+            topped_up = False
             asked = min(free, self.batch_size)
             self._wake.clear()
             started = time.monotonic()
@@ -338,15 +346,15 @@ class Worker:
                 return
             except Permanent as exc:
                 error = _describe(exc)
-                outcome = await self._nack(job, error, permanent=True) or "dead_letter"
+                outcome = await self._nack(job, error, permanent=True, details=_details(exc)) or "dead_letter"
                 return
             except RetryAfter as exc:
                 error = _describe(exc)
-                outcome = await self._nack(job, error, retry_after_seconds=exc.seconds) or "failed"
+                outcome = await self._nack(job, error, retry_after_seconds=exc.seconds, details=_details(exc)) or "failed"
                 return
             except Exception as exc:
                 error = _describe(exc)
-                outcome = await self._nack(job, error) or "failed"
+                outcome = await self._nack(job, error, details=_details(exc)) or "failed"
                 return
 
             if ctx.completed:
@@ -498,6 +506,16 @@ class Worker:
 def _oneline(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _details(exc: BaseException) -> Any:
+    """An exception's ``details`` attribute (Permanent, RetryAfter, the HTTP executor's errors), if JSON."""
+    details = getattr(exc, "details", None)
+    try:
+        json.dumps(details)
+    except (TypeError, ValueError):
+        return None
+    return details
 
 
 def _describe(exc: BaseException) -> str:

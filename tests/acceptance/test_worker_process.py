@@ -75,7 +75,8 @@ def stop(proc: subprocess.Popen, timeout: float = 20) -> str:
 
 def test_two_workers_run_every_job_exactly_once(app_db, start_worker):
     workers = [start_worker("--concurrency", "8"), start_worker("--concurrency", "8")]
-    wait_for(lambda: scalar(app_db, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%%' OR query = 'SELECT 1'") == 2,
+    wait_for(lambda: scalar(app_db, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                      " AND (query LIKE 'LISTEN%%' OR query = 'SELECT 1')") == 2,
              what="both workers to listen")
     app_db.execute("SELECT pgrelay.enqueue_bulk(jsonb_agg(jsonb_build_object('task', 'record'))) FROM generate_series(1, 300)")
     wait_for(lambda: scalar(app_db, "SELECT count(*) FROM pgrelay.jobs WHERE status = 'succeeded'") == 300,
