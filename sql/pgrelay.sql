@@ -365,6 +365,26 @@ LANGUAGE sql STABLE AS $$
     ) e
 $$;
 
+-- What views and get_job show of an HTTP job's headers: values that look like credentials (by the
+-- header's name or the value's shape) are replaced by "[redacted]". consume hands workers the real ones.
+CREATE FUNCTION pgrelay._redact_http_payload(p_kind text, p_payload jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN p_kind IS DISTINCT FROM 'http' OR pg_catalog.jsonb_typeof(p_payload -> 'headers') IS DISTINCT FROM 'object'
+        THEN p_payload
+        ELSE pg_catalog.jsonb_set(p_payload, '{headers}', (
+            SELECT coalesce(pg_catalog.jsonb_object_agg(h.key, CASE
+                       WHEN pg_catalog.jsonb_typeof(h.value) <> 'string' THEN h.value
+                       WHEN h.key ~* 'auth|cookie|token|secret|passw|credential|api[-_]?key|access[-_]?key|private[-_]?key'
+                         OR (h.value #>> '{}') ~* '^(bearer|basic|digest|token|apikey|aws4-hmac-sha256) '
+                         OR (h.value #>> '{}') ~ '^(eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.|(sk|rk|pk)_(live|test)_|gh[pousr]_|github_pat_|xox[abprs]-|glpat-|whsec_|AKIA[0-9A-Z]{16})'
+                       THEN '"[redacted]"'::jsonb
+                       ELSE h.value END), '{}'::jsonb)
+            FROM pg_catalog.jsonb_each(p_payload -> 'headers') h))
+    END
+$$;
+
 -- The one place that inserts a job (enqueue, enqueue_http, keyed enqueue_bulk elements).
 -- Honours the idempotency key (global, as long as the job or its history is kept) and the
 -- dedupe key (among the queue's active jobs); both return the existing job's id.
@@ -1183,13 +1203,15 @@ Example: SELECT pgrelay.recover();';
 
 CREATE VIEW pgrelay.jobs AS
     SELECT j.id, j.queue, j.task, j.kind, j.status, j.priority, j.run_at, j.attempt,
-           j.max_attempts, j.timeout_seconds, j.payload, j.idempotency_key, j.dedupe_key, j.trace_id,
+           j.max_attempts, j.timeout_seconds, pgrelay._redact_http_payload(j.kind, j.payload) AS payload,
+           j.idempotency_key, j.dedupe_key, j.trace_id,
            j.replayed_from, j.last_error, NULL::jsonb AS result, j.leased_by, j.lease_expires_at,
            j.created_at, NULL::timestamptz AS finished_at
     FROM pgrelay._jobs j
     UNION ALL
     SELECT f.id, f.queue, f.task, f.kind, f.status, f.priority, f.run_at, f.attempt,
-           f.max_attempts, f.timeout_seconds, f.payload, f.idempotency_key, f.dedupe_key, f.trace_id,
+           f.max_attempts, f.timeout_seconds, pgrelay._redact_http_payload(f.kind, f.payload),
+           f.idempotency_key, f.dedupe_key, f.trace_id,
            f.replayed_from, f.last_error, f.result, NULL::text, NULL::timestamptz,
            f.created_at, f.finished_at
     FROM pgrelay._finished f;
@@ -1281,7 +1303,8 @@ COMMENT ON VIEW pgrelay.expired_leases IS
 'Leased jobs whose lease has expired and that recover() has not yet returned to pending.';
 
 CREATE VIEW pgrelay.dead_letters AS
-    SELECT f.id, f.queue, f.task, f.kind, f.attempt, f.last_error, f.payload, f.trace_id, f.created_at, f.finished_at
+    SELECT f.id, f.queue, f.task, f.kind, f.attempt, f.last_error,
+           pgrelay._redact_http_payload(f.kind, f.payload) AS payload, f.trace_id, f.created_at, f.finished_at
     FROM pgrelay._finished f
     WHERE f.status = 'dead_letter';
 COMMENT ON VIEW pgrelay.dead_letters IS
@@ -1491,6 +1514,8 @@ BEGIN
     END IF;
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = 'pgrelay_reader') THEN
         GRANT EXECUTE ON FUNCTION pgrelay.version(), pgrelay.get_job(bigint), pgrelay.get_attempts(bigint) TO pgrelay_reader;
+        -- a function called by a view runs with the privileges of whoever queries the view
+        GRANT EXECUTE ON FUNCTION pgrelay._redact_http_payload(text, jsonb) TO pgrelay_reader;
         GRANT SELECT ON pgrelay.jobs, pgrelay.queue_stats, pgrelay.expired_leases, pgrelay.dead_letters, pgrelay.workers
         TO pgrelay_reader;
     END IF;
@@ -1506,6 +1531,7 @@ BEGIN
         TO pgrelay_admin;
         GRANT SELECT ON pgrelay.jobs, pgrelay.queue_stats, pgrelay.expired_leases, pgrelay.dead_letters, pgrelay.workers
         TO pgrelay_admin;
+        GRANT EXECUTE ON FUNCTION pgrelay._redact_http_payload(text, jsonb) TO pgrelay_admin;
     END IF;
 END
 $roles$;

@@ -132,6 +132,8 @@ def worker_options(function: Callable[..., None]) -> Callable[..., None]:
         click.option("--metrics-port", type=click.IntRange(1, 65535), default=None, envvar="PGRELAY_METRICS_PORT",
                      help="serve Prometheus metrics on this port (needs pgrelay[metrics])"),
         click.option("--worker-id", envvar="PGRELAY_WORKER_ID", help="id shown in the workers view  [default: host:pid:random]"),
+        click.option("--no-http", is_flag=True, envvar="PGRELAY_NO_HTTP",
+                     help="do not run HTTP jobs (enqueue_http); they are configured by PGRELAY_HTTP_* variables"),
     ]
     for option in reversed(options):
         function = option(function)
@@ -141,9 +143,19 @@ def worker_options(function: Callable[..., None]) -> Callable[..., None]:
 def _worker(dsn: str | None, app: str | None, queues: tuple[str, ...], tasks: tuple[str, ...], concurrency: int,
             batch_size: int | None, lease_seconds: int, poll_interval: float, shutdown_grace: float,
             listen_dsn: str | None, no_listen: bool, statement_cache_size: int, log_format: str, log_level: str,
-            metrics_port: int | None, worker_id: str | None) -> None:
+            metrics_port: int | None, worker_id: str | None, no_http: bool = False) -> None:
     _setup_logging(log_format, log_level)
     router = _load_router(app) if app else Router()
+    http_executor = None
+    if not no_http:
+        from .http import HttpExecutor
+
+        try:
+            http_executor = HttpExecutor.from_env()
+        except ValueError as exc:
+            click.echo(f"jobs-worker: error: {exc}", err=True)
+            raise SystemExit(1) from None
+        logging.getLogger("pgrelay.http").info("HTTP jobs: %s", http_executor.describe())
     metrics = None
     if metrics_port is not None:
         from .metrics import PrometheusMetrics
@@ -154,10 +166,18 @@ def _worker(dsn: str | None, app: str | None, queues: tuple[str, ...], tasks: tu
         dsn, router, concurrency=concurrency, batch_size=batch_size, queues=queues or None, tasks=tasks or None,
         lease_seconds=lease_seconds, poll_interval=poll_interval, shutdown_grace=shutdown_grace,
         listen_dsn=False if no_listen else listen_dsn, statement_cache_size=statement_cache_size,
-        worker_id=worker_id, metrics=metrics,
+        worker_id=worker_id, metrics=metrics, http_executor=http_executor,
     )
+
+    async def run() -> None:
+        try:
+            await worker.run(install_signal_handlers=True)
+        finally:
+            if http_executor is not None:
+                await http_executor.close()
+
     try:
-        asyncio.run(worker.run(install_signal_handlers=True))
+        asyncio.run(run())
     except _EXPECTED as exc:
         click.echo(f"jobs-worker: error: {_explain(exc)}", err=True)
         raise SystemExit(1) from None

@@ -23,15 +23,23 @@ _TASK_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,199}$")
 
 
 class Permanent(Exception):
-    """Raise from a handler to dead-letter the job at once, without further attempts."""
+    """Raise from a handler to dead-letter the job at once, without further attempts.
+
+    ``details`` (JSON) is recorded with the attempt (``get_attempts``), e.g. an HTTP status.
+    """
+
+    def __init__(self, *args: Any, details: Any = None) -> None:
+        super().__init__(*args)
+        self.details = details
 
 
 class RetryAfter(Exception):
     """Raise from a handler to retry the job after ``seconds`` instead of the backoff."""
 
-    def __init__(self, seconds: float, message: str | None = None) -> None:
+    def __init__(self, seconds: float, message: str | None = None, *, details: Any = None) -> None:
         super().__init__(message or f"retry after {seconds} s")
         self.seconds = float(seconds)
+        self.details = details
 
 
 @dataclass(frozen=True)
