@@ -11,13 +11,15 @@ PY := $(VENV)/bin/python
 export PGRELAY_PG_BINDIR := $(PG_BINDIR)
 export PGRELAY_PG_OS_USER := $(PG_OS_USER)
 
-.PHONY: help test demo bench-sql bench-worker install-extension check-postgres venv clean
+.PHONY: help test demo bench bench-quick bench-sql bench-worker install-extension check-postgres venv bench-venv clean
 
 help:
 	@echo "make demo               run the demo on a throwaway PostgreSQL cluster"
 	@echo "make test               install everything into $(VENV) and run the tests"
 	@echo "make bench-sql          pgbench the SQL hot path against plain-SQL baselines"
 	@echo "make bench-worker       drain throughput and pickup latency of real jobs-worker processes"
+	@echo "make bench-quick        pgrelay against PgQueuer, Procrastinate and pgmq, side by side (about 10 minutes)"
+	@echo "make bench              the same, full size (N = 100,000 jobs per drain)"
 	@echo "make install-extension  copy pgrelay into $(PG_SHAREDIR)/extension (CREATE EXTENSION pgrelay)"
 
 check-postgres:
@@ -39,6 +41,13 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# the peers `make bench` measures (pyproject.toml's bench extra); `make test` does not need them
+$(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench-venv: $(VENV)/.bench-installed
+
 # each run gets its own pytest temp folder, so parallel runs never clean up each other's clusters
 test: check-postgres venv
 	@tmp=$$(mktemp -d -t pgrelay-pytest-XXXXXX); \
@@ -52,6 +61,12 @@ bench-sql: check-postgres venv
 
 bench-worker: check-postgres venv
 	$(PY) bench/worker_bench.py $(BENCH_ARGS)
+
+bench: check-postgres venv bench-venv
+	$(PY) bench/compare.py --full $(BENCH_ARGS)
+
+bench-quick: check-postgres venv bench-venv
+	$(PY) bench/compare.py --quick $(BENCH_ARGS)
 
 install-extension:
 	@test -n "$(PG_SHAREDIR)" || { echo "error: pg_config not found; set PG_CONFIG" >&2; exit 1; }

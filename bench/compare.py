@@ -1,0 +1,589 @@
+"""pgrelay against its peers, side by side, on one throwaway cluster (issue 4's benchmark).
+
+    make bench-quick            # about 10 minutes on a 2-core machine
+    make bench                  # the full run (N = 100,000 jobs per drain, longer windows)
+    make bench-quick BENCH_ARGS='--runs 5 --postgres-options "-c synchronous_commit=off"'
+
+Starts one PostgreSQL cluster with durable settings (bench/worker_bench.py's: fsync and
+synchronous_commit on), creates a database per system in it (bench_pgrelay, bench_pgqueuer,
+bench_procrastinate, bench_pgmq), installs each with its own installer, and runs the same workloads on
+every system. For each figure the runs alternate across systems (A B C D, then D C B A, ...), so drift on
+a shared machine hits everyone equally; every figure is the median of --runs runs with min and max.
+
+    (1) enqueue one job per transaction, 1 and 8 concurrent producers, for a fixed time:
+        pgrelay's SQL under pgbench (bench/sql_bench.py's enqueue_one.sql) next to pgmq.send under pgbench;
+        pgrelay's Python client next to PgQueuer's and Procrastinate's Python APIs, all in the same
+        producer harness (bench/peers.py: min(clients, 2) processes, a connection per producer).
+    (2) bulk enqueue, 1,000 jobs per call: the same pairs (enqueue_bulk_1000.sql / pgmq.send_batch;
+        pgrelay.client.enqueue_bulk / Queries.enqueue(lists) / Task.batch_defer_async).
+    (SQL) SQL-only consume of 100 + complete them (2 transactions): pgrelay.consume + ack_many next to
+        pgmq.read + pgmq.archive, under pgbench, from a pre-filled queue.
+    (4) drain N no-op jobs with 1 and 2 worker processes, default and tuned settings: jobs-worker
+        (bench/worker_bench.py's drain), PgQueuer and Procrastinate workers (bench/peer_apps/).
+    (5) pickup latency on an idle queue, enqueue -> handler start, p50/p95/p99 (1 worker, defaults).
+
+Not here yet (issue 4 wants them too): enqueue from a trigger (3), latency under load, the steady-load
+bloat run (6). Writes bench/results/<date>.md (<date>-quick.md in quick mode), the same as JSON, and a
+PNG plot when matplotlib is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+for _path in (str(ROOT), str(BENCH)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+import peers  # noqa: E402
+import sql_bench  # noqa: E402
+import worker_bench  # noqa: E402
+from pgrelay.schema import migrate  # noqa: E402
+from tests.harness.cluster import pg_bindir, throwaway_cluster  # noqa: E402
+
+SERVER_SETTINGS = worker_bench.SERVER_SETTINGS
+SHOWN_SETTINGS = ["fsync", "synchronous_commit", "full_page_writes", "wal_level", "shared_buffers", "work_mem",
+                  "max_wal_size", "checkpoint_timeout", "autovacuum", "max_connections", "commit_delay",
+                  "wal_sync_method"]
+DATABASES = {"pgrelay": "bench_pgrelay", "pgqueuer": "bench_pgqueuer", "procrastinate": "bench_procrastinate",
+             "pgmq": "bench_pgmq"}
+PGRELAY_TUNED = ("--concurrency", "200", "--batch-size", "200")
+
+NAMES = {"pgrelay": "pgrelay", "pgqueuer": "PgQueuer", "procrastinate": "Procrastinate", "pgmq": "pgmq"}
+
+
+class CompareError(RuntimeError):
+    pass
+
+
+# -- one entry = one system measured one way ----------------------------------------------------------
+
+@dataclass
+class Entry:
+    system: str                        # pgrelay, pgqueuer, procrastinate, pgmq
+    how: str                           # the API / tool and settings, shown in the table
+    run: Callable[[int], Awaitable[dict[str, Any]]]   # run index -> one measurement (a plain dict)
+    key: str = "jobs_per_s"            # the figure read from the dict
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def values(self) -> list[float]:
+        return [r[self.key] for r in self.runs]
+
+    def summary(self, key: str | None = None) -> dict[str, Any] | None:
+        values = [r[key or self.key] for r in self.runs]
+        if not values:
+            return None
+        return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
+
+
+@dataclass
+class Figure:
+    """One row group of the report: several entries measured the same way, alternating."""
+    id: str
+    title: str
+    unit: str                          # "jobs/s" or "ms"
+    entries: list[Entry]
+    higher_is_better: bool = True
+    note: str = ""
+
+
+def cell(summary: dict[str, Any] | None, fmt: str = ",.0f") -> str:
+    if summary is None:
+        return "failed"
+    if len(summary["values"]) == 1:
+        return format(summary["median"], fmt)
+    return f"{format(summary['median'], fmt)} ({format(summary['min'], fmt)}–{format(summary['max'], fmt)})"
+
+
+# -- pgrelay measurements, through bench/sql_bench.py's and bench/worker_bench.py's functions ----------
+
+class Pgrelay:
+    def __init__(self, dsn: str, logdir: Path) -> None:
+        self.dsn = dsn
+        self.workers = worker_bench.Workers(dsn, logdir)
+
+    async def _conn(self) -> asyncpg.Connection:
+        return await asyncpg.connect(self.dsn)
+
+    async def pgbench_timed(self, script: str, jobs_per_tx: int, clients: int, seconds: int) -> dict[str, Any]:
+        conn = await self._conn()
+        try:
+            await sql_bench.reset(conn, "pgrelay", 0)
+            tps, done = sql_bench.pgbench(self.dsn, script, clients, seconds=seconds)
+            await sql_bench.verify(conn, sql_bench.Side(script, "enqueued"), done * jobs_per_tx, 0)
+        finally:
+            await conn.close()
+        return {"system": "pgrelay", "script": script, "clients": clients, "transactions": done, "tps": tps,
+                "jobs_per_s": tps * jobs_per_tx}
+
+    async def consume_ack(self, clients: int, transactions: int) -> dict[str, Any]:
+        conn = await self._conn()
+        fill = int(clients * transactions * 100 * 1.1) + 1000
+        try:
+            await sql_bench.reset(conn, "pgrelay", fill)
+            tps, done = sql_bench.pgbench(self.dsn, "consume_ack_100.sql", clients, transactions=transactions)
+            await sql_bench.verify(conn, sql_bench.Side("consume_ack_100.sql", "acked"), done * 100, fill)
+        finally:
+            await conn.close()
+        return {"system": "pgrelay", "script": "consume_ack_100.sql", "clients": clients, "transactions": done,
+                "tps": tps, "jobs_per_s": tps * 100}
+
+    async def drain(self, n: int, count: int, args: tuple[str, ...]) -> dict[str, Any]:
+        conn = await self._conn()
+        try:
+            rate, with_startup = await worker_bench.drain(conn, self.workers, n, count, args)
+        finally:
+            await conn.close()
+        return {"system": "pgrelay", "workload": "drain", "jobs": n, "workers": count,
+                "settings": worker_bench.describe(args), "jobs_per_s": rate, "jobs_per_s_incl_startup": with_startup}
+
+    async def latency_idle(self) -> dict[str, Any]:
+        conn = await self._conn()
+        try:
+            (p50, p95, p99), k = await worker_bench.latency_idle(conn, self.workers)
+        finally:
+            await conn.close()
+        return {"system": "pgrelay", "workload": "pickup_latency_idle", "probes": k, "p50_ms": p50, "p95_ms": p95,
+                "p99_ms": p99}
+
+
+# -- the plan -------------------------------------------------------------------------------------------
+
+def plan(args: argparse.Namespace, dsns: dict[str, str], pgrelay: Pgrelay, workdir: Path) -> list[Figure]:
+    seconds, tx, n, n_proc = args.seconds, args.transactions, args.jobs, args.procrastinate_jobs
+    figures: list[Figure] = []
+    counter = iter(range(1_000_000))
+
+    def wd(name: str) -> Path:
+        return workdir / f"{name}-{next(counter)}"
+
+    for clients in (1, 8):
+        figures.append(Figure(
+            f"enqueue_one_{clients}", f"(1) enqueue, 1 job per transaction, {clients} producer(s)", "jobs/s", [
+                Entry("pgrelay", "SQL under pgbench: SELECT pgrelay.enqueue(...)",
+                      lambda i, c=clients: pgrelay.pgbench_timed("enqueue_one.sql", 1, c, seconds)),
+                Entry("pgmq", "SQL under pgbench: SELECT pgmq.send(...)",
+                      lambda i, c=clients: peers.pgmq_pgbench(dsns["pgmq"], "send_one", c, wd("pgmq"), seconds=seconds)),
+                Entry("pgrelay", "Python: pgrelay.client.enqueue (asyncpg)",
+                      lambda i, c=clients: peers.enqueue("pgrelay-client", dsns["pgrelay"], c, seconds)),
+                Entry("pgqueuer", "Python: Queries.enqueue (asyncpg)",
+                      lambda i, c=clients: peers.enqueue("pgqueuer", dsns["pgqueuer"], c, seconds)),
+                Entry("procrastinate", "Python: Task.defer_async (psycopg pool)",
+                      lambda i, c=clients: peers.enqueue("procrastinate", dsns["procrastinate"], c, seconds)),
+            ]))
+    figures.append(Figure(
+        "enqueue_bulk_1000", "(2) bulk enqueue, 1,000 jobs per call, 1 producer", "jobs/s", [
+            Entry("pgrelay", "SQL under pgbench: pgrelay.enqueue_bulk(<json array literal>)",
+                  lambda i: pgrelay.pgbench_timed("enqueue_bulk_1000.sql", 1000, 1, seconds)),
+            Entry("pgmq", "SQL under pgbench: pgmq.send_batch(<jsonb[] literal>)",
+                  lambda i: peers.pgmq_pgbench(dsns["pgmq"], "send_batch_1000", 1, wd("pgmq"), seconds=seconds)),
+            Entry("pgrelay", "Python: pgrelay.client.enqueue_bulk",
+                  lambda i: peers.enqueue("pgrelay-client", dsns["pgrelay"], 1, seconds, batch=1000)),
+            Entry("pgqueuer", "Python: Queries.enqueue(lists of 1,000)",
+                  lambda i: peers.enqueue("pgqueuer", dsns["pgqueuer"], 1, seconds, batch=1000)),
+            Entry("procrastinate", "Python: Task.batch_defer_async(1,000 kwargs)",
+                  lambda i: peers.enqueue("procrastinate", dsns["procrastinate"], 1, seconds, batch=1000)),
+        ]))
+    for clients in args.consume_clients:
+        figures.append(Figure(
+            f"consume_100_{clients}", f"(SQL) claim 100 + complete them (2 transactions), {clients} client(s)",
+            "jobs/s", [
+                Entry("pgrelay", f"pgbench -t {tx}: pgrelay.consume(batch => 100); pgrelay.ack_many(...)",
+                      lambda i, c=clients: pgrelay.consume_ack(c, tx)),
+                Entry("pgmq", f"pgbench -t {tx}: pgmq.read(queue, 30, 100); pgmq.archive(queue, ids)",
+                      lambda i, c=clients: peers.pgmq_pgbench(dsns["pgmq"], "read_archive_100", c, wd("pgmq"),
+                                                              transactions=tx)),
+            ], note="no handler and no worker process: the SQL cost of a batched claim-and-complete cycle"))
+    for count in (1, 2):
+        for tuning in ("default", "tuned"):
+            pg_args = () if tuning == "default" else args.pgrelay_tuned
+            entries = [Entry("pgrelay", f"jobs-worker {worker_bench.describe(pg_args)}, N = {n:,}",
+                             lambda i, c=count, a=pg_args: pgrelay.drain(n, c, a))]
+            for system, jobs in (("pgqueuer", n), ("procrastinate", n_proc)):
+                config = peers.WORKER_CONFIGS[system][tuning]
+                entries.append(Entry(system, f"{peers.describe_config(system, config)}, N = {jobs:,}",
+                                     lambda i, s=system, c=count, cfg=config, j=jobs:
+                                     peers.drain(s, dsns[s], j, c, cfg, wd(s))))
+            figures.append(Figure(
+                f"drain_{count}_{tuning}", f"(4) drain no-op jobs, {count} worker process(es), {tuning} settings",
+                "jobs/s", entries))
+    figures.append(Figure(
+        "latency_idle", "(5) pickup latency, idle queue, enqueue → handler start, 1 worker (defaults)", "ms", [
+            Entry("pgrelay", "jobs-worker defaults", lambda i: pgrelay.latency_idle(), key="p50_ms"),
+            Entry("pgqueuer", "batch_size 10", lambda i: peers.pickup_latency("pgqueuer", dsns["pgqueuer"],
+                                                                            wd("pgqueuer")), key="p50_ms"),
+            Entry("procrastinate", "concurrency 1", lambda i: peers.pickup_latency(
+                "procrastinate", dsns["procrastinate"], wd("procrastinate")), key="p50_ms"),
+        ], higher_is_better=False))
+    if args.only:
+        for f in figures:
+            f.entries = [e for e in f.entries if e.system in args.only]
+        figures = [f for f in figures if f.entries]
+    return figures
+
+
+async def measure(figures: list[Figure], runs: int) -> None:
+    for figure in figures:
+        for i in range(runs):
+            order = figure.entries if i % 2 == 0 else list(reversed(figure.entries))
+            for entry in order:
+                started = time.monotonic()
+                try:
+                    result = await entry.run(i)
+                except Exception as exc:      # noqa: BLE001 - a failed run is reported, the others go on
+                    entry.errors.append(f"run {i + 1}: {type(exc).__name__}: {exc}")
+                    print(f"  {figure.title} | {NAMES[entry.system]}: {entry.how} | run {i + 1}: FAILED: {exc}",
+                          flush=True)
+                    continue
+                result["run"] = i + 1
+                entry.runs.append(result)
+                if figure.unit == "ms":
+                    shown = (f"p50 {result['p50_ms']:.1f} ms, p95 {result['p95_ms']:.1f} ms, "
+                             f"p99 {result['p99_ms']:.1f} ms")
+                else:
+                    shown = f"{result[entry.key]:,.0f} {figure.unit}"
+                print(f"  {figure.title} | {NAMES[entry.system]}: {entry.how} | run {i + 1}: {shown} "
+                      f"[{time.monotonic() - started:.1f}s]", flush=True)
+
+
+# -- report ------------------------------------------------------------------------------------------------
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"cpus": os.cpu_count(), "platform": platform.platform(),
+                            "python": platform.python_version()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                info["memory_gb"] = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return info
+
+
+def ratio(a: dict | None, b: dict | None, higher_is_better: bool) -> str:
+    if not a or not b or not b["median"] or not a["median"]:
+        return ""
+    r = a["median"] / b["median"] if higher_is_better else b["median"] / a["median"]
+    return f"{r:.2f}×"
+
+
+def pgrelay_like_for_like(figure: Figure, entry: Entry) -> Entry | None:
+    """The pgrelay entry to compare ``entry`` with: the SQL one for pgmq, the Python one for the others."""
+    pg = [e for e in figure.entries if e.system == "pgrelay"]
+    if not pg:
+        return None
+    if len(pg) == 1:
+        return pg[0]
+    sql = [e for e in pg if e.how.startswith(("SQL", "pgbench"))]
+    py = [e for e in pg if e.how.startswith("Python")]
+    if entry.system == "pgmq":
+        return sql[0] if sql else pg[0]
+    return py[0] if py else pg[0]
+
+
+def targets(figures: list[Figure]) -> list[dict[str, Any]]:
+    """The issue's targets, from this run's figures (each side: its best median among the given entries)."""
+    def best(prefix: str, systems: tuple[str, ...], python_only: bool = False) -> tuple[float, str] | None:
+        found = [(e.summary()["median"], f"{NAMES[e.system]}, {f.title}: {e.how}")
+                 for f in figures if f.id.startswith(prefix) for e in f.entries
+                 if e.system in systems and e.runs and not (python_only and e.how.startswith("SQL"))]
+        return max(found) if found else None
+
+    out = []
+    for target, prefix, peer_systems, python_only, factor in (
+            ("drain: pgrelay ≥ 2× the best job-queue peer", "drain_", ("pgqueuer", "procrastinate"), False, 2),
+            ("bulk enqueue, Python APIs: pgrelay ≥ 2× the best job-queue peer", "enqueue_bulk_",
+             ("pgqueuer", "procrastinate"), True, 2),
+            ("SQL only, claim 100 + complete: pgrelay ≥ pgmq read + archive", "consume_100_", ("pgmq",), False, 1)):
+        pg, peer = best(prefix, ("pgrelay",), python_only), best(prefix, peer_systems)
+        if pg and peer:
+            out.append({"target": target, "pgrelay": pg, "peer": peer, "ratio": pg[0] / peer[0],
+                        "met": pg[0] >= factor * peer[0]})
+    lat = next((f for f in figures if f.id == "latency_idle"), None)
+    e = next((e for e in lat.entries if e.system == "pgrelay" and e.runs), None) if lat else None
+    if e:
+        p50 = e.summary("p50_ms")["median"]
+        out.append({"target": "pickup latency p50 on an idle queue < 10 ms", "pgrelay": (p50, e.how),
+                    "peer": None, "ratio": None, "met": p50 < 10})
+    return out
+
+
+def render(meta: dict[str, Any], figures: list[Figure], goals: list[dict[str, Any]]) -> str:
+    lines = [f"# pgrelay against its peers — {meta['date']} ({meta['mode']})", ""]
+    lines += [f"Command: `{meta['command']}`", ""]
+    lines += ["## Machine and settings", ""]
+    m = meta["machine"]
+    lines.append(f"- machine: {m.get('cpus')} CPUs ({m.get('cpu_model', '?')}), {m.get('memory_gb', '?')} GB RAM, "
+                 f"{m['platform']}, Python {m['python']}; load average {meta['load_start']:.2f} at the start, "
+                 f"{meta['load_end']:.2f} at the end (another busy process on the machine skews every figure)")
+    lines.append(f"- server: PostgreSQL {meta['server_version']}, one throwaway cluster for all systems, started with "
+                 f"`{meta['server_options']}`; a database per system")
+    lines.append("- settings: " + ", ".join(f"{k}={v}" for k, v in meta["settings"].items()))
+    lines.append("- changed from the defaults (pg_settings): " + ", ".join(
+        f"{r['name']}={r['setting']}{r['unit'] or ''} ({r['source']})" for r in meta["non_default_settings"]))
+    lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
+    lines.append("- installed with: " + "; ".join(f"{k}: {v}" for k, v in meta["installed_with"].items()))
+    p = meta["parameters"]
+    lines.append(f"- parameters: {p['runs']} runs per figure, alternating across systems; enqueue windows "
+                 f"{p['seconds']} s; SQL consume -t {p['transactions']} per client; drains N = {p['jobs']:,} "
+                 f"(Procrastinate N = {p['procrastinate_jobs']:,}: at a few hundred jobs/s a larger N only "
+                 f"costs time); latency {p['probes']} probes {p['probe_gap_ms']:.0f} ms apart")
+    lines.append(f"- pgrelay tuned: jobs-worker {' '.join(p['pgrelay_tuned'])}; PgQueuer tuned: batch_size 100 "
+                 "(default 10); Procrastinate tuned: concurrency 10 with a pool of 12 (default concurrency 1)")
+    lines.append("")
+    if goals:
+        lines += ["## Issue 4's targets", "", "| target | pgrelay | best peer | ratio | met |", "|---|---:|---:|---:|---|"]
+        for g in goals:
+            pg = f"{g['pgrelay'][0]:,.1f}" if g["target"].startswith("pickup") else f"{g['pgrelay'][0]:,.0f}"
+            peer = f"{g['peer'][0]:,.0f} ({g['peer'][1]})" if g["peer"] else "—"
+            r = f"{g['ratio']:.2f}×" if g["ratio"] is not None else "—"
+            lines.append(f"| {g['target']} | {pg} | {peer} | {r} | {'yes' if g['met'] else '**no**'} |")
+        lines.append("")
+    lines += ["## All figures", "",
+              f"Median of {p['runs']} runs (min–max). pgrelay ÷ this: pgrelay's like-for-like entry in the same "
+              "group (its SQL under pgbench for pgmq, its Python client for the Python APIs, its worker for "
+              "drains and latency) over this one; for latency, this one's p50 over pgrelay's (> 1: pgrelay is "
+              "better).", "",
+              "| workload | system | how | result | pgrelay ÷ this |", "|---|---|---|---:|---:|"]
+    for f in figures:
+        for e in f.entries:
+            if f.unit == "ms":
+                result = " / ".join(cell(e.summary(k), ".1f") if e.runs else "failed"
+                                    for k in ("p50_ms", "p95_ms", "p99_ms")) + " ms (p50 / p95 / p99)"
+            else:
+                result = cell(e.summary()) + f" {f.unit}"
+            base = pgrelay_like_for_like(f, e)
+            r = "" if e.system == "pgrelay" or base is None else ratio(base.summary(), e.summary(), f.higher_is_better)
+            lines.append(f"| {f.title} | {NAMES[e.system]} | {e.how} | {result} | {r} |")
+    lines.append("")
+    errors = [(f, e, err) for f in figures for e in f.entries for err in e.errors]
+    if errors:
+        lines += ["## Failed runs", ""] + [f"- {f.title} / {NAMES[e.system]} ({e.how}): {err.splitlines()[0]}"
+                                           for f, e, err in errors] + [""]
+    lines += ["## How each figure is measured", "",
+              "- (1)/(2) pgbench rows: bench/sql_bench.py's scripts for pgrelay (bench/pgbench/*.sql), the same shape "
+              "for pgmq (bench/peers.py writes them); -T windows, --protocol=simple, jobs/s = tps × jobs per call; "
+              "every run is checked by counting the rows in the table afterwards.",
+              "- (1)/(2) Python rows: bench/peers.py's producer harness: min(clients, 2) processes, one connection "
+              "per producer, each call its own transaction (autocommit), all producers released together; "
+              "jobs/s = jobs enqueued in the window / window; checked by counting rows.",
+              "- (SQL) pgbench -t from a pre-filled queue (10% more than read, + 1,000); checked: every job read was "
+              "acked (pgrelay) or archived (pgmq).",
+              "- (4) pgrelay: bench/worker_bench.py's drain (queue paused while N jobs are enqueued and workers "
+              "connect; clock from pgrelay.resume() to the last finished_at). Peers: N jobs enqueued with their bulk "
+              "API into an emptied, vacuumed, checkpointed table; worker processes (bench/peer_apps/) started, "
+              "connected and released together; clock from the first handler start (time.time() in the handler) "
+              "to the last completion in the peer's own table (pgqueuer_log 'successful' rows; "
+              "procrastinate_events 'succeeded'). Every job is checked to have succeeded exactly once.",
+              "- (5) 1 idle worker, probes enqueued one at a time (each its own transaction) 20 ms apart; latency = "
+              "handler start (time.time()) - the enqueueing transaction's now() as the system recorded it "
+              "(pgrelay created_at; pgqueuer_log 'queued' row; procrastinate_events 'deferred' row).",
+              ""]
+    return "\n".join(lines)
+
+
+def plot(path: Path, figures: list[Figure]) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    drains = [f for f in figures if f.id.startswith("drain_")]
+    lat = next((f for f in figures if f.id == "latency_idle"), None)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    labels, medians, lows, highs = [], [], [], []
+    for f in drains:
+        for e in f.entries:
+            s = e.summary()
+            if s:
+                labels.append(f"{NAMES[e.system]}\n{f.id.split('_', 1)[1].replace('_', ' w, ')}")
+                medians.append(s["median"])
+                lows.append(s["median"] - s["min"])
+                highs.append(s["max"] - s["median"])
+    axes[0].bar(range(len(labels)), medians, yerr=[lows, highs], capsize=3,
+                color=["C0" if lbl.startswith("pgrelay") else "C1" if lbl.startswith("PgQ") else "C2"
+                       for lbl in labels])
+    axes[0].set_xticks(range(len(labels)), labels, rotation=60, fontsize=7)
+    axes[0].set_ylabel("jobs/s (median, min–max)")
+    axes[0].set_title("drain throughput, no-op jobs")
+    if lat:
+        names, p50, p95, p99 = [], [], [], []
+        for e in lat.entries:
+            if e.runs:
+                names.append(NAMES[e.system])
+                p50.append(e.summary("p50_ms")["median"])
+                p95.append(e.summary("p95_ms")["median"])
+                p99.append(e.summary("p99_ms")["median"])
+        x = range(len(names))
+        axes[1].bar([i - 0.25 for i in x], p50, 0.25, label="p50")
+        axes[1].bar(list(x), p95, 0.25, label="p95")
+        axes[1].bar([i + 0.25 for i in x], p99, 0.25, label="p99")
+        axes[1].set_xticks(list(x), names)
+        axes[1].set_ylabel("ms (median of runs)")
+        axes[1].set_title("pickup latency, idle queue")
+        axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def as_json(meta: dict[str, Any], figures: list[Figure], goals: list[dict[str, Any]]) -> dict[str, Any]:
+    out = {"meta": meta, "targets": goals, "figures": []}
+    for f in figures:
+        fj = {"id": f.id, "title": f.title, "unit": f.unit, "higher_is_better": f.higher_is_better, "note": f.note,
+              "entries": []}
+        for e in f.entries:
+            ej = {"system": e.system, "how": e.how, "key": e.key, "summary": e.summary(), "runs": e.runs,
+                  "errors": e.errors}
+            if f.unit == "ms":
+                ej["summary"] = {k: e.summary(k) for k in ("p50_ms", "p95_ms", "p99_ms")} if e.runs else None
+            fj["entries"].append(ej)
+        out["figures"].append(fj)
+    return out
+
+
+# -- main --------------------------------------------------------------------------------------------------
+
+async def run(args: argparse.Namespace) -> int:
+    if not Path(worker_bench.WORKER).exists():
+        raise CompareError(f"{worker_bench.WORKER} not found; run `make bench-quick`, which installs into .venv first")
+    started = time.monotonic()
+    load_start = os.getloadavg()[0]
+    settings = SERVER_SETTINGS + (f" {args.postgres_options}" if args.postgres_options else "")
+    mode = "full" if args.full else "quick"
+    print(f"pgrelay against its peers ({mode}); results go to {args.out}\n", flush=True)
+    with throwaway_cluster(settings) as cluster, tempfile.TemporaryDirectory(prefix="pgrelay-compare-") as tmp:
+        workdir = Path(tmp)
+        conn = await asyncpg.connect(cluster.dsn())
+        try:
+            for db in DATABASES.values():
+                await conn.execute(f"CREATE DATABASE {db}")
+            version = await conn.fetchval("SHOW server_version")
+            shown = {name: await conn.fetchval(f"SHOW {name}") for name in SHOWN_SETTINGS}
+            non_default = [dict(r) for r in await conn.fetch(
+                "SELECT name, setting, unit, source FROM pg_settings"
+                " WHERE source NOT IN ('default', 'override', 'client', 'session') ORDER BY name")]
+        finally:
+            await conn.close()
+        dsns = {s: cluster.dsn(db) for s, db in DATABASES.items()}
+        conn = await asyncpg.connect(dsns["pgrelay"])
+        try:
+            schema = (await migrate(conn)).describe()
+            await conn.execute((sql_bench.SCRIPTS / "baseline_schema.sql").read_text())  # sql_bench.reset empties it
+        finally:
+            await conn.close()
+        installed = {"pgrelay": f"pgrelay.schema.migrate ({schema})"}
+        for system in peers.PEERS:
+            installed[system] = (await peers.install(system, dsns[system]))["installed_with"]
+        pgbench_version = subprocess.run([str(Path(pg_bindir()) / "pgbench"), "--version"],
+                                                   capture_output=True, text=True).stdout.strip()
+        meta: dict[str, Any] = {
+            "date": dt.datetime.now().isoformat(timespec="seconds"), "mode": mode,
+            "command": args.command, "machine": machine(), "server_version": version,
+            "server_options": settings, "settings": shown, "non_default_settings": non_default,
+            "versions": {"pgrelay": metadata.version("pgrelay"), **peers.versions(), "pgbench": pgbench_version,
+                         "asyncpg": metadata.version("asyncpg"), "psycopg": metadata.version("psycopg")},
+            "installed_with": installed, "load_start": load_start,
+            "parameters": {"runs": args.runs, "seconds": args.seconds, "transactions": args.transactions,
+                           "jobs": args.jobs, "procrastinate_jobs": args.procrastinate_jobs,
+                           "probes": worker_bench.PROBES, "probe_gap_ms": worker_bench.PROBE_GAP * 1000,
+                           "pgrelay_tuned": list(args.pgrelay_tuned), "worker_configs": peers.WORKER_CONFIGS,
+                           "consume_clients": list(args.consume_clients)},
+        }
+        print(f"server:   PostgreSQL {version}, started with: {settings}")
+        print("settings: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+        if shown["fsync"] != "on" or shown["synchronous_commit"] != "on":
+            print("WARNING:  fsync or synchronous_commit is off: commits are not durable, figures are optimistic")
+        print("versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
+        print(f"machine:  {meta['machine']}, load average {load_start:.2f}\n", flush=True)
+
+        pgrelay = Pgrelay(dsns["pgrelay"], workdir / "pgrelay-workers")
+        (workdir / "pgrelay-workers").mkdir()
+        figures = plan(args, dsns, pgrelay, workdir)
+        await measure(figures, args.runs)
+
+    meta["load_end"] = os.getloadavg()[0]
+    meta["total_seconds"] = round(time.monotonic() - started)
+    goals = targets(figures)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = dt.date.today().isoformat() + ("" if args.full else "-quick")
+    md = render(meta, figures, goals) + f"\nTotal time {meta['total_seconds']} s.\n"
+    (args.out / f"{stem}.md").write_text(md)
+    (args.out / f"{stem}.json").write_text(json.dumps(as_json(meta, figures, goals), indent=1, default=str) + "\n")
+    plotted = plot(args.out / f"{stem}.png", figures)
+    print("\n" + md)
+    print(f"wrote {args.out / (stem + '.md')}, {stem}.json" + (f", {stem}.png" if plotted else
+                                                                 " (no plot: matplotlib is not installed)"))
+    failed = sum(len(e.errors) for f in figures for e in f.entries)
+    return 1 if failed else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="about 10 minutes (the default)")
+    mode.add_argument("--full", action="store_true", help="N = 100,000 per drain, longer windows")
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
+    parser.add_argument("--jobs", type=int, default=None, help="N per drain (quick 20,000; full 100,000)")
+    parser.add_argument("--procrastinate-jobs", type=int, default=None,
+                        help="N per Procrastinate drain (quick 2,000; full 10,000)")
+    parser.add_argument("--seconds", type=int, default=None, help="enqueue windows (quick 3 s; full 10 s)")
+    parser.add_argument("--transactions", type=int, default=None,
+                        help="SQL consume: pgbench -t per client (quick 150; full 500)")
+    parser.add_argument("--pgrelay-tuned", default=shlex.join(PGRELAY_TUNED),
+                        help=f"jobs-worker options for the tuned drains (default {shlex.join(PGRELAY_TUNED)!r})")
+    parser.add_argument("--only", nargs="+", choices=["pgrelay", *peers.PEERS], default=None,
+                        help="measure only these systems")
+    parser.add_argument("--postgres-options", default="",
+                        help="extra server options appended to the defaults, e.g. '-c synchronous_commit=off'")
+    parser.add_argument("--out", type=Path, default=BENCH / "results", help="where the report goes")
+    args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    args.pgrelay_tuned = tuple(shlex.split(args.pgrelay_tuned))
+    args.jobs = args.jobs or (100_000 if args.full else 20_000)
+    args.procrastinate_jobs = args.procrastinate_jobs or (10_000 if args.full else 2_000)
+    args.seconds = args.seconds or (10 if args.full else 3)
+    args.transactions = args.transactions or (500 if args.full else 150)
+    args.consume_clients = (1, 2) if args.full else (1,)
+    target = "make bench" if args.full else "make bench-quick"
+    extra = [a for a in sys.argv[1:] if a not in ("--full", "--quick")]
+    args.command = target + (f" BENCH_ARGS={shlex.quote(shlex.join(extra))}" if extra else "") + \
+        f"   (runs: .venv/bin/python bench/compare.py {shlex.join(sys.argv[1:])})"
+    try:
+        return asyncio.run(run(args))
+    except (CompareError, peers.PeerError, sql_bench.BenchError, worker_bench.BenchError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
