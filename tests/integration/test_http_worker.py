@@ -4,7 +4,6 @@ HTTP details in its attempt history."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -20,6 +19,7 @@ import pytest
 import pgrelay
 from pgrelay import client
 from pgrelay.http import HttpExecutor
+from tests.integration.helpers import run_until
 
 from .webhook_server import WebhookServer
 
@@ -39,19 +39,6 @@ async def pool(dsn):
     p = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
     yield p
     await p.close()
-
-
-async def run_until(worker: pgrelay.Worker, condition, timeout: float = 15.0) -> None:
-    task = asyncio.create_task(worker.run())
-    try:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not await condition():
-            assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-            assert not task.done(), f"worker stopped early: {task.exception() if task.done() else ''}"
-            await asyncio.sleep(0.05)
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, timeout=15)
 
 
 async def test_in_process_worker_sends_http_jobs_and_records_outcomes(dsn, pool, server):

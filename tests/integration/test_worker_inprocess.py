@@ -9,19 +9,7 @@ import pytest
 
 import pgrelay
 from pgrelay import client
-
-
-async def run_until(worker: pgrelay.Worker, condition, timeout: float = 15.0) -> None:
-    task = asyncio.create_task(worker.run())
-    try:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while not await condition():
-            assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
-            assert not task.done(), f"worker stopped early: {task.exception() if task.done() else ''}"
-            await asyncio.sleep(0.05)
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, timeout=15)
+from tests.integration.helpers import run_until
 
 
 @pytest.fixture
