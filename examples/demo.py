@@ -165,7 +165,7 @@ async def demo(dsn: str, workdir: Path) -> None:
         show_sql(broken_sql, f"  -> job {broken}")
 
         step(f"Run the real worker with the handlers of examples/demo_app.py ({APP})")
-        print(f"   $ jobs-worker {dsn} --app {APP} --poll-interval 0.2")
+        print(f"   $ jobs-worker {dsn} --app {APP} --poll-interval 0.2 --log-level debug")
         print("   (each round it runs SELECT * FROM pgrelay.consume(worker, batch => n), calls the handlers,"
               " then pgrelay.ack_each(ids, attempts) or pgrelay.nack(id, attempt, error))")
         log = workdir / "worker.log"
@@ -173,7 +173,7 @@ async def demo(dsn: str, workdir: Path) -> None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         with open(log, "wb") as out:
             worker = subprocess.Popen(
-                [console_script("jobs-worker"), dsn, "--app", APP, "--poll-interval", "0.2"],
+                [console_script("jobs-worker"), dsn, "--app", APP, "--poll-interval", "0.2", "--log-level", "debug"],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             took = await wait_for_jobs(conn, worker, log)

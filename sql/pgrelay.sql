@@ -198,8 +198,8 @@ CREATE TYPE pgrelay.queue_settings AS (
 COMMENT ON TYPE pgrelay.queue_settings IS
 'A queue''s effective settings (defaults filled in); concurrency NULL means unlimited.';
 
--- Used by consume: a locked job and its claim-order keys.
-CREATE TYPE pgrelay._candidate AS (id bigint, priority integer, run_at timestamptz);
+-- Used by consume: a locked job, its claim-order keys and its queue.
+CREATE TYPE pgrelay._candidate AS (id bigint, priority integer, run_at timestamptz, queue text);
 
 -- Used by enqueue_bulk: one parsed element of its array.
 CREATE TYPE pgrelay._job_spec AS (
@@ -532,7 +532,7 @@ LANGUAGE plpgsql SET enable_sort = off SET enable_seqscan = off SET enable_bitma
 BEGIN
     IF cardinality(p_queues) = 1 THEN
         RETURN QUERY
-            SELECT j.id, j.priority, j.run_at FROM pgrelay._jobs j
+            SELECT j.id, j.priority, j.run_at, j.queue FROM pgrelay._jobs j
             WHERE j.status = 'pending' AND j.queue = p_queues[1] AND j.run_at <= now()
               AND j.queue <> ALL (p_excluded) AND (p_tasks IS NULL OR j.task LIKE ANY (p_tasks))
               AND (p_kinds IS NULL OR j.kind = ANY (p_kinds))
@@ -542,7 +542,7 @@ BEGIN
             FOR UPDATE SKIP LOCKED;
     ELSE
         RETURN QUERY
-            SELECT j.id, j.priority, j.run_at FROM pgrelay._jobs j
+            SELECT j.id, j.priority, j.run_at, j.queue FROM pgrelay._jobs j
             WHERE j.status = 'pending' AND (p_queues IS NULL OR j.queue = ANY (p_queues)) AND j.run_at <= now()
               AND j.queue <> ALL (p_excluded) AND (p_tasks IS NULL OR j.task LIKE ANY (p_tasks))
               AND (p_kinds IS NULL OR j.kind = ANY (p_kinds))
@@ -554,11 +554,14 @@ BEGIN
 END
 $$;
 
--- Lease the given jobs (locked as pending by _pick in this transaction) to p_worker; returns them
--- in claim order.
-CREATE FUNCTION pgrelay._lease(p_worker text, p_ids bigint[], p_lease_seconds integer)
+-- Lease the given candidates (locked as pending by _pick in this transaction) to p_worker; returns
+-- them in claim order. Each job's queue settings come from one join, not a lookup per row. The plan
+-- is pinned to a loop over the candidates that looks each one up by primary key: no filter on _jobs
+-- (the rows are ours, locked as pending), so no stale selectivity can make a whole-table plan look cheap.
+CREATE FUNCTION pgrelay._lease(p_worker text, p_candidates pgrelay._candidate[], p_lease_seconds integer)
 RETURNS SETOF pgrelay.claimed_job
-LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off AS $$
+LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off SET enable_mergejoin = off
+    SET enable_hashjoin = off AS $$
 BEGIN
     RETURN QUERY
     WITH leased AS (
@@ -568,17 +571,16 @@ BEGIN
             leased_by = p_worker,
             leased_at = now(),
             lease_expires_at = now() + make_interval(secs => coalesce(
-                p_lease_seconds,
-                (SELECT q.lease_seconds FROM pgrelay._queues q WHERE q.queue = j.queue),
-                pgrelay._default_lease_seconds()))
-        WHERE j.id = ANY (p_ids)
-        RETURNING j.*
+                p_lease_seconds, c.lease_seconds, pgrelay._default_lease_seconds()))
+        FROM (SELECT u.id, q.lease_seconds, q.max_attempts
+              FROM unnest(p_candidates) u LEFT JOIN pgrelay._queues q ON q.queue = u.queue) c
+        WHERE j.id = c.id
+        RETURNING j.id, j.queue, j.task, j.kind, j.payload, j.attempt,
+                  coalesce(j.max_attempts, c.max_attempts, pgrelay._default_max_attempts()) AS max_attempts,
+                  j.lease_expires_at, j.timeout_seconds, j.trace_id, j.priority, j.run_at, j.created_at,
+                  j.idempotency_key
     )
-    SELECT l.id, l.queue, l.task, l.kind, l.payload, l.attempt,
-           coalesce(l.max_attempts, q.max_attempts, pgrelay._default_max_attempts()),
-           l.lease_expires_at, l.timeout_seconds, l.trace_id, l.priority, l.run_at, l.created_at, l.idempotency_key
-    FROM leased l LEFT JOIN pgrelay._queues q ON q.queue = l.queue
-    ORDER BY l.priority DESC, l.run_at, l.id;
+    SELECT l.* FROM leased l ORDER BY l.priority DESC, l.run_at, l.id;
 END
 $$;
 
@@ -936,9 +938,10 @@ BEGIN
     END IF;
 
     -- one claim order across all picked queues; rows picked but not taken stay unleased
-    RETURN QUERY SELECT * FROM pgrelay._lease(consume.worker, ARRAY(
-        SELECT c.id FROM unnest(v_candidates) c ORDER BY c.priority DESC, c.run_at, c.id LIMIT v_batch),
-        consume.lease_seconds);
+    IF cardinality(v_candidates) > v_batch THEN
+        v_candidates := ARRAY(SELECT c FROM unnest(v_candidates) c ORDER BY c.priority DESC, c.run_at, c.id LIMIT v_batch);
+    END IF;
+    RETURN QUERY SELECT * FROM pgrelay._lease(consume.worker, v_candidates, consume.lease_seconds);
 END
 $$;
 COMMENT ON FUNCTION pgrelay.consume(text, text[], integer, integer, text[], text[], text[]) IS

@@ -36,9 +36,9 @@ class ClaimedJob:
 
     @classmethod
     def from_row(cls, row: Any) -> ClaimedJob:
-        values = dict(row)
-        values["payload"] = _json(values["payload"])
-        return cls(**values)
+        # by position: pgrelay.claimed_job's columns are this class's fields in order (a test pins it);
+        # the worker builds one of these per job, so it stays cheap
+        return cls(*row[:4], _json(row[4]), *row[5:])
 
 
 @dataclass(frozen=True, slots=True)

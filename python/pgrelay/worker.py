@@ -54,6 +54,10 @@ CONNECTION_ERRORS = (
 
 _RECOVER_LOCK = int.from_bytes(b"pgrcvr", "big")
 
+# How each outcome of a job is logged; anything not listed at INFO.
+_LOG_LEVELS = {"succeeded": logging.DEBUG, "error": logging.WARNING, "stale": logging.WARNING,
+               "lease_lost": logging.WARNING}
+
 
 @dataclass
 class _Running:
@@ -377,14 +381,18 @@ class Worker:
             duration = time.monotonic() - running.started
             if self.metrics is not None:
                 self.metrics.finished(job, outcome, duration)
-            log.log(
-                logging.WARNING if outcome in ("error", "stale", "lease_lost") else logging.INFO,
-                "job %s %s (task %s, queue %s, attempt %s, %.1f ms)%s", job.id, outcome, job.task, job.queue,
-                job.attempt, duration * 1000, f": {error}" if error else "",
-                extra={"job_id": job.id, "task": job.task, "queue": job.queue, "attempt": job.attempt,
-                       "outcome": outcome, "duration_ms": round(duration * 1000, 3), "error": error,
-                       "trace_id": job.trace_id, "worker": self.worker_id},
-            )
+            # a success is routine (DEBUG: logging each one would cost more than running it); any
+            # other outcome is worth an operator's attention
+            level = _LOG_LEVELS.get(outcome, logging.INFO)
+            if log.isEnabledFor(level):
+                log.log(
+                    level,
+                    "job %s %s (task %s, queue %s, attempt %s, %.1f ms)%s", job.id, outcome, job.task, job.queue,
+                    job.attempt, duration * 1000, f": {error}" if error else "",
+                    extra={"job_id": job.id, "task": job.task, "queue": job.queue, "attempt": job.attempt,
+                           "outcome": outcome, "duration_ms": round(duration * 1000, 3), "error": error,
+                           "trace_id": job.trace_id, "worker": self.worker_id},
+                )
 
     def _release_slot(self, running: _Running) -> None:
         if not running.slot_released:

@@ -74,7 +74,9 @@ def stop(proc: subprocess.Popen, timeout: float = 20) -> str:
 
 
 def test_two_workers_run_every_job_exactly_once(app_db, start_worker):
-    workers = [start_worker("--concurrency", "8"), start_worker("--concurrency", "8")]
+    # successes are logged at DEBUG (routine); the JSON line must still carry its fields and no payload
+    workers = [start_worker("--concurrency", "8", "--log-level", "debug"),
+               start_worker("--concurrency", "8", "--log-level", "debug")]
     wait_for(lambda: scalar(app_db, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
                                       " AND (query LIKE 'LISTEN%%' OR query = 'SELECT 1')") == 2,
              what="both workers to listen")

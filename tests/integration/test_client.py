@@ -36,6 +36,14 @@ async def test_every_statement_names_a_function_or_view_that_exists(conn):
             assert exists, f"client.SQL[{name!r}] names pgrelay.{obj}, which does not exist"
 
 
+async def test_claimed_job_fields_are_the_claimed_job_type_in_order(conn):
+    # ClaimedJob.from_row builds by position, so the dataclass must list the SQL type's columns in order
+    columns = await conn.fetch(
+        "SELECT attname FROM pg_attribute WHERE attrelid = 'pgrelay.claimed_job'::regclass AND attnum > 0"
+        " AND NOT attisdropped ORDER BY attnum")
+    assert [c["attname"] for c in columns] == list(pgrelay.ClaimedJob.__dataclass_fields__)
+
+
 async def test_every_public_function_has_a_wrapper(conn):
     public = await conn.fetch(
         "SELECT proname FROM pg_proc WHERE pronamespace = 'pgrelay'::regnamespace AND proname NOT LIKE '\\_%'"
