@@ -64,10 +64,13 @@ CREATE TABLE pgrelay._jobs (
 );
 COMMENT ON TABLE pgrelay._jobs IS 'Private: pending and leased jobs. Use the functions and views, never this table.';
 
--- Exactly the claim order of consume(): due pending jobs, higher priority first, then run_at, then id.
-CREATE INDEX _jobs_claim_idx ON pgrelay._jobs (priority DESC, run_at, id) WHERE status = 'pending';
--- The same order within one queue, for workers of one queue (other queues' backlogs are not scanned).
-CREATE INDEX _jobs_queue_claim_idx ON pgrelay._jobs (queue, priority DESC, run_at, id) WHERE status = 'pending';
+-- Exactly the claim order of consume() within a queue: due pending jobs, higher priority first, then
+-- run_at, then id. The only claim index: each index costs every enqueue about a quarter of its insert
+-- time, so consume() merges several queues from this one (see _pick) rather than keeping a second,
+-- queue-less index. A backlog in one queue is never scanned by a worker of another. Its keys end in
+-- the id, so they never repeat: deduplication would only cost each page split a wasted pass.
+CREATE INDEX _jobs_queue_claim_idx ON pgrelay._jobs (queue, priority DESC, run_at, id) WITH (deduplicate_items = off)
+    WHERE status = 'pending';
 -- Leases: counted per queue for concurrency limits, scanned by expiry in recover().
 CREATE INDEX _jobs_leased_idx ON pgrelay._jobs (queue, lease_expires_at) WHERE status = 'leased';
 -- A dedupe key is unique among the active jobs of a queue.
@@ -522,35 +525,66 @@ END
 $$;
 
 -- Lock up to p_limit due jobs in claim order, skipping locked rows and the excluded queues.
--- One queue is picked through _jobs_queue_claim_idx, so a backlog in other queues costs nothing;
--- several (or all) queues through _jobs_claim_idx. p_handlers: the handler tasks the caller can
--- run (NULL: any); p_kinds: the kinds it runs (NULL: any).
+-- p_queues: the queues to look in (NULL: every queue with pending jobs, found by a loose scan of the
+-- claim index, one probe per queue). p_handlers: the handler tasks the caller can run (NULL: any);
+-- p_kinds: the kinds it runs (NULL: any). One queue is read straight from its part of the claim index.
+-- For several, a first pass reads (without locking) the first p_limit due jobs of each queue and
+-- counts how many of the first p_limit in the merged claim order each queue holds; each queue then
+-- locks that many, skipping locked rows. So the batch follows the claim order across queues without
+-- locking p_limit rows in every queue. (The two queries carry the same filters.)
 CREATE FUNCTION pgrelay._pick(
     p_queues text[], p_excluded text[], p_limit integer, p_tasks text[], p_handlers text[], p_kinds text[])
 RETURNS SETOF pgrelay._candidate
 LANGUAGE plpgsql SET enable_sort = off SET enable_seqscan = off SET enable_bitmapscan = off AS $$
+DECLARE
+    v_queues text[];
+    v_takes integer[];
 BEGIN
-    IF cardinality(p_queues) = 1 THEN
-        RETURN QUERY
-            SELECT j.id, j.priority, j.run_at, j.queue FROM pgrelay._jobs j
-            WHERE j.status = 'pending' AND j.queue = p_queues[1] AND j.run_at <= now()
-              AND j.queue <> ALL (p_excluded) AND (p_tasks IS NULL OR j.task LIKE ANY (p_tasks))
-              AND (p_kinds IS NULL OR j.kind = ANY (p_kinds))
-              AND (p_handlers IS NULL OR j.kind <> 'handler' OR j.task = ANY (p_handlers))
-            ORDER BY j.priority DESC, j.run_at, j.id
-            LIMIT p_limit
-            FOR UPDATE SKIP LOCKED;
+    IF p_queues IS NULL THEN
+        v_queues := ARRAY(
+            WITH RECURSIVE active(queue) AS (
+                (SELECT j.queue FROM pgrelay._jobs j WHERE j.status = 'pending' ORDER BY j.queue LIMIT 1)
+                UNION ALL
+                SELECT (SELECT j.queue FROM pgrelay._jobs j
+                        WHERE j.status = 'pending' AND j.queue > a.queue ORDER BY j.queue LIMIT 1)
+                FROM active a WHERE a.queue IS NOT NULL)
+            SELECT a.queue FROM active a WHERE a.queue IS NOT NULL AND a.queue <> ALL (p_excluded));
     ELSE
-        RETURN QUERY
+        v_queues := ARRAY(SELECT DISTINCT q FROM unnest(p_queues) q WHERE q <> ALL (p_excluded));
+    END IF;
+    IF cardinality(v_queues) = 0 THEN
+        RETURN;
+    ELSIF cardinality(v_queues) = 1 THEN
+        v_takes := ARRAY[p_limit];
+    ELSE
+        SELECT array_agg(t.queue), array_agg(t.take) INTO v_queues, v_takes
+        FROM (SELECT h.queue, count(*)::integer AS take
+              FROM (SELECT c.queue FROM unnest(v_queues) AS q(queue) CROSS JOIN LATERAL (
+                        SELECT j.queue, j.priority, j.run_at, j.id FROM pgrelay._jobs j
+                        WHERE j.status = 'pending' AND j.queue = q.queue AND j.run_at <= now()
+                          AND (p_tasks IS NULL OR j.task LIKE ANY (p_tasks))
+                          AND (p_kinds IS NULL OR j.kind = ANY (p_kinds))
+                          AND (p_handlers IS NULL OR j.kind <> 'handler' OR j.task = ANY (p_handlers))
+                        ORDER BY j.priority DESC, j.run_at, j.id
+                        LIMIT p_limit) c
+                    ORDER BY c.priority DESC, c.run_at, c.id
+                    LIMIT p_limit) h
+              GROUP BY h.queue) t;
+        IF v_queues IS NULL THEN
+            RETURN;
+        END IF;
+    END IF;
+    RETURN QUERY
+        SELECT c.id, c.priority, c.run_at, c.queue
+        FROM unnest(v_queues, v_takes) AS q(queue, take) CROSS JOIN LATERAL (
             SELECT j.id, j.priority, j.run_at, j.queue FROM pgrelay._jobs j
-            WHERE j.status = 'pending' AND (p_queues IS NULL OR j.queue = ANY (p_queues)) AND j.run_at <= now()
-              AND j.queue <> ALL (p_excluded) AND (p_tasks IS NULL OR j.task LIKE ANY (p_tasks))
+            WHERE j.status = 'pending' AND j.queue = q.queue AND j.run_at <= now()
+              AND (p_tasks IS NULL OR j.task LIKE ANY (p_tasks))
               AND (p_kinds IS NULL OR j.kind = ANY (p_kinds))
               AND (p_handlers IS NULL OR j.kind <> 'handler' OR j.task = ANY (p_handlers))
             ORDER BY j.priority DESC, j.run_at, j.id
-            LIMIT p_limit
-            FOR UPDATE SKIP LOCKED;
-    END IF;
+            LIMIT q.take
+            FOR UPDATE OF j SKIP LOCKED) c;
 END
 $$;
 
@@ -699,20 +733,18 @@ LANGUAGE sql STABLE AS $$
                                             s.timeout_seconds, s.idempotency_key, s.dedupe_key, s.trace_id)
            END
     FROM (
+        -- jsonb_to_record reads every argument of an element in one call (a non-object reads as {}
+        -- and is reported above); a value of the wrong type raises, as documented at enqueue_bulk
         SELECT e.ord, e.e,
                CASE WHEN e.e ? 'url' THEN 'http' ELSE 'handler' END AS kind,
-               CASE WHEN e.e ? 'url' THEN coalesce(e.e ->> 'task', 'http') ELSE e.e ->> 'task' END AS task,
-               coalesce(e.e ->> 'queue', 'default') AS queue,
-               coalesce(nullif(e.e -> 'payload', 'null'), '{}') AS payload,
-               coalesce((e.e ->> 'run_at')::timestamptz, pg_catalog.now()) AS run_at,
-               coalesce((e.e ->> 'priority')::integer, 0) AS priority,
-               (e.e ->> 'max_attempts')::integer AS max_attempts,
-               (e.e ->> 'timeout_seconds')::integer AS timeout_seconds,
-               e.e ->> 'idempotency_key' AS idempotency_key,
-               e.e ->> 'dedupe_key' AS dedupe_key,
-               e.e ->> 'trace_id' AS trace_id,
-               coalesce(e.e ->> 'method', 'POST') AS method,
-               coalesce(nullif(e.e -> 'headers', 'null'), '{}') AS headers,
+               CASE WHEN e.e ? 'url' THEN coalesce(r.task, 'http') ELSE r.task END AS task,
+               coalesce(r.queue, 'default') AS queue,
+               coalesce(nullif(r.payload, 'null'), '{}') AS payload,
+               coalesce(r.run_at, pg_catalog.now()) AS run_at,
+               coalesce(r.priority, 0) AS priority,
+               r.max_attempts, r.timeout_seconds, r.idempotency_key, r.dedupe_key, r.trace_id,
+               coalesce(r.method, 'POST') AS method,
+               coalesce(nullif(r.headers, 'null'), '{}') AS headers,
                -- the first key that is not an argument name; the subquery runs only when there is one
                CASE WHEN pg_catalog.jsonb_typeof(e.e) = 'object'
                          AND (e.e - ARRAY['task', 'payload', 'queue', 'run_at', 'priority', 'max_attempts', 'timeout_seconds',
@@ -722,6 +754,11 @@ LANGUAGE sql STABLE AS $$
                                           'idempotency_key', 'dedupe_key', 'trace_id', 'url', 'method', 'headers', 'body']) k)
                END AS unknown_key
         FROM pg_catalog.jsonb_array_elements(p_jobs) WITH ORDINALITY AS e(e, ord)
+        CROSS JOIN LATERAL pg_catalog.jsonb_to_record(
+            CASE WHEN pg_catalog.jsonb_typeof(e.e) = 'object' THEN e.e ELSE '{}' END)
+            AS r(task text, payload jsonb, queue text, run_at timestamptz, priority integer, max_attempts integer,
+                 timeout_seconds integer, idempotency_key text, dedupe_key text, trace_id text, method text,
+                 headers jsonb)
     ) s
 $$;
 

@@ -61,7 +61,9 @@ SQL = {
                                     task => $5, queue => $6, run_at => $7, priority => $8, max_attempts => $9,
                                     timeout_seconds => $10, idempotency_key => $11, dedupe_key => $12,
                                     trace_id => $13)""",
-    "enqueue_bulk": "SELECT id FROM pgrelay.enqueue_bulk(jobs => $1::text::jsonb) AS id",
+    # one array value instead of a row per job: decoding 1,000 rows cost more than building the call
+    "enqueue_bulk": """SELECT coalesce(array_agg(e.id ORDER BY e.n), '{}')
+                       FROM pgrelay.enqueue_bulk(jobs => $1::text::jsonb) WITH ORDINALITY AS e(id, n)""",
     "consume": """
         SELECT id, queue, task, kind, payload::text AS payload, attempt, max_attempts, lease_expires_at,
                timeout_seconds, trace_id, priority, run_at, created_at, idempotency_key
@@ -96,6 +98,14 @@ SQL = {
 
 def _list(values: Sequence[str] | None) -> list[str] | None:
     return None if values is None else list(values)
+
+
+def _bulk_job(job: Mapping[str, Any]) -> Mapping[str, Any]:
+    """One element of enqueue_bulk's array: a datetime run_at as ISO 8601, the rest as given."""
+    run_at = job.get("run_at")
+    if isinstance(run_at, datetime):
+        return {**job, "run_at": run_at.isoformat()}
+    return job if isinstance(job, dict) else dict(job)
 
 
 def _dumps(value: Any) -> str | None:
@@ -164,9 +174,8 @@ async def enqueue_http(
 
 async def enqueue_bulk(db: Db, jobs: Iterable[Mapping[str, Any]]) -> list[int]:
     """Enqueue many jobs (dicts with enqueue's argument names) in one statement; ids in input order."""
-    documents = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in job.items()} for job in jobs]
-    rows = await _call(db, "fetch", "enqueue_bulk", json.dumps(documents))
-    return [row["id"] for row in rows]
+    document = json.dumps([_bulk_job(job) for job in jobs])
+    return list(await _call(db, "fetchval", "enqueue_bulk", document))
 
 
 async def consume(

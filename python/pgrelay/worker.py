@@ -328,10 +328,11 @@ class Worker:
         try:
             try:
                 result = await self._call_handler(job, ctx)
-                try:
-                    json.dumps(result)
-                except (TypeError, ValueError) as exc:
-                    raise Permanent(f"the handler's result is not JSON: {exc}") from exc
+                if result is not None:
+                    try:
+                        json.dumps(result)
+                    except (TypeError, ValueError) as exc:
+                        raise Permanent(f"the handler's result is not JSON: {exc}") from exc
             except asyncio.CancelledError:
                 reason = running.cancel_reason or "shutdown"
                 if reason == "lease_lost":
@@ -415,6 +416,8 @@ class Worker:
             if handler is None:
                 raise Permanent(f"no handler for task {job.task!r} in this worker")
             call = handler.function(ctx) if handler.is_async else asyncio.to_thread(handler.function, ctx)
+        if timeout is None:
+            return await call
         return await asyncio.wait_for(call, timeout=timeout)
 
     async def _nack(self, job: ClaimedJob, error: str, **options: Any) -> str | None:
