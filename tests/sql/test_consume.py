@@ -171,6 +171,27 @@ def test_leases_by_priority_then_run_at_then_id(db, queues):
     assert consume(db, queues=queues) == []
 
 
+@pytest.mark.parametrize("queues", [None, ["a", "b", "c"]], ids=["all-queues", "three-queues"])
+def test_a_batch_across_queues_is_the_first_jobs_in_claim_order_and_locks_no_others(db, connect, queues):
+    # three queues with backlogs of mixed priority: one batch must be exactly the first 5 overall
+    jobs = []
+    for i in range(18):
+        job = enqueue(db, queue="abc"[i % 3], priority=(i * 7) % 4, run_in=-(100 - i))
+        jobs.append((job.id, (i * 7) % 4, i))
+    expected = [job_id for job_id, _, _ in sorted(jobs, key=lambda j: (-j[1], j[2]))][:5]
+    other = connect()
+
+    with db.transaction():
+        rows = consume(db, queues=queues, batch=5)
+        # a row locked but not leased would be skipped by every other consumer until this commits
+        free = other.execute("SELECT count(*) FROM (SELECT 1 FROM pgrelay._jobs WHERE status = 'pending'"
+                             " FOR UPDATE SKIP LOCKED) t").fetchone()[0]
+        other.rollback()
+
+    assert [r["id"] for r in rows] == expected
+    assert free == 13
+
+
 def test_a_batch_comes_back_in_claim_order(db):
     low = enqueue(db, priority=1)
     high = enqueue(db, priority=9)
