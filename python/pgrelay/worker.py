@@ -64,7 +64,8 @@ class _Running:
     job: ClaimedJob
     task: asyncio.Task[None] | None = None
     started: float = field(default_factory=time.monotonic)
-    acking: bool = False
+    acking: bool = False               # the handler succeeded; the ack loop owns the job from here
+    result: Any = None
     slot_released: bool = False
     cancel_reason: str | None = None
 
@@ -119,7 +120,9 @@ class Worker:
         self._slot_free = asyncio.Event()
         self._stopping = False
         self._killed = False
-        self._acks: asyncio.Queue[tuple[ClaimedJob, Any, asyncio.Future[bool]]] = asyncio.Queue()
+        self._acks: list[_Running] = []          # succeeded, waiting for the next batched ack
+        self._ack_ready = asyncio.Event()
+        self._acks_in_flight = 0
         self._timers: list[asyncio.TimerHandle] = []
         self._background: list[asyncio.Task[None]] = []
 
@@ -364,36 +367,40 @@ class Worker:
 
             if ctx.completed:
                 return
+            # the slot frees now; the ack loop acks it with others and then calls _finished
             running.acking = True
-            self._release_slot(running)
-            done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-            await self._acks.put((job, result, done))
-            acked = await done
-            if not acked:
-                outcome, error = "stale", "the lease was lost before the ack; another attempt owns the job"
+            running.result = result
+            self._acks.append(running)
+            self._ack_ready.set()
         except Exception as exc:  # a bug here must not kill the worker
             outcome, error = "error", _describe(exc)
             log.exception("job %s: internal error", job.id)
         finally:
             self._release_slot(running)
-            if self._running.get(job.id) is running:
-                del self._running[job.id]
-            self._slot_free.set()
-            duration = time.monotonic() - running.started
-            if self.metrics is not None:
-                self.metrics.finished(job, outcome, duration)
-            # a success is routine (DEBUG: logging each one would cost more than running it); any
-            # other outcome is worth an operator's attention
-            level = _LOG_LEVELS.get(outcome, logging.INFO)
-            if log.isEnabledFor(level):
-                log.log(
-                    level,
-                    "job %s %s (task %s, queue %s, attempt %s, %.1f ms)%s", job.id, outcome, job.task, job.queue,
-                    job.attempt, duration * 1000, f": {error}" if error else "",
-                    extra={"job_id": job.id, "task": job.task, "queue": job.queue, "attempt": job.attempt,
-                           "outcome": outcome, "duration_ms": round(duration * 1000, 3), "error": error,
-                           "trace_id": job.trace_id, "worker": self.worker_id},
-                )
+            if not running.acking:
+                self._finished(running, outcome, error)
+
+    def _finished(self, running: _Running, outcome: str, error: str | None) -> None:
+        """The job is done with here: forget it, count it and log it."""
+        job = running.job
+        if self._running.get(job.id) is running:
+            del self._running[job.id]
+        self._slot_free.set()
+        duration = time.monotonic() - running.started
+        if self.metrics is not None:
+            self.metrics.finished(job, outcome, duration)
+        # a success is routine (DEBUG: logging each one would cost more than running it); any
+        # other outcome is worth an operator's attention
+        level = _LOG_LEVELS.get(outcome, logging.INFO)
+        if log.isEnabledFor(level):
+            log.log(
+                level,
+                "job %s %s (task %s, queue %s, attempt %s, %.1f ms)%s", job.id, outcome, job.task, job.queue,
+                job.attempt, duration * 1000, f": {error}" if error else "",
+                extra={"job_id": job.id, "task": job.task, "queue": job.queue, "attempt": job.attempt,
+                       "outcome": outcome, "duration_ms": round(duration * 1000, 3), "error": error,
+                       "trace_id": job.trace_id, "worker": self.worker_id},
+            )
 
     def _release_slot(self, running: _Running) -> None:
         if not running.slot_released:
@@ -447,26 +454,31 @@ class Worker:
 
     async def _ack_loop(self) -> None:
         while True:
-            batch = [await self._acks.get()]
+            await self._ack_ready.wait()
             if self.ack_delay:
                 await asyncio.sleep(self.ack_delay)
-            while not self._acks.empty() and len(batch) < 1000:
-                batch.append(self._acks.get_nowait())
+            batch, self._acks = self._acks[:1000], self._acks[1000:]
+            if not self._acks:
+                self._ack_ready.clear()
+            self._acks_in_flight = len(batch)
             try:
                 acked = await self._report(
-                    client.ack_each, [job.id for job, _, _ in batch], [job.attempt for job, _, _ in batch],
-                    [result for _, result, _ in batch],
+                    client.ack_each, [r.job.id for r in batch], [r.job.attempt for r in batch],
+                    [r.result for r in batch],
                 )
-            except Exception as exc:  # pragma: no cover - a bug; keep the jobs' leases to expire
+            except Exception as exc:  # pragma: no cover - a bug; the leases expire and the jobs run again
                 log.exception("ack failed")
-                for _, _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
+                for running in batch:
+                    self._finished(running, "error", _describe(exc))
                 continue
+            finally:
+                self._acks_in_flight = 0
             held = set(acked or ())
-            for job, _, done in batch:
-                if not done.done():
-                    done.set_result(job.id in held)
+            for running in batch:
+                if running.job.id in held:
+                    self._finished(running, "succeeded", None)
+                else:
+                    self._finished(running, "stale", "the lease was lost before the ack; another attempt owns the job")
 
     async def _heartbeat_loop(self) -> None:
         interval = max(0.2, self.lease_seconds / 3)
@@ -512,6 +524,11 @@ class Worker:
             self._cancel(running, "shutdown")
         if leftover:
             await asyncio.wait([r.task for r in leftover if r.task is not None], timeout=10)
+        # successes still waiting for their batched ack are acked before the pool closes (if the
+        # database is away for longer, their leases expire and they run again: at least once)
+        deadline = time.monotonic() + 10
+        while (self._acks or self._acks_in_flight) and not self._killed and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
 
 
 def _oneline(exc: BaseException) -> str:

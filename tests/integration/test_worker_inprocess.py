@@ -168,3 +168,50 @@ async def test_metrics_count_outcomes_durations_and_claims(dsn, pool):
     assert sample("pgrelay_job_duration_seconds_count", {"queue": "default", "task": "m.ok"}) == 5
     assert sample("pgrelay_jobs_in_flight") == 0
     assert sample("pgrelay_claim_seconds_count") >= 1
+
+
+async def test_a_success_whose_lease_was_lost_before_the_ack_is_stale_and_runs_again(dsn, pool, caplog):
+    router = pgrelay.Router()
+    runs: list[int] = []
+
+    @router.task("slow.loser")
+    async def loser(ctx):
+        runs.append(ctx.attempt)
+        if ctx.attempt == 1:
+            # the lease expires and is recovered while the handler runs: its ack must change nothing
+            await pool.execute("UPDATE pgrelay._jobs SET lease_expires_at = now() - interval '1 second'"
+                               " WHERE id = $1", ctx.job_id)
+            assert await pool.fetchval("SELECT pgrelay.recover()") == 1
+        return {"attempt": ctx.attempt}
+
+    job_id = await client.enqueue(pool, "slow.loser")
+    worker = pgrelay.Worker(dsn, router, concurrency=2, poll_interval=0.05)
+    with caplog.at_level("DEBUG", logger="pgrelay.worker"):
+        await run_until(worker, lambda: _done(pool, 1))
+
+    job = await client.get_job(pool, job_id)
+    assert (job.attempt, job.result) == (2, {"attempt": 2})
+    assert runs == [1, 2]
+    outcomes = [(r.attempt, r.outcome) for r in caplog.records if getattr(r, "job_id", None) == job_id]
+    assert outcomes == [(1, "stale"), (2, "succeeded")] or outcomes == [(2, "succeeded"), (1, "stale")]
+
+
+async def test_stop_acks_the_successes_still_waiting_for_their_batch(dsn, pool):
+    router = pgrelay.Router()
+    ran = 0
+
+    @router.task("quick")
+    async def quick(ctx):
+        nonlocal ran
+        ran += 1
+
+    await client.enqueue_bulk(pool, [{"task": "quick"}] * 20)
+    # a long ack delay: every handler has returned while its ack still waits for the batch
+    worker = pgrelay.Worker(dsn, router, concurrency=20, poll_interval=0.05, ack_delay=1.0)
+
+    async def all_ran():
+        return ran == 20
+
+    await run_until(worker, all_ran)
+    assert await count(pool, "succeeded") == 20
+    assert await count(pool, "leased") == 0
