@@ -31,6 +31,9 @@ Measurements:
         jobs enqueued one at a time, PROBE_GAP apart; latency = handler start - the enqueueing
         transaction's now() as the peer recorded it (pgqueuer_log 'queued' row; procrastinate_events
         'deferred' row) -- the same definition as bench/worker_bench.py's (created_at).
+        With backlog=N: under load, as worker_bench.latency_loaded does it for pgrelay: N no-op jobs
+        enqueued first, 1 worker drains them, the probes go in at priority PROBE_PRIORITY (both peers
+        claim higher priority first) until no no-op job is waiting; every no-op job is checked too.
     pgmq_pgbench(dsn, workload, clients, ...)         pgmq's SQL under pgbench, as bench/sql_bench.py
         runs pgrelay's: send one per transaction, send_batch of 1,000, read 100 + archive them.
 """
@@ -517,48 +520,77 @@ def percentiles(values: Sequence[float]) -> tuple[float, float, float]:
     return statistics.median(values), q[94], q[98]
 
 
+PROBE_PRIORITY = 10                  # probes under load go ahead of the backlog (both peers claim priority DESC)
+
+
+async def _pending_noop(conn: asyncpg.Connection, system: str) -> bool:
+    """Whether no-op jobs of the backlog are still waiting to be picked up."""
+    if system == "pgqueuer":
+        return await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pgqueuer WHERE entrypoint = 'bench.noop' AND status = 'queued')")
+    return await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM procrastinate_jobs WHERE task_name = 'bench.noop' AND status = 'todo')")
+
+
 async def pickup_latency(system: str, dsn: str, workdir: Path, probes: int = PROBES,
-                         gap: float = PROBE_GAP) -> dict[str, Any]:
-    """One run: an idle worker (default settings); ``probes`` jobs enqueued one at a time, ``gap`` apart."""
-    config = WORKER_CONFIGS[system]["default"]
+                         gap: float = PROBE_GAP, *, backlog: int = 0, tuning: str = "default") -> dict[str, Any]:
+    """One run: 1 worker with ``tuning``'s settings; up to ``probes`` jobs enqueued one at a time, ``gap`` apart.
+
+    backlog 0: the worker is idle. backlog > 0: that many no-op jobs are enqueued first (the peer's bulk
+    API), the worker drains them, and the probes go in at priority PROBE_PRIORITY while it does; probes
+    stop when no no-op job is waiting any more, and only those sent until then count (as in
+    bench/worker_bench.py's latency_loaded). Every no-op job must have succeeded once afterwards.
+    """
+    config = WORKER_CONFIGS[system][tuning]
+    loaded = backlog > 0
     conn = await asyncpg.connect(dsn)
     try:
         await reset(conn, system)
+        if loaded:
+            await fill(system, dsn, backlog)
         await settle(conn, system)
         pw = PeerWorkers(system, dsn, workdir)
         with pw.running(1, config):
             await pw.wait_ready()
             pw.go()
-            await asyncio.sleep(1.0)                 # idle: the worker has started and waits
+            # idle: the worker has started and waits; loaded: let the drain reach its pace
+            await asyncio.sleep(0.5 if loaded else 1.0)
+            priority = PROBE_PRIORITY if loaded else 0
             if system == "pgqueuer":
                 from pgqueuer.db import AsyncpgDriver
                 from pgqueuer.queries import Queries
 
                 q = Queries(AsyncpgDriver(conn))
-                send: EnqueueCall = lambda: q.enqueue("bench.probe", None)  # noqa: E731
+                send: EnqueueCall = lambda: q.enqueue("bench.probe", None, priority)  # noqa: E731
                 app = None
             else:
                 app = _procrastinate_app(dsn, min_size=1, max_size=1)
                 await app.open_async()
-                send = app.tasks["bench.probe"].defer_async
+                send = app.tasks["bench.probe"].configure(priority=priority).defer_async
+            sent = 0
             try:
                 next_at = time.monotonic()
-                for _ in range(probes):
+                while sent < probes:
+                    if loaded and not await _pending_noop(conn, system):
+                        break
                     await send()
+                    sent += 1
                     next_at += gap
                     await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             finally:
                 if app is not None:
                     await app.close_async()
             deadline = time.monotonic() + 60
-            while len(pw.probe_starts()) < probes:
+            while len(pw.probe_starts()) < sent:
                 pw.check_alive()
                 if time.monotonic() > deadline:
                     raise PeerError(f"{system}: probe jobs not started within 60 s")
                 await asyncio.sleep(0.05)
+            deadline = time.monotonic() + max(60.0, backlog / 50)
             while await _unfinished(conn, system):
+                pw.check_alive()
                 if time.monotonic() > deadline:
-                    raise PeerError(f"{system}: probe jobs not finished within 60 s")
+                    raise PeerError(f"{system}: jobs not finished within {max(60.0, backlog / 50):.0f} s")
                 await asyncio.sleep(0.05)
         starts = pw.probe_starts()
         if system == "pgqueuer":
@@ -571,19 +603,24 @@ async def pickup_latency(system: str, dsn: str, workdir: Path, probes: int = PRO
                    JOIN procrastinate_jobs j ON j.id = e.job_id
                    WHERE e.type = 'deferred' AND j.task_name = 'bench.probe'""")
         enqueued = {r["id"]: r["t"] for r in rows}
-        if set(enqueued) != set(starts) or len(starts) != probes:
-            raise PeerError(f"{system}: {probes} probes sent, {len(enqueued)} recorded as enqueued, "
+        if set(enqueued) != set(starts) or len(starts) != sent:
+            raise PeerError(f"{system}: {sent} probes sent, {len(enqueued)} recorded as enqueued, "
                             f"{len(starts)} started")
         ok, bad, _ = await _finished(conn, system, "bench.probe")
-        if ok != probes or bad:
-            raise PeerError(f"{system}: {probes} probes, {ok} succeeded, {bad} otherwise")
+        if ok != sent or bad:
+            raise PeerError(f"{system}: {sent} probes, {ok} succeeded, {bad} otherwise")
+        if loaded:
+            ok, bad, _ = await _finished(conn, system, "bench.noop")
+            if ok != backlog or bad:
+                raise PeerError(f"{system}: a backlog of {backlog} no-op jobs, {ok} succeeded, {bad} otherwise")
     finally:
         await conn.close()
     values = [(starts[i] - enqueued[i]) * 1000 for i in starts]
     p50, p95, p99 = percentiles(values)
-    return {"system": system, "workload": "pickup_latency_idle", "probes": probes, "gap_ms": gap * 1000,
-            "settings": describe_config(system, config), "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
-            "max_ms": max(values)}
+    return {"system": system, "workload": "pickup_latency_loaded" if loaded else "pickup_latency_idle",
+            "probes": sent, "gap_ms": gap * 1000, "backlog": backlog,
+            "probe_priority": priority, "settings": describe_config(system, config),
+            "p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "max_ms": max(values)}
 
 
 # -- pgmq under pgbench -----------------------------------------------------------------------------
