@@ -21,6 +21,10 @@ async handler, and a probe that returns the time it started):
     backlog of no-op jobs sized by (a)'s rate to last about 2 s longer than the probes. Probes stop
     when no no-op job is pending any more; only probes enqueued until then count.
 
+bench/compare.py also runs latency_loaded, and steady_load (its figure 6: a fixed enqueue rate drained
+by workers for minutes, with the size and tuple statistics of pgrelay._jobs and pgrelay._finished sampled),
+which this script's own report leaves out.
+
 Every figure: median of --runs runs (3), with min-max. Each run starts from emptied tables, vacuumed and
 checkpointed, with new worker processes, stopped afterwards with SIGTERM (they must exit 0).
 """
@@ -295,6 +299,136 @@ async def latency_loaded(conn: asyncpg.Connection, workers: Workers, n: int,
         await wait_drained(conn, workers, timeout=max(120.0, n / 100))
     await verify_noop(conn, n)
     return percentiles(values), len(values)
+
+
+# -- steady load (bench/compare.py's figure 6) ---------------------------------------------------
+
+STEADY_TABLES = ("pgrelay._jobs", "pgrelay._finished")   # the hot table and the history
+
+
+async def table_stats(conn: asyncpg.Connection) -> dict[str, dict[str, int]]:
+    """Size and tuple statistics of STEADY_TABLES (pg_relation_size & co., pg_stat_user_tables)."""
+    rows = await conn.fetch(
+        """SELECT s.relid::regclass::text AS name,
+                  pg_relation_size(s.relid) AS heap_bytes, pg_indexes_size(s.relid) AS index_bytes,
+                  pg_total_relation_size(s.relid) AS total_bytes,
+                  s.n_live_tup AS live_tuples, s.n_dead_tup AS dead_tuples,
+                  s.autovacuum_count AS autovacuums, s.autoanalyze_count AS autoanalyzes
+           FROM pg_stat_user_tables s WHERE s.relid = ANY($1::text[]::regclass[])""", list(STEADY_TABLES))
+    found = {r["name"]: {k: v for k, v in dict(r).items() if k != "name"} for r in rows}
+    if set(found) != set(STEADY_TABLES):
+        raise BenchError(f"pg_stat_user_tables has no row for {sorted(set(STEADY_TABLES) - set(found))}")
+    return found
+
+
+async def queue_counts(conn: asyncpg.Connection) -> dict[str, int]:
+    """QUEUE's row of the public view pgrelay.queue_stats (zeros while the queue has no row)."""
+    row = await conn.fetchrow(
+        "SELECT pending, scheduled, leased, succeeded, dead_letter, cancelled"
+        " FROM pgrelay.queue_stats WHERE queue = $1", QUEUE)
+    return dict(row) if row else dict.fromkeys(("pending", "scheduled", "leased", "succeeded", "dead_letter",
+                                                "cancelled"), 0)
+
+
+async def steady_load(conn: asyncpg.Connection, workers: Workers, count: int, args: Sequence[str], *,
+                      seconds: float, rate: int, sample_every: float = 10.0) -> dict:
+    """One steady-load run: a producer enqueues ``rate`` jobs/s (pgrelay.enqueue_bulk, a tenth of a
+    second's worth per call) for ``seconds`` while ``count`` workers drain continuously.
+
+    Size and tuple statistics of pgrelay._jobs and pgrelay._finished are sampled at the start, every
+    ``sample_every`` seconds and at the end of the window, with the queue's counts (pgrelay.queue_stats).
+    The workers' backends report their tuple counts to pg_stat_user_tables only every second or so (and
+    later when they are busy), so "end" is taken again once the workers have stopped and their backends
+    have exited, which flushes their statistics. Checked then: every job enqueued is accounted for, none
+    dead-lettered.
+    """
+    batch = max(1, rate // 10)
+    calls = max(1, round(seconds * rate / batch))
+    interval = batch / rate
+    await fresh(conn)
+    await settle(conn)
+    # This backend's TRUNCATE reaches the shared statistics when it flushes them, and then zeroes the live
+    # and dead tuples counted so far: flush now (when this statement ends), not some seconds into the run.
+    await conn.execute("SELECT pg_stat_force_next_flush()")
+    await conn.execute("SELECT pg_stat_reset_single_table_counters(relid) FROM pg_stat_user_tables"
+                       " WHERE relid = ANY($1::text[]::regclass[])", list(STEADY_TABLES))
+    producer = await asyncpg.connect(workers.dsn)
+    sampler = await asyncpg.connect(workers.dsn)
+    samples: list[dict] = []
+    sent = 0
+    late = 0.0                           # how far behind its schedule the producer fell, at worst
+
+    async def sample(started: float) -> dict:
+        snap = {"t": round(time.monotonic() - started, 2), "enqueued": sent, **await queue_counts(sampler),
+                "tables": await table_stats(sampler)}
+        samples.append(snap)
+        return snap
+
+    async def produce(started: float) -> None:
+        nonlocal sent, late
+        for k in range(calls):
+            wait = started + k * interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            else:
+                late = max(late, -wait)
+            workers.check_alive()
+            await producer.execute(
+                """SELECT count(*) FROM pgrelay.enqueue_bulk(
+                       (SELECT jsonb_agg(jsonb_build_object('task', 'bench.noop', 'queue', $1::text))
+                        FROM generate_series(1, $2::int)))""", QUEUE, batch)
+            sent += batch
+
+    async def sample_periodically(started: float) -> None:
+        k = 1
+        while True:
+            await asyncio.sleep(max(0.0, started + k * sample_every - time.monotonic()))
+            await sample(started)
+            workers.check_alive()
+            k += 1
+
+    try:
+        with workers.running(count, args):
+            await workers.wait_ready(conn)
+            started = time.monotonic()
+            start = await sample(started)
+            ticker = asyncio.create_task(sample_periodically(started))
+            try:
+                await produce(started)
+                # the window ends a batch interval after the last batch went in
+                await asyncio.sleep(max(0.0, started + calls * interval - time.monotonic()))
+                elapsed = time.monotonic() - started
+            finally:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
+            end = await sample(started)
+    finally:
+        await producer.close()
+        await sampler.close()
+    await wait_backends_gone(conn)
+    after = await queue_counts(conn)
+    stopped = await table_stats(conn)
+    accounted = sum(after[k] for k in ("pending", "scheduled", "leased", "succeeded", "dead_letter", "cancelled"))
+    if accounted != sent or after["dead_letter"] or after["cancelled"]:
+        raise BenchError(f"steady load: {sent} jobs enqueued; pgrelay.queue_stats accounts for {accounted}: {after}")
+    drained = end["succeeded"] - start["succeeded"]
+    return {"seconds": round(elapsed, 2), "target_rate": rate, "batch": batch, "enqueued": sent,
+            "enqueue_rate": sent / elapsed, "producer_late_s": round(late, 3), "drained": drained,
+            "jobs_per_s": drained / elapsed, "backlog_end": end["pending"] + end["leased"],
+            "pending_end": end["pending"], "leased_end": end["leased"],
+            "start": start["tables"], "end": stopped, "end_in_window": end["tables"], "samples": samples}
+
+
+async def wait_backends_gone(conn: asyncpg.Connection, timeout: float = 15) -> None:
+    """Until no other client backend is connected to this database (their statistics are flushed on exit)."""
+    deadline = time.monotonic() + timeout
+    while await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND backend_type = 'client backend'"):
+        if time.monotonic() > deadline:
+            raise BenchError(f"other backends still connected {timeout:.0f}s after the workers stopped")
+        await asyncio.sleep(0.05)
 
 
 # -- main ------------------------------------------------------------------------------------
