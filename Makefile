@@ -18,8 +18,10 @@ help:
 	@echo "make test               install everything into $(VENV) and run the tests"
 	@echo "make bench-sql          pgbench the SQL hot path against plain-SQL baselines"
 	@echo "make bench-worker       drain throughput and pickup latency of real jobs-worker processes"
-	@echo "make bench-quick        pgrelay against PgQueuer, Procrastinate and pgmq, side by side (about 10 minutes)"
-	@echo "make bench              the same, full size (N = 100,000 jobs per drain)"
+	@echo "make bench-quick        pgrelay against PgQueuer, Procrastinate and pgmq, side by side (about 17 minutes)"
+	@echo "make bench              the same, full size (N = 100,000 jobs per drain, 10-minute steady-load runs)"
+	@echo "                        BENCH_ARGS='--figures trigger_ latency_loaded steady_ --steady-seconds 60' runs only"
+	@echo "                        figures (3), (5) under load and (6); --only pgrelay pgmq only those systems"
 	@echo "make install-extension  copy pgrelay into $(PG_SHAREDIR)/extension (CREATE EXTENSION pgrelay)"
 
 check-postgres:

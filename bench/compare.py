@@ -1,14 +1,16 @@
 """pgrelay against its peers, side by side, on one throwaway cluster (issue 4's benchmark).
 
-    make bench-quick            # about 10 minutes on a 2-core machine
-    make bench                  # the full run (N = 100,000 jobs per drain, longer windows)
+    make bench-quick            # about 17 minutes on a 2-core machine
+    make bench                  # the full run (N = 100,000 jobs per drain, longer windows, 10-minute steady load)
+    make bench-quick BENCH_ARGS='--figures trigger_ latency_loaded steady_ --steady-seconds 20'   # just (3), (5), (6)
     make bench-quick BENCH_ARGS='--runs 5 --postgres-options "-c synchronous_commit=off"'
 
 Starts one PostgreSQL cluster with durable settings (bench/worker_bench.py's: fsync and
 synchronous_commit on), creates a database per system in it (bench_pgrelay, bench_pgqueuer,
-bench_procrastinate, bench_pgmq), installs each with its own installer, and runs the same workloads on
-every system. For each figure the runs alternate across systems (A B C D, then D C B A, ...), so drift on
-a shared machine hits everyone equally; every figure is the median of --runs runs with min and max.
+bench_procrastinate, bench_pgmq; and bench_baseline, which holds only (3)'s trigger-less table), installs
+each with its own installer, and runs the same workloads on every system. For each figure the runs
+alternate across systems (A B C D, then D C B A, ...), so drift on a shared machine hits everyone equally;
+every figure is the median of --runs runs with min and max.
 
     (1) enqueue one job per transaction, 1 and 8 concurrent producers, for a fixed time:
         pgrelay's SQL under pgbench (bench/sql_bench.py's enqueue_one.sql) next to pgmq.send under pgbench;
@@ -16,15 +18,31 @@ a shared machine hits everyone equally; every figure is the median of --runs run
         producer harness (bench/peers.py: min(clients, 2) processes, a connection per producer).
     (2) bulk enqueue, 1,000 jobs per call: the same pairs (enqueue_bulk_1000.sql / pgmq.send_batch;
         pgrelay.client.enqueue_bulk / Queries.enqueue(lists) / Task.batch_defer_async).
+    (3) enqueue from a trigger on an application table (bench/trigger_bench.py): INSERTs into bench_orders
+        under pgbench, one order per transaction (1 and 8 clients) and 1,000 orders per INSERT ... SELECT,
+        with an AFTER INSERT FOR EACH ROW trigger: pgrelay.enqueue_trigger; pgmq.send; Procrastinate's
+        procrastinate_defer_jobs_v1; PgQueuer's documented SQL enqueue (INSERT into pgqueuer + pgqueuer_log);
+        and the same INSERTs without a trigger as the baseline. Every run checks one job per order.
     (SQL) SQL-only consume of 100 + complete them (2 transactions): pgrelay.consume + ack_many next to
         pgmq.read + pgmq.archive, under pgbench, from a pre-filled queue.
     (4) drain N no-op jobs with 1 and 2 worker processes, default and tuned settings: jobs-worker
         (bench/worker_bench.py's drain), PgQueuer and Procrastinate workers (bench/peer_apps/).
-    (5) pickup latency on an idle queue, enqueue -> handler start, p50/p95/p99 (1 worker, defaults).
+    (5) pickup latency, enqueue -> handler start, p50/p95/p99, 1 worker (defaults): on an idle queue; and
+        under load, while the worker drains a backlog sized by its drain rate in (4) (worker_bench's
+        latency_loaded; peers.pickup_latency(backlog=...)), the probes at a higher priority than the
+        backlog (all three claim higher priority first). Full mode adds the tuned settings under load.
+    (6) steady load (pgrelay only): a producer enqueues --steady-rate jobs/s (default 1,000, in batches
+        of a tenth of a second) for --steady-seconds (quick 60, full 600) while --steady-workers
+        jobs-worker processes (default 2) drain, default and tuned settings; size and tuple statistics
+        of pgrelay._jobs and pgrelay._finished (pg_relation_size, pg_indexes_size,
+        pg_total_relation_size, n_live_tup, n_dead_tup, autovacuum_count) at the start, every
+        --steady-sample-seconds and at the end; throughput achieved and the backlog at the end.
+        Run --steady-runs times (default 1: it is long), not --runs.
 
-Not here yet (issue 4 wants them too): enqueue from a trigger (3), latency under load, the steady-load
-bloat run (6). Writes bench/results/<date>.md (<date>-quick.md in quick mode), the same as JSON, and a
-PNG plot when matplotlib is installed.
+--figures PREFIX ... runs only the figures whose id starts with one of the prefixes (e.g. trigger_,
+latency_loaded, steady_); --only SYSTEM ... only those systems. Writes bench/results/<date>.md
+(<date>-quick.md in quick mode), the same as JSON (steady runs with all their samples), and a PNG plot
+when matplotlib is installed.
 """
 
 from __future__ import annotations
@@ -33,6 +51,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import math
 import os
 import platform
 import shlex
@@ -57,6 +76,7 @@ for _path in (str(ROOT), str(BENCH)):
 
 import peers  # noqa: E402
 import sql_bench  # noqa: E402
+import trigger_bench  # noqa: E402
 import worker_bench  # noqa: E402
 from pgrelay.schema import migrate  # noqa: E402
 from tests.harness.cluster import pg_bindir, throwaway_cluster  # noqa: E402
@@ -66,10 +86,16 @@ SHOWN_SETTINGS = ["fsync", "synchronous_commit", "full_page_writes", "wal_level"
                   "max_wal_size", "checkpoint_timeout", "autovacuum", "max_connections", "commit_delay",
                   "wal_sync_method"]
 DATABASES = {"pgrelay": "bench_pgrelay", "pgqueuer": "bench_pgqueuer", "procrastinate": "bench_procrastinate",
-             "pgmq": "bench_pgmq"}
+             "pgmq": "bench_pgmq", "baseline": "bench_baseline"}
 PGRELAY_TUNED = ("--concurrency", "200", "--batch-size", "200")
 
-NAMES = {"pgrelay": "pgrelay", "pgqueuer": "PgQueuer", "procrastinate": "Procrastinate", "pgmq": "pgmq"}
+# "baseline" is no system: (3)'s INSERTs without a trigger. It is measured whenever the figure is.
+NAMES = {"pgrelay": "pgrelay", "pgqueuer": "PgQueuer", "procrastinate": "Procrastinate", "pgmq": "pgmq",
+         "baseline": "no trigger (baseline)"}
+
+# (5) under load: the backlog should outlast the probes (PROBES x PROBE_GAP) by about 2 s at the worker's
+# drain rate; the rate comes from this run's drain figure (4) when it ran, else from these (jobs/s).
+FALLBACK_DRAIN_RATES = {"pgrelay": 5000, "pgqueuer": 2000, "procrastinate": 300}
 
 
 class CompareError(RuntimeError):
@@ -107,6 +133,7 @@ class Figure:
     entries: list[Entry]
     higher_is_better: bool = True
     note: str = ""
+    runs: int | None = None            # runs of this figure; None: --runs
 
 
 def cell(summary: dict[str, Any] | None, fmt: str = ",.0f") -> str:
@@ -168,6 +195,27 @@ class Pgrelay:
         return {"system": "pgrelay", "workload": "pickup_latency_idle", "probes": k, "p50_ms": p50, "p95_ms": p95,
                 "p99_ms": p99}
 
+    async def latency_loaded(self, backlog: int, args: tuple[str, ...]) -> dict[str, Any]:
+        conn = await self._conn()
+        try:
+            (p50, p95, p99), k = await worker_bench.latency_loaded(conn, self.workers, backlog, args)
+        finally:
+            await conn.close()
+        return {"system": "pgrelay", "workload": "pickup_latency_loaded", "probes": k, "backlog": backlog,
+                "probe_priority": 10, "settings": worker_bench.describe(args), "p50_ms": p50, "p95_ms": p95,
+                "p99_ms": p99}
+
+    async def steady(self, count: int, args: tuple[str, ...], seconds: float, rate: int,
+                     sample_every: float) -> dict[str, Any]:
+        conn = await self._conn()
+        try:
+            result = await worker_bench.steady_load(conn, self.workers, count, args, seconds=seconds, rate=rate,
+                                                    sample_every=sample_every)
+        finally:
+            await conn.close()
+        return {"system": "pgrelay", "workload": "steady_load", "workers": count,
+                "settings": worker_bench.describe(args), **result}
+
 
 # -- the plan -------------------------------------------------------------------------------------------
 
@@ -206,6 +254,26 @@ def plan(args: argparse.Namespace, dsns: dict[str, str], pgrelay: Pgrelay, workd
             Entry("procrastinate", "Python: Task.batch_defer_async(1,000 kwargs)",
                   lambda i: peers.enqueue("procrastinate", dsns["procrastinate"], 1, seconds, batch=1000)),
         ]))
+    trigger_note = (
+        "orders/s = jobs/s (one job per order); the baseline is the same INSERTs into the same table without a "
+        "trigger. Every trigger is AFTER INSERT FOR EACH ROW. Procrastinate: procrastinate_defer_jobs_v1 is the "
+        "stored procedure its own Task.defer runs (procrastinate/sql/queries.sql); its docs describe deferring "
+        "through its stored procedures from other languages but give no SQL reference for it. PgQueuer has no "
+        "SQL enqueue function of its own; its docs (integrations/postgrest.md) give one to create, inserting the "
+        "job into pgqueuer and its 'queued' row into pgqueuer_log, and the trigger does just that.")
+
+    def trigger_entries(workload: str, clients: int) -> list[Entry]:
+        return [Entry(system, trigger_bench.HOW[system],
+                      lambda i, s=system: trigger_bench.run(s, dsns[s], workload, clients, seconds))
+                for system in trigger_bench.SYSTEMS]
+
+    for clients in (1, 8):
+        figures.append(Figure(
+            f"trigger_one_{clients}", f"(3) enqueue from a trigger, 1 order per transaction, {clients} client(s)",
+            "orders/s", trigger_entries("one", clients), note=trigger_note))
+    figures.append(Figure(
+        "trigger_bulk_1000", "(3) enqueue from a trigger, 1,000 orders per INSERT ... SELECT, 1 client", "orders/s",
+        trigger_entries("bulk_1000", 1), note=trigger_note))
     for clients in args.consume_clients:
         figures.append(Figure(
             f"consume_100_{clients}", f"(SQL) claim 100 + complete them (2 transactions), {clients} client(s)",
@@ -237,16 +305,66 @@ def plan(args: argparse.Namespace, dsns: dict[str, str], pgrelay: Pgrelay, workd
             Entry("procrastinate", "concurrency 1", lambda i: peers.pickup_latency(
                 "procrastinate", dsns["procrastinate"], wd("procrastinate")), key="p50_ms"),
         ], higher_is_better=False))
+
+    def backlog(system: str, tuning: str) -> int:
+        """(5) under load: enough no-op jobs to outlast the probes (+2 s), at this run's drain rate."""
+        drain = next((e for f in figures if f.id == f"drain_1_{tuning}" for e in f.entries
+                      if e.system == system and e.runs), None)
+        rate = drain.summary()["median"] if drain else FALLBACK_DRAIN_RATES[system]
+        seconds_needed = worker_bench.PROBES * worker_bench.PROBE_GAP + 2
+        return min(500_000, max(1000, math.ceil(rate * seconds_needed / 1000) * 1000))
+
+    for tuning in ("default", "tuned") if args.full else ("default",):
+        pg_args = () if tuning == "default" else args.pgrelay_tuned
+        entries = [Entry("pgrelay", f"jobs-worker {worker_bench.describe(pg_args)}, probes at priority 10",
+                         lambda i, a=pg_args, t=tuning: pgrelay.latency_loaded(backlog("pgrelay", t), a),
+                         key="p50_ms")]
+        for system in ("pgqueuer", "procrastinate"):
+            config = peers.WORKER_CONFIGS[system][tuning]
+            entries.append(Entry(
+                system, f"{peers.describe_config(system, config)}, probes at priority {peers.PROBE_PRIORITY}",
+                lambda i, s=system, t=tuning: peers.pickup_latency(s, dsns[s], wd(s), backlog=backlog(s, t),
+                                                                   tuning=t),
+                key="p50_ms"))
+        figures.append(Figure(
+            "latency_loaded" + ("" if tuning == "default" else "_tuned"),
+            f"(5) pickup latency under load, 1 worker ({tuning} settings) draining a backlog, "
+            "enqueue → handler start",
+            "ms", entries, higher_is_better=False,
+            note="the backlog is sized by the system's own 1-worker drain rate in (4) (this run's, else a fixed "
+                 "guess) to outlast the probes by about 2 s; probes go in at a higher priority than the backlog "
+                 "(pgrelay, PgQueuer and Procrastinate all claim higher priority first; at equal priority they "
+                 "would wait behind the whole backlog, FIFO) and stop when no backlog job is waiting, so a run "
+                 "counts the probes sent until then"))
+
+    for tuning in ("default", "tuned"):
+        pg_args = () if tuning == "default" else args.pgrelay_tuned
+        w = args.steady_workers
+        figures.append(Figure(
+            f"steady_{tuning}",
+            f"(6) steady load, {args.steady_rate:,} jobs/s for {args.steady_seconds:,} s, {w} worker(s), "
+            f"{tuning} settings",
+            "jobs/s", [Entry("pgrelay", f"jobs-worker {worker_bench.describe(pg_args)} × {w}; "
+                                        f"producer: pgrelay.enqueue_bulk of {max(1, args.steady_rate // 10):,} "
+                                        "every 0.1 s",
+                             lambda i, a=pg_args, c=w: pgrelay.steady(c, a, args.steady_seconds, args.steady_rate,
+                                                                       args.steady_sample_seconds))],
+            runs=args.steady_runs,
+            note="jobs/s drained during the window (jobs succeeded / window); pgrelay only: the peers are not run "
+                 "here (the issue makes them optional)"))
+
+    if args.figures:
+        figures = [f for f in figures if f.id.startswith(tuple(args.figures))]
     if args.only:
         for f in figures:
-            f.entries = [e for e in f.entries if e.system in args.only]
-        figures = [f for f in figures if f.entries]
+            f.entries = [e for e in f.entries if e.system in args.only or e.system == "baseline"]
+        figures = [f for f in figures if any(e.system != "baseline" for e in f.entries)]
     return figures
 
 
 async def measure(figures: list[Figure], runs: int) -> None:
     for figure in figures:
-        for i in range(runs):
+        for i in range(figure.runs or runs):
             order = figure.entries if i % 2 == 0 else list(reversed(figure.entries))
             for entry in order:
                 started = time.monotonic()
@@ -262,8 +380,13 @@ async def measure(figures: list[Figure], runs: int) -> None:
                 if figure.unit == "ms":
                     shown = (f"p50 {result['p50_ms']:.1f} ms, p95 {result['p95_ms']:.1f} ms, "
                              f"p99 {result['p99_ms']:.1f} ms")
+                    if result.get("backlog"):
+                        shown += f" ({result['probes']} probes, backlog {result['backlog']:,})"
                 else:
                     shown = f"{result[entry.key]:,.0f} {figure.unit}"
+                    if "backlog_end" in result:
+                        shown += (f" (enqueued {result['enqueue_rate']:,.0f} jobs/s; backlog at the end "
+                                  f"{result['backlog_end']:,})")
                 print(f"  {figure.title} | {NAMES[entry.system]}: {entry.how} | run {i + 1}: {shown} "
                       f"[{time.monotonic() - started:.1f}s]", flush=True)
 
@@ -353,7 +476,9 @@ def render(meta: dict[str, Any], figures: list[Figure], goals: list[dict[str, An
     lines.append(f"- parameters: {p['runs']} runs per figure, alternating across systems; enqueue windows "
                  f"{p['seconds']} s; SQL consume -t {p['transactions']} per client; drains N = {p['jobs']:,} "
                  f"(Procrastinate N = {p['procrastinate_jobs']:,}: at a few hundred jobs/s a larger N only "
-                 f"costs time); latency {p['probes']} probes {p['probe_gap_ms']:.0f} ms apart")
+                 f"costs time); latency {p['probes']} probes {p['probe_gap_ms']:.0f} ms apart; steady load "
+                 f"{p['steady_rate']:,} jobs/s for {p['steady_seconds']:,} s, {p['steady_workers']} worker(s), "
+                 f"{p['steady_runs']} run(s), sampled every {p['steady_sample_seconds']:g} s")
     lines.append(f"- pgrelay tuned: jobs-worker {' '.join(p['pgrelay_tuned'])}; PgQueuer tuned: batch_size 100 "
                  "(default 10); Procrastinate tuned: concurrency 10 with a pool of 12 (default concurrency 1)")
     lines.append("")
@@ -376,12 +501,20 @@ def render(meta: dict[str, Any], figures: list[Figure], goals: list[dict[str, An
             if f.unit == "ms":
                 result = " / ".join(cell(e.summary(k), ".1f") if e.runs else "failed"
                                     for k in ("p50_ms", "p95_ms", "p99_ms")) + " ms (p50 / p95 / p99)"
+                if e.runs and e.runs[0].get("backlog"):
+                    result += f"; {span(e, 'probes')} probes, backlog {span(e, 'backlog')}"
             else:
                 result = cell(e.summary()) + f" {f.unit}"
+                if e.runs and "backlog_end" in e.runs[0]:
+                    result += f"; backlog at the end {span(e, 'backlog_end')}"
             base = pgrelay_like_for_like(f, e)
             r = "" if e.system == "pgrelay" or base is None else ratio(base.summary(), e.summary(), f.higher_is_better)
             lines.append(f"| {f.title} | {NAMES[e.system]} | {e.how} | {result} | {r} |")
     lines.append("")
+    notes = [f for f in figures if f.note]
+    if notes:
+        lines += ["Notes:", ""] + [f"- {f.title}: {f.note}" for f in notes] + [""]
+    lines += steady_report(figures)
     errors = [(f, e, err) for f in figures for e in f.entries for err in e.errors]
     if errors:
         lines += ["## Failed runs", ""] + [f"- {f.title} / {NAMES[e.system]} ({e.how}): {err.splitlines()[0]}"
@@ -393,6 +526,13 @@ def render(meta: dict[str, Any], figures: list[Figure], goals: list[dict[str, An
               "- (1)/(2) Python rows: bench/peers.py's producer harness: min(clients, 2) processes, one connection "
               "per producer, each call its own transaction (autocommit), all producers released together; "
               "jobs/s = jobs enqueued in the window / window; checked by counting rows.",
+              "- (3) bench/trigger_bench.py: bench/pgbench/orders_insert_one.sql (1 order per transaction) and "
+              "orders_insert_1000.sql (1,000 per INSERT ... SELECT generate_series) under pgbench -T, into "
+              "bench_orders (bench/pgbench/orders_schema.sql) in each system's database, which has that system's "
+              "AFTER INSERT FOR EACH ROW trigger (none in bench_baseline); orders/s = tps × orders per "
+              "transaction. Every run starts from emptied, vacuumed tables and is checked: as many orders as "
+              "pgbench reports, as many jobs, each naming a distinct existing order (pgrelay: the public view "
+              "pgrelay.jobs; the peers: their job tables).",
               "- (SQL) pgbench -t from a pre-filled queue (10% more than read, + 1,000); checked: every job read was "
               "acked (pgrelay) or archived (pgmq).",
               "- (4) pgrelay: bench/worker_bench.py's drain (queue paused while N jobs are enqueued and workers "
@@ -404,8 +544,71 @@ def render(meta: dict[str, Any], figures: list[Figure], goals: list[dict[str, An
               "- (5) 1 idle worker, probes enqueued one at a time (each its own transaction) 20 ms apart; latency = "
               "handler start (time.time()) - the enqueueing transaction's now() as the system recorded it "
               "(pgrelay created_at; pgqueuer_log 'queued' row; procrastinate_events 'deferred' row).",
+              "- (5) under load: pgrelay: bench/worker_bench.py's latency_loaded (queue paused while the backlog "
+              "is enqueued and the worker connects, then resumed); peers: bench/peers.py's pickup_latency with a "
+              "backlog (enqueued with their bulk API, worker released after). 0.5 s after the drain starts, "
+              "probes at a higher priority every 20 ms until no backlog job is waiting; every backlog job and "
+              "probe is checked to have succeeded once.",
+              "- (6) bench/worker_bench.py's steady_load: emptied, vacuumed tables, their statistics counters "
+              "reset (pg_stat_reset_single_table_counters); the workers started and listening; one producer "
+              "connection calls pgrelay.enqueue_bulk on a fixed schedule (a tenth of a second's jobs per call; "
+              "it catches up when late, the worst lateness is in the JSON) for the window; jobs/s = jobs "
+              "succeeded in the window (pgrelay.queue_stats) / window; backlog = pending + leased at the end. "
+              "Checked after the workers stop: pgrelay.queue_stats accounts for every job enqueued, none "
+              "dead-lettered. The JSON has every sample.",
               ""]
     return "\n".join(lines)
+
+
+def span(entry: Entry, key: str) -> str:
+    """A per-run count of ``entry`` (probes, backlog): one value, or min–max over the runs."""
+    values = [r[key] for r in entry.runs]
+    low, high = min(values), max(values)
+    return f"{low:,}" if low == high else f"{low:,}–{high:,}"
+
+
+def size(n: int) -> str:
+    return f"{n / 1024:,.0f} kB" if n < 10 * 1024 * 1024 else f"{n / 1024 / 1024:,.1f} MB"
+
+
+STEADY_ROWS = (("heap (pg_relation_size)", "heap_bytes", size), ("indexes (pg_indexes_size)", "index_bytes", size),
+               ("total (pg_total_relation_size)", "total_bytes", size),
+               ("live tuples (n_live_tup)", "live_tuples", "{:,}".format),
+               ("dead tuples (n_dead_tup)", "dead_tuples", "{:,}".format),
+               ("autovacuums (autovacuum_count)", "autovacuums", "{:,}".format),
+               ("autoanalyzes (autoanalyze_count; each resets n_live_tup to its estimate)", "autoanalyzes",
+                "{:,}".format))
+
+
+def steady_report(figures: list[Figure]) -> list[str]:
+    """(6): per steady run, the tables' sizes and tuples at the start and the end, and what was achieved."""
+    lines: list[str] = []
+    for f in figures:
+        if not f.id.startswith("steady_"):
+            continue
+        for e in f.entries:
+            for r in e.runs:
+                if not lines:
+                    lines += ["## (6) Steady load: the hot table and the history, start and end", ""]
+                tables = list(worker_bench.STEADY_TABLES)
+                lines += [f"{f.title}, run {r['run']} ({r['settings']}, {r['workers']} worker(s)):", "",
+                          "| | " + " | ".join(f"{t} start | {t} end" for t in tables) + " |",
+                          "|---|" + "---:|---:|" * len(tables)]
+                for label, key, fmt in STEADY_ROWS:
+                    lines.append(f"| {label} | " + " | ".join(f"{fmt(r['start'][t][key])} | {fmt(r['end'][t][key])}"
+                                                            for t in tables) + " |")
+                lines += ["", f"Window {r['seconds']:,.1f} s: enqueued {r['enqueued']:,} jobs "
+                              f"({r['enqueue_rate']:,.0f} jobs/s, target {r['target_rate']:,}); "
+                              f"drained {r['drained']:,} "
+                              f"({r['jobs_per_s']:,.0f} jobs/s); backlog at the end {r['backlog_end']:,} "
+                              f"({r['pending_end']:,} pending, {r['leased_end']:,} leased); "
+                              f"{len(r['samples'])} samples in the JSON. \"end\": read once the workers had stopped "
+                              "after the window (their backends flush their statistics as they exit; while busy they "
+                              "report them a second or more late).", ""]
+    return lines
+
+
+COLORS = {"pgrelay": "C0", "pgqueuer": "C1", "procrastinate": "C2", "pgmq": "C3", "baseline": "C7"}
 
 
 def plot(path: Path, figures: list[Figure]) -> bool:
@@ -416,42 +619,84 @@ def plot(path: Path, figures: list[Figure]) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    drains = [f for f in figures if f.id.startswith("drain_")]
-    lat = next((f for f in figures if f.id == "latency_idle"), None)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    labels, medians, lows, highs = [], [], [], []
-    for f in drains:
+    fig, axes = plt.subplots(2, 2, figsize=(14, 10))
+    (ax_drain, ax_lat), (ax_trig, ax_steady) = axes
+
+    def bars(ax, groups: list[Figure], label, title: str, ylabel: str, log: bool = False) -> None:
+        labels, medians, lows, highs, colors = [], [], [], [], []
+        for f in groups:
+            for e in f.entries:
+                s = e.summary()
+                if s:
+                    labels.append(label(f, e))
+                    medians.append(s["median"])
+                    lows.append(s["median"] - s["min"])
+                    highs.append(s["max"] - s["median"])
+                    colors.append(COLORS[e.system])
+        if not labels:
+            ax.set_axis_off()
+            return
+        ax.bar(range(len(labels)), medians, yerr=[lows, highs], capsize=3, color=colors)
+        ax.set_xticks(range(len(labels)), labels, rotation=60, fontsize=7)
+        if log:
+            ax.set_yscale("log")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+
+    bars(ax_drain, [f for f in figures if f.id.startswith("drain_")],
+         lambda f, e: f"{NAMES[e.system]}\n{f.id.split('_', 1)[1].replace('_', ' w, ')}",
+         "drain throughput, no-op jobs", "jobs/s (median, min–max)")
+    bars(ax_trig, [f for f in figures if f.id.startswith("trigger_")],
+         lambda f, e: f"{NAMES[e.system].replace(' (baseline)', '')}\n{f.id.removeprefix('trigger_')}",
+         "enqueue from a trigger (one_<clients>: 1 order per transaction)",
+         "orders/s = jobs/s (median, min–max, log scale)", log=True)
+
+    lat = [f for f in figures if f.id.startswith("latency_")]
+    names, p50, p95, p99 = [], [], [], []
+    for f in lat:
         for e in f.entries:
-            s = e.summary()
-            if s:
-                labels.append(f"{NAMES[e.system]}\n{f.id.split('_', 1)[1].replace('_', ' w, ')}")
-                medians.append(s["median"])
-                lows.append(s["median"] - s["min"])
-                highs.append(s["max"] - s["median"])
-    axes[0].bar(range(len(labels)), medians, yerr=[lows, highs], capsize=3,
-                color=["C0" if lbl.startswith("pgrelay") else "C1" if lbl.startswith("PgQ") else "C2"
-                       for lbl in labels])
-    axes[0].set_xticks(range(len(labels)), labels, rotation=60, fontsize=7)
-    axes[0].set_ylabel("jobs/s (median, min–max)")
-    axes[0].set_title("drain throughput, no-op jobs")
-    if lat:
-        names, p50, p95, p99 = [], [], [], []
-        for e in lat.entries:
             if e.runs:
-                names.append(NAMES[e.system])
+                names.append(f"{NAMES[e.system]}\n{f.id.removeprefix('latency_').replace('_', ' ')}")
                 p50.append(e.summary("p50_ms")["median"])
                 p95.append(e.summary("p95_ms")["median"])
                 p99.append(e.summary("p99_ms")["median"])
+    if names:
         x = range(len(names))
-        axes[1].bar([i - 0.25 for i in x], p50, 0.25, label="p50")
-        axes[1].bar(list(x), p95, 0.25, label="p95")
-        axes[1].bar([i + 0.25 for i in x], p99, 0.25, label="p99")
-        axes[1].set_xticks(list(x), names)
-        axes[1].set_ylabel("ms (median of runs)")
-        axes[1].set_title("pickup latency, idle queue")
-        axes[1].legend()
+        ax_lat.bar([i - 0.25 for i in x], p50, 0.25, label="p50")
+        ax_lat.bar(list(x), p95, 0.25, label="p95")
+        ax_lat.bar([i + 0.25 for i in x], p99, 0.25, label="p99")
+        ax_lat.set_xticks(list(x), names, fontsize=7)
+        ax_lat.set_yscale("log")
+        ax_lat.set_ylabel("ms (median of runs, log scale)")
+        ax_lat.set_title("pickup latency: idle queue; under load (probes at a higher priority)")
+        ax_lat.legend()
+    else:
+        ax_lat.set_axis_off()
+
+    steady = [(f, r) for f in figures if f.id.startswith("steady_") for e in f.entries for r in e.runs[:1]]
+    if steady:
+        backlog_ax = ax_steady.twinx()
+        most = max(smp["pending"] + smp["leased"] for _, r in steady for smp in r["samples"])
+        backlog_ax.set_ylim(0, max(10, most) * 1.1)
+        for n, (f, r) in enumerate(steady):
+            t = [smp["t"] for smp in r["samples"]]
+            tag = f.id.removeprefix("steady_")
+            ax_steady.plot(t, [smp["tables"]["pgrelay._jobs"]["total_bytes"] / 2**20 for smp in r["samples"]],
+                           color=f"C{n}", label=f"{tag}: pgrelay._jobs total size")
+            backlog_ax.plot(t, [smp["pending"] + smp["leased"] for smp in r["samples"]], color=f"C{n}",
+                            linestyle="--", label=f"{tag}: backlog (pending + leased)")
+        ax_steady.set_xlabel("s into the window")
+        ax_steady.set_ylabel("MB (pg_total_relation_size)")
+        backlog_ax.set_ylabel("jobs waiting or running")
+        ax_steady.set_title("steady load: pgrelay._jobs size and backlog (first run)")
+        handles = ax_steady.get_legend_handles_labels()
+        more = backlog_ax.get_legend_handles_labels()
+        ax_steady.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="upper left")
+    else:
+        ax_steady.set_axis_off()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
     return True
 
 
@@ -503,6 +748,8 @@ async def run(args: argparse.Namespace) -> int:
         installed = {"pgrelay": f"pgrelay.schema.migrate ({schema})"}
         for system in peers.PEERS:
             installed[system] = (await peers.install(system, dsns[system]))["installed_with"]
+        for system in trigger_bench.SYSTEMS:            # (3): bench_orders and the system's trigger
+            await trigger_bench.install(system, dsns[system])
         pgbench_version = subprocess.run([str(Path(pg_bindir()) / "pgbench"), "--version"],
                                                    capture_output=True, text=True).stdout.strip()
         meta: dict[str, Any] = {
@@ -516,7 +763,11 @@ async def run(args: argparse.Namespace) -> int:
                            "jobs": args.jobs, "procrastinate_jobs": args.procrastinate_jobs,
                            "probes": worker_bench.PROBES, "probe_gap_ms": worker_bench.PROBE_GAP * 1000,
                            "pgrelay_tuned": list(args.pgrelay_tuned), "worker_configs": peers.WORKER_CONFIGS,
-                           "consume_clients": list(args.consume_clients)},
+                           "consume_clients": list(args.consume_clients), "figures": args.figures,
+                           "only": args.only, "steady_seconds": args.steady_seconds,
+                           "steady_rate": args.steady_rate, "steady_workers": args.steady_workers,
+                           "steady_runs": args.steady_runs, "steady_sample_seconds": args.steady_sample_seconds},
+            "trigger_sql": {k: " ".join(v.split()) for k, v in trigger_bench.TRIGGERS.items()},
         }
         print(f"server:   PostgreSQL {version}, started with: {settings}")
         print("settings: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
@@ -528,6 +779,8 @@ async def run(args: argparse.Namespace) -> int:
         pgrelay = Pgrelay(dsns["pgrelay"], workdir / "pgrelay-workers")
         (workdir / "pgrelay-workers").mkdir()
         figures = plan(args, dsns, pgrelay, workdir)
+        if not figures:
+            raise CompareError(f"no figure left to run (--figures {args.figures}, --only {args.only})")
         await measure(figures, args.runs)
 
     meta["load_end"] = os.getloadavg()[0]
@@ -549,8 +802,9 @@ async def run(args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="about 10 minutes (the default)")
-    mode.add_argument("--full", action="store_true", help="N = 100,000 per drain, longer windows")
+    mode.add_argument("--quick", action="store_true", help="about 17 minutes (the default)")
+    mode.add_argument("--full", action="store_true",
+                      help="N = 100,000 per drain, longer windows, 10-minute steady-load runs")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
     parser.add_argument("--jobs", type=int, default=None, help="N per drain (quick 20,000; full 100,000)")
     parser.add_argument("--procrastinate-jobs", type=int, default=None,
@@ -561,13 +815,32 @@ def main() -> int:
     parser.add_argument("--pgrelay-tuned", default=shlex.join(PGRELAY_TUNED),
                         help=f"jobs-worker options for the tuned drains (default {shlex.join(PGRELAY_TUNED)!r})")
     parser.add_argument("--only", nargs="+", choices=["pgrelay", *peers.PEERS], default=None,
-                        help="measure only these systems")
+                        help="measure only these systems ((3)'s no-trigger baseline runs with any of them)")
+    parser.add_argument("--figures", nargs="+", default=None, metavar="PREFIX",
+                        help="run only the figures whose id starts with one of these, e.g. trigger_ "
+                             "latency_loaded steady_ (ids: enqueue_one_1, enqueue_bulk_1000, trigger_one_1, "
+                             "trigger_bulk_1000, consume_100_1, drain_1_default, latency_idle, latency_loaded, "
+                             "steady_default, ...)")
+    parser.add_argument("--steady-seconds", type=int, default=None,
+                        help="(6) steady-load window per run (quick 60 s; full 600 s)")
+    parser.add_argument("--steady-rate", type=int, default=1000, help="(6) jobs/s the producer enqueues (1000)")
+    parser.add_argument("--steady-workers", type=int, choices=(1, 2), default=2,
+                        help="(6) jobs-worker processes draining (2)")
+    parser.add_argument("--steady-runs", type=int, default=1,
+                        help="(6) runs of each steady-load figure (1: they are long; --runs does not apply)")
+    parser.add_argument("--steady-sample-seconds", type=float, default=10.0,
+                        help="(6) seconds between samples of the tables' statistics (10)")
     parser.add_argument("--postgres-options", default="",
                         help="extra server options appended to the defaults, e.g. '-c synchronous_commit=off'")
     parser.add_argument("--out", type=Path, default=BENCH / "results", help="where the report goes")
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if args.steady_runs < 1 or args.steady_rate < 1 or (args.steady_seconds is not None and args.steady_seconds < 1):
+        parser.error("--steady-runs, --steady-rate and --steady-seconds must be at least 1")
+    if args.steady_sample_seconds <= 0:
+        parser.error("--steady-sample-seconds must be positive")
+    args.steady_seconds = args.steady_seconds or (600 if args.full else 60)
     args.pgrelay_tuned = tuple(shlex.split(args.pgrelay_tuned))
     args.jobs = args.jobs or (100_000 if args.full else 20_000)
     args.procrastinate_jobs = args.procrastinate_jobs or (10_000 if args.full else 2_000)
@@ -580,7 +853,8 @@ def main() -> int:
         f"   (runs: .venv/bin/python bench/compare.py {shlex.join(sys.argv[1:])})"
     try:
         return asyncio.run(run(args))
-    except (CompareError, peers.PeerError, sql_bench.BenchError, worker_bench.BenchError) as exc:
+    except (CompareError, peers.PeerError, sql_bench.BenchError, worker_bench.BenchError,
+            trigger_bench.TriggerBenchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
