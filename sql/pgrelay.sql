@@ -922,17 +922,21 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'PR001',
             MESSAGE = format('lease_seconds must be between 1 and 86400 (or NULL for the queue''s setting), not %s', consume.lease_seconds);
     END IF;
-    IF consume.queues IS NOT NULL THEN
+    -- (names hold no comma, so one match over the joined list checks them all cheaply, on every
+    -- call; only a list that fails it is checked name by name, for the message)
+    IF consume.queues IS NOT NULL
+       AND (array_position(consume.queues, NULL) IS NOT NULL
+            OR array_to_string(consume.queues, ',') !~ '^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}(,[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127})*$') THEN
         PERFORM pgrelay._check((SELECT pgrelay._name_error('queue', q, 128) FROM unnest(consume.queues) q
                                 WHERE pgrelay._name_error('queue', q, 128) IS NOT NULL LIMIT 1));
     END IF;
     IF consume.tasks IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(consume.tasks) t WHERE t IS NULL OR length(t) NOT BETWEEN 1 AND 200) THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'tasks must be LIKE patterns of 1 to 200 characters, e.g. ''{orders.%}''';
     END IF;
-    IF consume.handlers IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(consume.handlers) h WHERE h IS NULL) THEN
+    IF array_position(consume.handlers, NULL) IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'handlers must be task names (no NULL elements)';
     END IF;
-    IF consume.kinds IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(consume.kinds) k WHERE k IS NULL OR k NOT IN ('handler', 'http')) THEN
+    IF NOT consume.kinds <@ ARRAY['handler', 'http'] OR array_position(consume.kinds, NULL) IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'kinds may hold handler and http';
     END IF;
     IF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -975,7 +979,9 @@ BEGIN
     END IF;
 
     -- one claim order across all picked queues; rows picked but not taken stay unleased
-    IF cardinality(v_candidates) > v_batch THEN
+    IF cardinality(v_candidates) = 0 THEN
+        RETURN;
+    ELSIF cardinality(v_candidates) > v_batch THEN
         v_candidates := ARRAY(SELECT c FROM unnest(v_candidates) c ORDER BY c.priority DESC, c.run_at, c.id LIMIT v_batch);
     END IF;
     RETURN QUERY SELECT * FROM pgrelay._lease(consume.worker, v_candidates, consume.lease_seconds);

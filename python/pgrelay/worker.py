@@ -455,7 +455,9 @@ class Worker:
     async def _ack_loop(self) -> None:
         while True:
             await self._ack_ready.wait()
-            if self.ack_delay:
+            # wait a moment for more successes only while handlers still run that could join the
+            # batch; with none running (or a full batch), waiting would only delay the next claim
+            if self.ack_delay and self._busy > 0 and len(self._acks) < self.batch_size:
                 await asyncio.sleep(self.ack_delay)
             batch, self._acks = self._acks[:1000], self._acks[1000:]
             if not self._acks:
