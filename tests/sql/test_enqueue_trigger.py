@@ -93,7 +93,31 @@ def test_a_before_trigger_enqueues_and_still_lets_the_row_change_through(db):
     assert [row[4]["op"] for row in jobs(db)] == ["INSERT", "INSERT", "UPDATE", "DELETE"]
 
 
-def test_statement_level_use_is_refused_with_pr001_and_the_statement_fails(db):
+def test_a_statement_trigger_enqueues_the_same_jobs_as_a_row_trigger_for_insert_and_delete(db):
+    db.execute("""
+        CREATE SCHEMA shop;
+        CREATE TABLE shop.items (id int PRIMARY KEY, name text, tags text[]);
+        CREATE TRIGGER added AFTER INSERT ON shop.items REFERENCING NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION pgrelay.enqueue_trigger('search.reindex', 'idx');
+        CREATE TRIGGER removed AFTER DELETE ON shop.items REFERENCING OLD TABLE AS old_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION pgrelay.enqueue_trigger('search.forget', 'idx');
+    """)
+    db.execute("INSERT INTO shop.items SELECT g, 'item ' || g, '{a}' FROM generate_series(1, 3) g")
+    db.execute("DELETE FROM shop.items WHERE id = 2")
+    db.execute("INSERT INTO shop.items SELECT 9, 'none' WHERE false")   # no rows: no job
+
+    common = {"schema": "shop", "table": "items"}
+    row = {"id": 2, "name": "item 2", "tags": ["a"]}
+    found = jobs(db)
+    assert [(task, queue, kind, status) for task, queue, kind, status, _ in found] == \
+        [("search.reindex", "idx", "handler", "pending")] * 3 + [("search.forget", "idx", "handler", "pending")]
+    inserted = [payload for *_, payload in found[:3]]
+    assert sorted(p["new"]["id"] for p in inserted) == [1, 2, 3]
+    assert {"op": "INSERT", **common, "old": None, "new": row} in inserted
+    assert found[3][4] == {"op": "DELETE", **common, "old": row, "new": None}
+
+
+def test_a_statement_trigger_without_its_transition_table_is_refused_with_pr001(db):
     db.execute("""
         CREATE TABLE items (id int);
         CREATE TRIGGER reindex AFTER INSERT ON items
@@ -103,7 +127,38 @@ def test_statement_level_use_is_refused_with_pr001_and_the_statement_fails(db):
     with raises_sqlstate("PR001") as error:
         db.execute("INSERT INTO items VALUES (1)")
 
-    assert "ROW" in error.value.diag.message_primary
+    assert "NEW TABLE AS new_rows" in error.value.diag.message_primary
+    assert db.execute("SELECT count(*) FROM items").fetchone()[0] == 0
+    assert job_count(db) == 0
+
+
+def test_a_statement_trigger_on_update_is_refused_with_pr001_pointing_to_a_row_trigger(db):
+    db.execute("""
+        CREATE TABLE items (id int);
+        INSERT INTO items VALUES (1);
+        CREATE TRIGGER reindex AFTER UPDATE ON items REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION pgrelay.enqueue_trigger('search.reindex');
+    """)
+
+    with raises_sqlstate("PR001") as error:
+        db.execute("UPDATE items SET id = 2")
+
+    assert "FOR EACH ROW" in error.value.diag.message_hint
+    assert db.execute("SELECT id FROM items").fetchone()[0] == 1
+    assert job_count(db) == 0
+
+
+def test_a_statement_trigger_with_a_bad_task_is_refused_and_writes_nothing(db):
+    db.execute("""
+        CREATE TABLE items (id int);
+        CREATE TRIGGER t AFTER INSERT ON items REFERENCING NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION pgrelay.enqueue_trigger('bad task');
+    """)
+
+    with raises_sqlstate("PR001") as error:
+        db.execute("INSERT INTO items SELECT generate_series(1, 5)")
+
+    assert "task" in error.value.diag.message_primary
     assert db.execute("SELECT count(*) FROM items").fetchone()[0] == 0
     assert job_count(db) == 0
 
