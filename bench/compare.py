@@ -256,16 +256,21 @@ def plan(args: argparse.Namespace, dsns: dict[str, str], pgrelay: Pgrelay, workd
         ]))
     trigger_note = (
         "orders/s = jobs/s (one job per order); the baseline is the same INSERTs into the same table without a "
-        "trigger. Every trigger is AFTER INSERT FOR EACH ROW. Procrastinate: procrastinate_defer_jobs_v1 is the "
+        "trigger. Every peer's trigger is AFTER INSERT FOR EACH ROW; pgrelay's is measured both FOR EACH ROW and FOR "
+        "EACH STATEMENT (its transition-table form). Procrastinate: procrastinate_defer_jobs_v1 is the "
         "stored procedure its own Task.defer runs (procrastinate/sql/queries.sql); its docs describe deferring "
         "through its stored procedures from other languages but give no SQL reference for it. PgQueuer has no "
         "SQL enqueue function of its own; its docs (integrations/postgrest.md) give one to create, inserting the "
         "job into pgqueuer and its 'queued' row into pgqueuer_log, and the trigger does just that.")
 
     def trigger_entries(workload: str, clients: int) -> list[Entry]:
-        return [Entry(system, trigger_bench.HOW[system],
-                      lambda i, s=system: trigger_bench.run(s, dsns[s], workload, clients, seconds))
-                for system in trigger_bench.SYSTEMS]
+        entries = [Entry(system, trigger_bench.HOW[system],
+                         lambda i, s=system: trigger_bench.run(s, dsns[s], workload, clients, seconds))
+                   for system in trigger_bench.SYSTEMS]
+        entries.insert(1, Entry("pgrelay", trigger_bench.HOW["pgrelay-statement"],
+                                lambda i: trigger_bench.run("pgrelay", dsns["pgrelay"], workload, clients, seconds,
+                                                            trigger="pgrelay-statement")))
+        return entries
 
     for clients in (1, 8):
         figures.append(Figure(

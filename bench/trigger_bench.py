@@ -5,7 +5,8 @@ Every system's database gets the same application table (bench/pgbench/orders_sc
 the system's SQL-callable enqueue path:
 
     pgrelay        pgrelay.enqueue_trigger('orders.created', 'orders'), pgrelay's own trigger function
-                   (payload {op, schema, table, old, new})
+                   (payload {op, schema, table, old, new}), measured twice: FOR EACH ROW like the peers,
+                   and FOR EACH STATEMENT with REFERENCING NEW TABLE AS new_rows (one insert per statement)
     pgmq           a trigger function calling pgmq.send('bench', to_jsonb(NEW))
     procrastinate  a trigger function calling procrastinate_defer_jobs_v1(...), the stored procedure
                    Task.defer runs (procrastinate/sql/queries.sql, "defer_jobs"); args = to_jsonb(NEW)
@@ -49,6 +50,9 @@ TRIGGERS: dict[str, str] = {
     "pgrelay": f"""
         CREATE TRIGGER bench_orders_enqueue AFTER INSERT ON bench_orders
         FOR EACH ROW EXECUTE FUNCTION pgrelay.enqueue_trigger('{TASK}', '{QUEUE}');""",
+    "pgrelay-statement": f"""
+        CREATE TRIGGER bench_orders_enqueue AFTER INSERT ON bench_orders REFERENCING NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION pgrelay.enqueue_trigger('{TASK}', '{QUEUE}');""",
     "pgmq": f"""
         CREATE FUNCTION bench_orders_to_pgmq() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
@@ -86,7 +90,9 @@ TRIGGERS: dict[str, str] = {
 }
 
 HOW = {
-    "pgrelay": f"pgbench: INSERT into bench_orders, trigger pgrelay.enqueue_trigger('{TASK}', '{QUEUE}')",
+    "pgrelay": f"pgbench: INSERT into bench_orders, FOR EACH ROW trigger pgrelay.enqueue_trigger('{TASK}', '{QUEUE}')",
+    "pgrelay-statement": "pgbench: INSERT into bench_orders, FOR EACH STATEMENT trigger pgrelay.enqueue_trigger(...) "
+                         "REFERENCING NEW TABLE AS new_rows",
     "pgmq": "pgbench: INSERT into bench_orders, trigger calling pgmq.send(queue, to_jsonb(NEW))",
     "procrastinate": "pgbench: INSERT into bench_orders, trigger calling procrastinate_defer_jobs_v1(...)",
     "pgqueuer": "pgbench: INSERT into bench_orders, trigger inserting into pgqueuer + pgqueuer_log "
@@ -156,15 +162,23 @@ async def verify(conn: asyncpg.Connection, system: str, expected: int) -> dict[s
     return {"orders": orders, "jobs": row["jobs"]}
 
 
-async def run(system: str, dsn: str, workload: str, clients: int, seconds: int) -> dict[str, Any]:
-    """One pgbench run of ``workload`` ("one" or "bulk_1000") against ``system``'s database."""
+async def run(system: str, dsn: str, workload: str, clients: int, seconds: int,
+              trigger: str | None = None) -> dict[str, Any]:
+    """One pgbench run of ``workload`` ("one" or "bulk_1000") against ``system``'s database. pgrelay has
+    two triggers (``trigger``: "pgrelay", the default, or "pgrelay-statement"), put in place first."""
     script, per_tx = SCRIPTS[workload]
+    trigger = trigger or system
     conn = await asyncpg.connect(dsn)
     try:
+        if system == "pgrelay":
+            async with conn.transaction():
+                await conn.execute("DROP TRIGGER IF EXISTS bench_orders_enqueue ON bench_orders")
+                await conn.execute(TRIGGERS[trigger])
         await _reset(conn, system)
         tps, done = sql_bench.pgbench(dsn, script, clients, seconds=seconds)
         counts = await verify(conn, system, done * per_tx)
     finally:
         await conn.close()
-    return {"system": system, "workload": f"trigger_{workload}", "script": script, "clients": clients,
-            "orders_per_tx": per_tx, "transactions": done, "tps": tps, "jobs_per_s": tps * per_tx, **counts}
+    return {"system": system, "trigger": trigger, "workload": f"trigger_{workload}", "script": script,
+            "clients": clients, "orders_per_tx": per_tx, "transactions": done, "tps": tps,
+            "jobs_per_s": tps * per_tx, **counts}
