@@ -87,7 +87,7 @@ SHOWN_SETTINGS = ["fsync", "synchronous_commit", "full_page_writes", "wal_level"
                   "wal_sync_method"]
 DATABASES = {"pgrelay": "bench_pgrelay", "pgqueuer": "bench_pgqueuer", "procrastinate": "bench_procrastinate",
              "pgmq": "bench_pgmq", "baseline": "bench_baseline"}
-PGRELAY_TUNED = ("--concurrency", "200", "--batch-size", "200")
+PGRELAY_TUNED = ("--concurrency", "500", "--batch-size", "500")
 
 # "baseline" is no system: (3)'s INSERTs without a trigger. It is measured whenever the figure is.
 NAMES = {"pgrelay": "pgrelay", "pgqueuer": "PgQueuer", "procrastinate": "Procrastinate", "pgmq": "pgmq",
@@ -249,6 +249,8 @@ def plan(args: argparse.Namespace, dsns: dict[str, str], pgrelay: Pgrelay, workd
                   lambda i: peers.pgmq_pgbench(dsns["pgmq"], "send_batch_1000", 1, wd("pgmq"), seconds=seconds)),
             Entry("pgrelay", "Python: pgrelay.client.enqueue_bulk",
                   lambda i: peers.enqueue("pgrelay-client", dsns["pgrelay"], 1, seconds, batch=1000)),
+            Entry("pgrelay", "Python: pgrelay.client.enqueue_many(task, 1,000 payloads)",
+                  lambda i: peers.enqueue("pgrelay-many", dsns["pgrelay"], 1, seconds, batch=1000)),
             Entry("pgqueuer", "Python: Queries.enqueue(lists of 1,000)",
                   lambda i: peers.enqueue("pgqueuer", dsns["pgqueuer"], 1, seconds, batch=1000)),
             Entry("procrastinate", "Python: Task.batch_defer_async(1,000 kwargs)",

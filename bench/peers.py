@@ -15,6 +15,8 @@ Systems and the API each one is driven through (all from PyPI, the `bench` extra
                     (no worker, no handler): pgmq.send, pgmq.send_batch, pgmq.read + pgmq.archive, under pgbench
     pgrelay-client  pgrelay through its Python client (pgrelay.client.enqueue / enqueue_bulk) in the same
                     producer harness as the peers, so the enqueue comparison is like for like
+    pgrelay-many    the same, batches through pgrelay.client.enqueue_many (one task, a list of payloads:
+                    the shape of PgQueuer's Queries.enqueue(lists))
 
 Measurements:
 
@@ -68,7 +70,7 @@ from sql_bench import pgbench  # noqa: E402
 from worker_bench import PROBE_GAP, PROBES  # noqa: E402
 
 PEERS = ("pgqueuer", "procrastinate", "pgmq")
-PRODUCER_SYSTEMS = ("pgqueuer", "procrastinate", "pgrelay-client")
+PRODUCER_SYSTEMS = ("pgqueuer", "procrastinate", "pgrelay-client", "pgrelay-many")
 WORKER_SYSTEMS = ("pgqueuer", "procrastinate")
 FILL_CHUNK = 10_000
 PAYLOAD = {"n": 1}                   # the same payload pgrelay's bench scripts enqueue
@@ -147,6 +149,7 @@ TABLES = {
                       "procrastinate_periodic_defers"],
     "pgmq": [f"pgmq.q_{PGMQ_QUEUE}", f"pgmq.a_{PGMQ_QUEUE}"],
     "pgrelay-client": ["pgrelay._jobs", "pgrelay._finished", "pgrelay._attempts", "pgrelay._idempotency_keys"],
+    "pgrelay-many": ["pgrelay._jobs", "pgrelay._finished", "pgrelay._attempts", "pgrelay._idempotency_keys"],
 }
 
 
@@ -162,7 +165,7 @@ async def settle(conn: asyncpg.Connection, system: str) -> None:
 
 async def count_enqueued(conn: asyncpg.Connection, system: str) -> int:
     table = {"pgqueuer": "pgqueuer", "procrastinate": "procrastinate_jobs", "pgmq": f"pgmq.q_{PGMQ_QUEUE}",
-             "pgrelay-client": "pgrelay._jobs"}[system]
+             "pgrelay-client": "pgrelay._jobs", "pgrelay-many": "pgrelay._jobs"}[system]
     return await conn.fetchval(f"SELECT count(*) FROM {table}")
 
 
@@ -212,6 +215,14 @@ async def _enqueuers(system: str, dsn: str, count: int, batch: int):
                     calls.append(lambda conn=conn: client.enqueue(conn, "bench.noop", PAYLOAD))
                 else:
                     calls.append(lambda conn=conn: client.enqueue_bulk(conn, jobs))
+        elif system == "pgrelay-many":
+            from pgrelay import client
+
+            payloads = [PAYLOAD] * batch
+            for _ in range(count):
+                conn = await asyncpg.connect(dsn)
+                closers.append(conn.close)
+                calls.append(lambda conn=conn: client.enqueue_many(conn, "bench.noop", payloads))
         else:
             raise PeerError(f"{system!r} has no producer")
         yield calls
@@ -313,6 +324,7 @@ async def enqueue(system: str, dsn: str, clients: int, seconds: float, batch: in
         "procrastinate": "Task.defer_async(n=1)" if batch == 1 else f"Task.batch_defer_async(*{batch} kwargs)",
         "pgrelay-client": "pgrelay.client.enqueue(conn, task, payload)" if batch == 1 else
                           f"pgrelay.client.enqueue_bulk(conn, {batch} jobs)",
+        "pgrelay-many": f"pgrelay.client.enqueue_many(conn, task, {batch} payloads)",
     }[system]
     return {"system": system, "workload": "enqueue_one" if batch == 1 else f"enqueue_batch_{batch}",
             "clients": clients, "processes": nproc, "batch": batch, "seconds": round(elapsed, 3), "jobs": jobs,

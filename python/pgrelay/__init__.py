@@ -6,7 +6,7 @@ The queue is the SQL API in the ``pgrelay`` schema (``sql/pgrelay.sql``). This p
 
 from . import client
 from ._version import __version__
-from .client import enqueue, enqueue_bulk, enqueue_http, get_job
+from .client import enqueue, enqueue_bulk, enqueue_http, enqueue_many, get_job
 from .context import JobContext, LeaseLost
 from .errors import (
     InvalidArgument,
@@ -49,6 +49,7 @@ __all__ = [
     "enqueue",
     "enqueue_bulk",
     "enqueue_http",
+    "enqueue_many",
     "get_job",
     "installed_version",
     "migrate",

@@ -34,6 +34,7 @@ __all__ = [
     "enqueue",
     "enqueue_bulk",
     "enqueue_http",
+    "enqueue_many",
     "get_attempts",
     "get_job",
     "heartbeat",
@@ -61,6 +62,10 @@ SQL = {
                                     task => $5, queue => $6, run_at => $7, priority => $8, max_attempts => $9,
                                     timeout_seconds => $10, idempotency_key => $11, dedupe_key => $12,
                                     trace_id => $13)""",
+    "enqueue_many": """SELECT coalesce(array_agg(e.id ORDER BY e.n), '{}')
+                       FROM pgrelay.enqueue_many(task => $1, payloads => $2::text[]::jsonb[], queue => $3, run_at => $4,
+                                                 priority => $5, max_attempts => $6, timeout_seconds => $7,
+                                                 trace_id => $8) WITH ORDINALITY AS e(id, n)""",
     # one array value instead of a row per job: decoding 1,000 rows cost more than building the call
     "enqueue_bulk": """SELECT coalesce(array_agg(e.id ORDER BY e.n), '{}')
                        FROM pgrelay.enqueue_bulk(jobs => $1::text::jsonb) WITH ORDINALITY AS e(id, n)""",
@@ -176,6 +181,29 @@ async def enqueue_bulk(db: Db, jobs: Iterable[Mapping[str, Any]]) -> list[int]:
     """Enqueue many jobs (dicts with enqueue's argument names) in one statement; ids in input order."""
     document = json.dumps([_bulk_job(job) for job in jobs])
     return list(await _call(db, "fetchval", "enqueue_bulk", document))
+
+
+async def enqueue_many(
+    db: Db,
+    task: str,
+    payloads: Iterable[Any],
+    *,
+    queue: str | None = None,
+    run_at: datetime | None = None,
+    priority: int | None = None,
+    max_attempts: int | None = None,
+    timeout_seconds: int | None = None,
+    trace_id: str | None = None,
+) -> list[int]:
+    """Enqueue one ``task`` job per payload, sharing the other arguments; ids in input order.
+
+    The fastest bulk path (one statement, arguments checked once); ``enqueue_bulk`` for jobs that differ
+    in more than their payload or carry keys.
+    """
+    return list(await _call(
+        db, "fetchval", "enqueue_many", task, [_dumps(p) for p in payloads], queue, run_at, priority, max_attempts,
+        timeout_seconds, trace_id,
+    ))
 
 
 async def consume(

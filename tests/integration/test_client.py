@@ -105,6 +105,17 @@ async def test_errors_come_out_as_pgrelay_exceptions_by_sqlstate(pool):
     assert await pool.fetchval("SELECT count(*) FROM pgrelay.jobs") == 0
 
 
+async def test_enqueue_many_returns_ids_in_input_order_and_maps_errors(pool):
+    ids = await client.enqueue_many(pool, "mail.send", [{"to": 3}, {"to": 1}, None], queue="mail", priority=2)
+    jobs = [await client.get_job(pool, i) for i in ids]
+    assert [(j.payload, j.queue, j.priority, j.task) for j in jobs] == [
+        ({"to": 3}, "mail", 2, "mail.send"), ({"to": 1}, "mail", 2, "mail.send"), ({}, "mail", 2, "mail.send")]
+    assert await client.enqueue_many(pool, "mail.send", []) == []
+    with pytest.raises(InvalidArgument, match="queue"):
+        await client.enqueue_many(pool, "mail.send", [{}], queue="no spaces")
+    assert await pool.fetchval("SELECT count(*) FROM pgrelay.jobs") == 3
+
+
 async def test_a_worker_round_trip(pool):
     ids = await client.enqueue_bulk(pool, [{"task": "a", "priority": 1}, {"task": "b"}, {"task": "c"}])
     http = await client.enqueue_http(pool, "https://example.com/hook", {"x": 1}, headers={"X-Key": "v"})

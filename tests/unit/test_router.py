@@ -56,7 +56,7 @@ def test_public_names_are_pinned():
         "Attempt", "ClaimedJob", "InvalidArgument", "InvalidBulkJob", "InvalidHttpRequest", "InvalidUrl", "Job",
         "JobContext", "LeaseLost", "MigrationResult", "Permanent", "PgRelayError", "QueueSettings", "QueueStats",
         "RetryAfter", "Router", "SchemaError", "SqlError", "UnsupportedIsolation", "Worker", "__version__", "client",
-        "enqueue", "enqueue_bulk", "enqueue_http", "get_job", "installed_version", "migrate", "schema_version",
+        "enqueue", "enqueue_bulk", "enqueue_http", "enqueue_many", "get_job", "installed_version", "migrate", "schema_version",
     ])
     for name in pgrelay.__all__:
         assert hasattr(pgrelay, name)
