@@ -264,11 +264,15 @@ $$;
 
 -- Exponential backoff with "equal jitter": the n-th retry waits between d/2 and d seconds,
 -- d = min(max, base * 2^(n-1)).
+-- (PL/pgSQL: as an SQL function with a FROM clause it was planned again on every nack.)
 CREATE FUNCTION pgrelay._backoff(p_attempt integer, p_base double precision, p_max double precision)
 RETURNS double precision
-LANGUAGE sql VOLATILE AS $$
-    SELECT d / 2 + pg_catalog.random() * d / 2
-    FROM (SELECT LEAST(p_max, p_base * pg_catalog.power(2::double precision, LEAST(GREATEST(p_attempt, 1) - 1, 60))) AS d) s
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    d double precision := LEAST(p_max, p_base * pg_catalog.power(2::double precision, LEAST(GREATEST(p_attempt, 1) - 1, 60)));
+BEGIN
+    RETURN d / 2 + pg_catalog.random() * d / 2;
+END
 $$;
 
 -- Raise PR001 when p_error is not NULL.
@@ -1121,10 +1125,13 @@ COMMENT ON FUNCTION pgrelay.ack_each(bigint[], integer[], jsonb[]) IS
 
 Example: SELECT * FROM pgrelay.ack_each(''{101,102}'', ''{1,1}'');';
 
+-- (PL/pgSQL: as an SQL function around a count(*) it could not be inlined and was planned on every call.)
 CREATE FUNCTION pgrelay.ack_many(ids bigint[], attempts integer[], results jsonb[] DEFAULT NULL)
 RETURNS integer
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT count(*)::integer FROM pgrelay.ack_each(ack_many.ids, ack_many.attempts, ack_many.results)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN (SELECT count(*) FROM pgrelay.ack_each(ack_many.ids, ack_many.attempts, ack_many.results));
+END
 $$;
 COMMENT ON FUNCTION pgrelay.ack_many(bigint[], integer[], jsonb[]) IS
 'Mark many leased jobs succeeded in one statement; returns how many were still held.
