@@ -1029,11 +1029,7 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'PR001',
             MESSAGE = format('lease_seconds must be between 1 and 86400 (or NULL for the queue''s setting), not %s', consume.lease_seconds);
     END IF;
-    -- (names hold no comma, so one match over the joined list checks them all cheaply, on every
-    -- call; only a list that fails it is checked name by name, for the message)
-    IF consume.queues IS NOT NULL
-       AND (array_position(consume.queues, NULL) IS NOT NULL
-            OR array_to_string(consume.queues, ',') !~ '^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}(,[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127})*$') THEN
+    IF consume.queues IS NOT NULL THEN
         PERFORM pgrelay._check((SELECT pgrelay._name_error('queue', q, 128) FROM unnest(consume.queues) q
                                 WHERE pgrelay._name_error('queue', q, 128) IS NOT NULL LIMIT 1));
     END IF;

@@ -105,6 +105,17 @@ async def test_errors_come_out_as_pgrelay_exceptions_by_sqlstate(pool):
     assert await pool.fetchval("SELECT count(*) FROM pgrelay.jobs") == 0
 
 
+async def test_enqueue_bulk_takes_a_datetime_run_at_and_any_mapping(pool):
+    from datetime import datetime, timezone
+    from types import MappingProxyType
+
+    later = datetime(2031, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    first, second = await client.enqueue_bulk(
+        pool, [{"task": "a", "run_at": later}, MappingProxyType({"task": "b", "payload": {"n": 1}})])
+    assert (await client.get_job(pool, first)).run_at == later
+    assert (await client.get_job(pool, second)).payload == {"n": 1}
+
+
 async def test_enqueue_many_returns_ids_in_input_order_and_maps_errors(pool):
     ids = await client.enqueue_many(pool, "mail.send", [{"to": 3}, {"to": 1}, None], queue="mail", priority=2)
     jobs = [await client.get_job(pool, i) for i in ids]
