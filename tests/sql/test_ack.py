@@ -16,6 +16,7 @@ from tests.sql.factory import (
     make_job,
     raises_sqlstate,
     scalar,
+    unique_task,
 )
 
 
@@ -255,3 +256,26 @@ def test_ack_many_rejects_mismatched_arrays_and_changes_nothing(db, args):
         call(db, "ack_many", **args)
 
     assert get_job(db, job)["status"] == "leased"
+
+
+def test_an_ack_reads_only_its_own_jobs_however_many_others_are_leased(db):
+    # Statistics taken while nothing was leased made the planner read every lease for each ack
+    # (20,000 leases: 13 ms for an ack of 100). Count the index tuples the ack itself returns.
+    queue = unique_task("acks")
+    db.execute("""SELECT count(*) FROM pgrelay.enqueue_bulk(
+                      (SELECT jsonb_agg(jsonb_build_object('task', 'noop', 'queue', %s::text))
+                       FROM generate_series(1, 3000)))""", (queue,))
+    db.execute("ANALYZE pgrelay._jobs")
+    leased = consume(db, queues=[queue], batch=3000)
+    assert len(leased) == 3000
+    mine = leased[:5]
+
+    index_reads = """SELECT coalesce(sum(pg_stat_get_xact_tuples_returned(i.indexrelid)), 0)
+                     FROM pg_index i WHERE i.indrelid = 'pgrelay._jobs'::regclass"""
+    with db.transaction():
+        before = scalar(db, index_reads)
+        acked = call(db, "ack_many", ids=[j["id"] for j in mine], attempts=[j["attempt"] for j in mine])
+        read = scalar(db, index_reads) - before
+
+    assert acked == 5
+    assert read <= 10, f"acking 5 jobs read {read} index entries of _jobs"

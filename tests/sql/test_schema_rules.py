@@ -88,3 +88,18 @@ def test_no_class_40_sqlstate_is_raised():
 def test_contract_names_exist(db, name):
     assert db.execute("SELECT count(*) FROM pg_proc WHERE proname = %s AND pronamespace = 'pgrelay'::regnamespace",
                       [name]).fetchone()[0] == 1
+
+
+def test_plpgsql_entry_points_plan_once_and_never_jit(db):
+    # Re-planning per call was most of consume()'s fixed cost; and a plan carrying a disabled step's
+    # cost crossed jit_above_cost, so a claim from two queues spent 120-180 ms in LLVM.
+    rows = db.execute(
+        f"""SELECT f.signature, f.proconfig FROM ({PUBLIC_FUNCTIONS}) f
+            JOIN pg_proc p ON p.oid = f.signature::regprocedure
+            JOIN pg_language l ON l.oid = p.prolang
+            WHERE l.lanname = 'plpgsql' AND f.prosecdef"""
+    ).fetchall()
+    assert rows, "no PL/pgSQL entry points found"
+    bad = [sig for sig, config in rows
+           if "plan_cache_mode=force_generic_plan" not in (config or []) or "jit=off" not in (config or [])]
+    assert bad == []
