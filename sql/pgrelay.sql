@@ -23,6 +23,9 @@
 --   PR003  invalid_url            enqueue_http: the URL is not an absolute http(s) URL with a host
 --   PR004  invalid_http_request   enqueue_http: bad method or headers
 --   PR005  unsupported_isolation  consume called outside READ COMMITTED (limits could not be kept)
+--   PT404  not_found              no job has this id (never existed, or purged); PostgREST answers 404
+--   PT409  conflict               the job's state does not allow this (e.g. replaying a pending job); 409
+-- (PostgREST turns PTxyz into HTTP status xyz; every other pgrelay code into 400.)
 -- No pgrelay function raises a class-40 SQLSTATE (PostgREST would retry it forever).
 --
 -- Job states (a job lives in exactly one of the two job tables):
@@ -62,6 +65,7 @@ CREATE TABLE pgrelay._jobs (
     trace_id         text,
     replayed_from    bigint,
     last_error       text,
+    cancel_requested_at timestamptz,   -- cancel() of a leased job: it ends cancelled at the next heartbeat
     created_at       timestamptz NOT NULL DEFAULT pg_catalog.now(),
     -- a leased job always has its lease; a pending one never does
     CONSTRAINT _jobs_lease_matches_status CHECK (
@@ -111,6 +115,7 @@ CREATE TABLE pgrelay._finished (
     leased_at        timestamptz,
     created_at       timestamptz NOT NULL,
     finished_at      timestamptz NOT NULL,
+    replayed_as      bigint,        -- the job replay() created from this one (the latest, when forced again)
     CONSTRAINT _finished_dead_letter_has_error CHECK (status <> 'dead_letter' OR last_error IS NOT NULL)
 );
 COMMENT ON TABLE pgrelay._finished IS 'Private: succeeded, dead-lettered and cancelled jobs, kept until purged.';
@@ -133,6 +138,9 @@ CREATE TABLE pgrelay._attempts (
     PRIMARY KEY (job_id, attempt)
 );
 COMMENT ON TABLE pgrelay._attempts IS 'Private: the audit trail, one row per ended attempt.';
+-- Attempts arrive in finished_at order: the recent_failures view reads the last hour through this
+-- BRIN index, and purge() finds the attempts of the jobs it removes by the primary key.
+CREATE INDEX _attempts_finished_at_idx ON pgrelay._attempts USING brin (finished_at);
 
 -- Idempotency keys outlive the active job: they are kept as long as the job or its history is.
 CREATE TABLE pgrelay._idempotency_keys (
@@ -151,6 +159,8 @@ CREATE TABLE pgrelay._queues (
     lease_seconds        integer CHECK (lease_seconds >= 1),
     backoff_base_seconds double precision CHECK (backoff_base_seconds > 0),
     backoff_max_seconds  double precision CHECK (backoff_max_seconds > 0),
+    retention_succeeded_days   integer CHECK (retention_succeeded_days >= 0),    -- NULL: 7
+    retention_dead_letter_days integer CHECK (retention_dead_letter_days >= 0),  -- NULL: 30 (also cancelled jobs)
     updated_at           timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE pgrelay._queues IS 'Private: per-queue settings that differ from the defaults.';
@@ -161,9 +171,26 @@ CREATE TABLE pgrelay._workers (
     pid        integer,
     queues     text[],
     started_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    last_seen  timestamptz NOT NULL DEFAULT pg_catalog.now()
+    last_seen  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    lease_seconds integer         -- the leases it asks for: a worker silent for that long is stale
 );
 COMMENT ON TABLE pgrelay._workers IS 'Private: worker heartbeats.';
+
+-- Finished jobs counted per queue and minute, so queue_stats never scans the history. Kept by the
+-- statement triggers on _finished: each statement that finishes jobs adds one row per queue for its
+-- own backend (no two backends ever update the same row, so counting adds no lock waits between
+-- workers); purge() subtracts what it removes and folds minutes older than two hours into one
+-- row per queue at minute -infinity. Totals are the sum of a queue's rows.
+CREATE TABLE pgrelay._counts (
+    queue       text NOT NULL,
+    minute      timestamptz NOT NULL,
+    backend     integer NOT NULL,
+    succeeded   bigint NOT NULL DEFAULT 0,
+    dead_letter bigint NOT NULL DEFAULT 0,
+    cancelled   bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (queue, minute, backend)
+);
+COMMENT ON TABLE pgrelay._counts IS 'Private: finished jobs per queue, minute and backend (see queue_stats).';
 
 -- ---------------------------------------------------------------------------------------------
 -- Declared result types (never a table's rowtype, so tables can change freely)
@@ -208,10 +235,16 @@ CREATE TYPE pgrelay.queue_settings AS (
     max_attempts         integer,
     lease_seconds        integer,
     backoff_base_seconds double precision,
-    backoff_max_seconds  double precision
+    backoff_max_seconds  double precision,
+    retention_succeeded_days   integer,
+    retention_dead_letter_days integer
 );
 COMMENT ON TYPE pgrelay.queue_settings IS
 'A queue''s effective settings (defaults filled in); concurrency NULL means unlimited.';
+
+CREATE TYPE pgrelay.maintenance AS (recovered integer, purged integer);
+COMMENT ON TYPE pgrelay.maintenance IS
+'What maintain() did: expired leases recovered, finished jobs purged by the queues'' retention.';
 
 -- Used by consume: a locked job, its claim-order keys and its queue.
 CREATE TYPE pgrelay._candidate AS (id bigint, priority integer, run_at timestamptz, queue text);
@@ -252,6 +285,10 @@ CREATE FUNCTION pgrelay._default_backoff_base_seconds() RETURNS double precision
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 1.0::double precision $$;
 CREATE FUNCTION pgrelay._default_backoff_max_seconds() RETURNS double precision
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 3600.0::double precision $$;
+CREATE FUNCTION pgrelay._default_retention_succeeded_days() RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 7 $$;
+CREATE FUNCTION pgrelay._default_retention_dead_letter_days() RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 30 $$;
 -- The channel that enqueue and resume NOTIFY (payload: the queue name).
 CREATE FUNCTION pgrelay._channel() RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 'pgrelay_jobs'::text $$;
@@ -544,6 +581,44 @@ BEGIN
     SELECT m.id, m.queue, m.run_at FROM moved m;
 END
 $$;
+
+-- The counters behind queue_stats (see _counts): one upsert per queue per statement that adds
+-- or removes finished jobs, whatever the path (ack, nack, recover, cancel, purge).
+CREATE FUNCTION pgrelay._count_finished() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO pgrelay._counts AS c (queue, minute, backend, succeeded, dead_letter, cancelled)
+    SELECT a.queue, date_trunc('minute', now()), pg_backend_pid(),
+           count(*) FILTER (WHERE a.status = 'succeeded'),
+           count(*) FILTER (WHERE a.status = 'dead_letter'),
+           count(*) FILTER (WHERE a.status = 'cancelled')
+    FROM added a GROUP BY a.queue ORDER BY a.queue
+    ON CONFLICT ON CONSTRAINT _counts_pkey DO UPDATE
+    SET succeeded = c.succeeded + excluded.succeeded, dead_letter = c.dead_letter + excluded.dead_letter,
+        cancelled = c.cancelled + excluded.cancelled;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER _finished_count_added AFTER INSERT ON pgrelay._finished
+    REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION pgrelay._count_finished();
+
+CREATE FUNCTION pgrelay._uncount_finished() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO pgrelay._counts AS c (queue, minute, backend, succeeded, dead_letter, cancelled)
+    SELECT r.queue, '-infinity', 0,
+           -count(*) FILTER (WHERE r.status = 'succeeded'),
+           -count(*) FILTER (WHERE r.status = 'dead_letter'),
+           -count(*) FILTER (WHERE r.status = 'cancelled')
+    FROM removed r GROUP BY r.queue ORDER BY r.queue
+    ON CONFLICT ON CONSTRAINT _counts_pkey DO UPDATE
+    SET succeeded = c.succeeded + excluded.succeeded, dead_letter = c.dead_letter + excluded.dead_letter,
+        cancelled = c.cancelled + excluded.cancelled;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER _finished_count_removed AFTER DELETE ON pgrelay._finished
+    REFERENCING OLD TABLE AS removed FOR EACH STATEMENT EXECUTE FUNCTION pgrelay._uncount_finished();
 
 -- Lock up to p_limit due jobs in claim order, skipping locked rows and the excluded queues.
 -- p_queues: the queues to look in (NULL: every queue with pending jobs, found by a loose scan of the
@@ -1205,7 +1280,7 @@ BEGIN
             MESSAGE = format('outcome must be failed, timeout or cancelled, not %s', quote_literal(nack.outcome));
     END IF;
 
-    SELECT j.attempt,
+    SELECT j.attempt, j.cancel_requested_at,
            coalesce(j.max_attempts, q.max_attempts, pgrelay._default_max_attempts()) AS max_attempts,
            coalesce(q.backoff_base_seconds, pgrelay._default_backoff_base_seconds()) AS backoff_base,
            coalesce(q.backoff_max_seconds, pgrelay._default_backoff_max_seconds()) AS backoff_max
@@ -1215,6 +1290,12 @@ BEGIN
     FOR UPDATE OF j;
     IF NOT FOUND THEN
         RETURN 'stale';
+    END IF;
+
+    IF v_job.cancel_requested_at IS NOT NULL THEN
+        PERFORM pgrelay._finish(ARRAY[nack.id], ARRAY[nack.attempt], 'cancelled', 'cancelled',
+                                NULL, ARRAY[left(nack.error, 10000)], ARRAY[nack.details]);
+        RETURN 'cancelled';
     END IF;
 
     IF coalesce(nack.permanent, false) OR v_job.attempt >= v_job.max_attempts THEN
@@ -1231,10 +1312,11 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION pgrelay.nack(bigint, integer, text, double precision, boolean, text, jsonb) IS
-'Report a failed attempt; returns the job''s new status: pending, dead_letter, or stale.
+'Report a failed attempt; returns the job''s new status: pending, dead_letter, cancelled, or stale.
 
 pending: retried after exponential backoff with jitter (queue settings; default 1 s doubling up to 1 h), or
-after retry_after_seconds when given. dead_letter: permanent => true, or no attempts left. stale: this attempt
+after retry_after_seconds when given. dead_letter: permanent => true, or no attempts left. cancelled: an
+operator asked to cancel the job (cancel()) while it ran, so it is not retried. stale: this attempt
 no longer holds the lease; nothing changed. outcome (failed, timeout, cancelled) and details (JSON, e.g. an
 HTTP status) are recorded in the attempt history.
 
@@ -1252,33 +1334,46 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     SET plan_cache_mode = force_generic_plan SET jit = off AS $$
 DECLARE
     v_lost bigint[];
+    v_cancel_ids bigint[];
+    v_cancel_attempts integer[];
 BEGIN
     PERFORM pgrelay._check(pgrelay._name_error('worker', heartbeat.worker, 200, '/@'));
     IF heartbeat.lease_seconds NOT BETWEEN 1 AND 86400 THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001',
             MESSAGE = format('lease_seconds must be between 1 and 86400 (or NULL for the queue''s setting), not %s', heartbeat.lease_seconds);
     END IF;
-    INSERT INTO pgrelay._workers AS w (worker, host, pid, queues)
-    VALUES (heartbeat.worker, left(heartbeat.host, 255), heartbeat.pid, heartbeat.queues)
+    INSERT INTO pgrelay._workers AS w (worker, host, pid, queues, lease_seconds)
+    VALUES (heartbeat.worker, left(heartbeat.host, 255), heartbeat.pid, heartbeat.queues, heartbeat.lease_seconds)
     ON CONFLICT ON CONSTRAINT _workers_pkey DO UPDATE
     SET last_seen = now(),
         host = coalesce(excluded.host, w.host),
         pid = coalesce(excluded.pid, w.pid),
-        queues = coalesce(excluded.queues, w.queues);
+        queues = coalesce(excluded.queues, w.queues),
+        lease_seconds = coalesce(excluded.lease_seconds, w.lease_seconds);
 
     IF coalesce(cardinality(heartbeat.ids), 0) = 0 THEN
         RETURN '{}';
     END IF;
     -- SKIP LOCKED: a row locked right now is being acked, nacked or recovered; the heartbeat never
     -- waits for (or deadlocks with) those, and the next heartbeat reports the outcome.
-    UPDATE pgrelay._jobs j
-    SET lease_expires_at = now() + make_interval(
-            secs => coalesce(heartbeat.lease_seconds, q.lease_seconds, pgrelay._default_lease_seconds()))
-    FROM (SELECT h.id, h.queue FROM pgrelay._jobs h
-          WHERE h.id = ANY (heartbeat.ids) AND h.leased_by = heartbeat.worker AND h.status = 'leased'
-          FOR UPDATE SKIP LOCKED) held
-         LEFT JOIN pgrelay._queues q ON q.queue = held.queue
-    WHERE j.id = held.id;
+    WITH extended AS (
+        UPDATE pgrelay._jobs j
+        SET lease_expires_at = now() + make_interval(
+                secs => coalesce(heartbeat.lease_seconds, q.lease_seconds, pgrelay._default_lease_seconds()))
+        FROM (SELECT h.id, h.queue FROM pgrelay._jobs h
+              WHERE h.id = ANY (heartbeat.ids) AND h.leased_by = heartbeat.worker AND h.status = 'leased'
+              FOR UPDATE SKIP LOCKED) held
+             LEFT JOIN pgrelay._queues q ON q.queue = held.queue
+        WHERE j.id = held.id
+        RETURNING j.id, j.attempt, j.cancel_requested_at
+    )
+    SELECT array_agg(e.id), array_agg(e.attempt) INTO v_cancel_ids, v_cancel_attempts
+    FROM extended e WHERE e.cancel_requested_at IS NOT NULL;
+    -- jobs an operator cancelled while they ran end here, and are reported as no longer held
+    IF v_cancel_ids IS NOT NULL THEN
+        PERFORM pgrelay._finish(v_cancel_ids, v_cancel_attempts, 'cancelled', 'cancelled', NULL,
+                                array_fill('cancelled by an operator'::text, ARRAY[cardinality(v_cancel_ids)]));
+    END IF;
 
     SELECT coalesce(array_agg(DISTINCT i ORDER BY i), '{}') INTO v_lost
     FROM unnest(heartbeat.ids) i
@@ -1290,8 +1385,9 @@ $$;
 COMMENT ON FUNCTION pgrelay.heartbeat(text, bigint[], integer, text, integer, text[]) IS
 'Record the worker as alive and extend its leases on ids; returns the ids it no longer holds.
 
-A returned id was acked, recovered after its lease expired, or leased to someone else: stop working on it.
-lease_seconds: NULL for the queue''s setting. host, pid, queues: shown in the workers view.
+A returned id was acked, recovered after its lease expired, leased to someone else, or cancelled by an
+operator (cancel(); the job ends cancelled here): stop working on it.
+lease_seconds: NULL for the queue''s setting. host, pid, queues, lease_seconds: shown in the workers view.
 
 Example: SELECT pgrelay.heartbeat(''worker-1'', ''{101,102}'');';
 
@@ -1304,6 +1400,12 @@ DECLARE
 BEGIN
     IF release.id IS NULL OR release.attempt IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'id and attempt are required (both come from consume)';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pgrelay._jobs j
+               WHERE j.id = release.id AND j.attempt = release.attempt AND j.status = 'leased'
+                 AND j.cancel_requested_at IS NOT NULL) THEN
+        RETURN EXISTS (SELECT 1 FROM pgrelay._finish(ARRAY[release.id], ARRAY[release.attempt], 'cancelled', 'cancelled',
+                                                     NULL, ARRAY[coalesce(release.reason, 'released by the worker')]));
     END IF;
     SELECT r.queue INTO v_queue
     FROM pgrelay._retry(ARRAY[release.id], ARRAY[release.attempt], 'cancelled',
@@ -1318,6 +1420,7 @@ $$;
 COMMENT ON FUNCTION pgrelay.release(bigint, integer, text) IS
 'Hand a leased job back unfinished (a worker shutting down): pending again at once, never dead-lettered
 for it; the attempt is recorded as cancelled with the reason. False if this attempt no longer holds the lease.
+A job an operator cancelled (cancel()) while it ran ends cancelled instead.
 
 Example: SELECT pgrelay.release(id => 101, attempt => 1, reason => ''worker shutting down'');';
 
@@ -1332,18 +1435,21 @@ BEGIN
     LOOP
         -- SKIP LOCKED: jobs being acked right now are theirs; recover never waits, so many may run at once.
         SELECT array_agg(e.id) AS ids, array_agg(e.attempt) AS attempts,
-               array_agg(e.id) FILTER (WHERE e.attempt >= e.max_attempts) AS dead_ids,
-               array_agg(e.attempt) FILTER (WHERE e.attempt >= e.max_attempts) AS dead_attempts,
-               array_agg(e.id) FILTER (WHERE e.attempt < e.max_attempts) AS retry_ids,
-               array_agg(e.attempt) FILTER (WHERE e.attempt < e.max_attempts) AS retry_attempts,
-               array_agg(pgrelay._backoff(e.attempt, e.backoff_base, e.backoff_max)) FILTER (WHERE e.attempt < e.max_attempts) AS delays
+               array_agg(e.id) FILTER (WHERE e.cancelled) AS cancel_ids,
+               array_agg(e.attempt) FILTER (WHERE e.cancelled) AS cancel_attempts,
+               array_agg(e.id) FILTER (WHERE NOT e.cancelled AND e.attempt >= e.max_attempts) AS dead_ids,
+               array_agg(e.attempt) FILTER (WHERE NOT e.cancelled AND e.attempt >= e.max_attempts) AS dead_attempts,
+               array_agg(e.id) FILTER (WHERE NOT e.cancelled AND e.attempt < e.max_attempts) AS retry_ids,
+               array_agg(e.attempt) FILTER (WHERE NOT e.cancelled AND e.attempt < e.max_attempts) AS retry_attempts,
+               array_agg(pgrelay._backoff(e.attempt, e.backoff_base, e.backoff_max))
+                   FILTER (WHERE NOT e.cancelled AND e.attempt < e.max_attempts) AS delays
         INTO v_batch
         FROM (
-            SELECT x.id, x.attempt,
+            SELECT x.id, x.attempt, x.cancel_requested_at IS NOT NULL AS cancelled,
                    coalesce(x.max_attempts, q.max_attempts, pgrelay._default_max_attempts()) AS max_attempts,
                    coalesce(q.backoff_base_seconds, pgrelay._default_backoff_base_seconds()) AS backoff_base,
                    coalesce(q.backoff_max_seconds, pgrelay._default_backoff_max_seconds()) AS backoff_max
-            FROM (SELECT j.id, j.attempt, j.queue, j.max_attempts FROM pgrelay._jobs j
+            FROM (SELECT j.id, j.attempt, j.queue, j.max_attempts, j.cancel_requested_at FROM pgrelay._jobs j
                   WHERE j.status = 'leased' AND j.lease_expires_at < now()
                   ORDER BY j.lease_expires_at
                   LIMIT 1000
@@ -1351,6 +1457,11 @@ BEGIN
             LEFT JOIN pgrelay._queues q ON q.queue = x.queue
         ) e;
         EXIT WHEN v_batch.ids IS NULL;
+        IF v_batch.cancel_ids IS NOT NULL THEN
+            PERFORM pgrelay._finish(v_batch.cancel_ids, v_batch.cancel_attempts, 'cancelled', 'lease_expired', NULL,
+                                    array_fill('lease expired after cancel() was requested'::text,
+                                               ARRAY[cardinality(v_batch.cancel_ids)]));
+        END IF;
         IF v_batch.dead_ids IS NOT NULL THEN
             PERFORM pgrelay._finish(v_batch.dead_ids, v_batch.dead_attempts, 'dead_letter', 'lease_expired', NULL,
                                     array_fill('lease expired; no attempts left'::text, ARRAY[cardinality(v_batch.dead_ids)]));
@@ -1367,8 +1478,8 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION pgrelay.recover() IS
-'Return jobs whose lease expired to pending (after backoff), or to dead_letter when no attempts are left;
-returns how many were recovered. Each is recorded as an attempt with outcome lease_expired.
+'Return jobs whose lease expired to pending (after backoff), or to dead_letter when no attempts are left
+(to cancelled when cancel() was asked for); returns how many were recovered. Each is recorded as an attempt with outcome lease_expired.
 
 Safe to run from many workers at once and from pg_cron (jobs being completed are skipped, never waited for).
 
@@ -1436,6 +1547,8 @@ lease_expired, cancelled, or running for the current lease) and the error.
 
 Example: SELECT * FROM pgrelay.get_attempts(101);';
 
+-- Cheap however long the history: finished jobs come from the _counts counters (a few rows per queue
+-- and minute), never from _finished; active jobs from the hot table.
 CREATE VIEW pgrelay.queue_stats AS
     WITH active AS (
         SELECT j.queue,
@@ -1444,32 +1557,48 @@ CREATE VIEW pgrelay.queue_stats AS
                count(*) FILTER (WHERE j.status = 'leased') AS leased,
                min(j.run_at) FILTER (WHERE j.status = 'pending' AND j.run_at <= now()) AS oldest_due
         FROM pgrelay._jobs j GROUP BY j.queue
-    ), finished AS (
-        SELECT f.queue,
-               count(*) FILTER (WHERE f.status = 'succeeded') AS succeeded,
-               count(*) FILTER (WHERE f.status = 'dead_letter') AS dead_letter,
-               count(*) FILTER (WHERE f.status = 'cancelled') AS cancelled
-        FROM pgrelay._finished f GROUP BY f.queue
+    ), counted AS (
+        SELECT c.queue,
+               sum(c.succeeded) AS succeeded,
+               sum(c.dead_letter) AS dead_letter,
+               sum(c.cancelled) AS cancelled,
+               sum(c.succeeded) FILTER (WHERE c.minute = date_trunc('minute', now()) - interval '1 minute') AS succeeded_last_minute,
+               sum(c.succeeded) FILTER (WHERE c.minute >= date_trunc('minute', now()) - interval '1 hour'
+                                          AND c.minute < date_trunc('minute', now())) AS succeeded_last_hour,
+               sum(c.dead_letter) FILTER (WHERE c.minute >= date_trunc('minute', now()) - interval '1 hour'
+                                            AND c.minute < date_trunc('minute', now())) AS dead_letter_last_hour
+        FROM pgrelay._counts c GROUP BY c.queue
     ), names AS (
-        SELECT queue FROM active UNION SELECT queue FROM finished UNION SELECT queue FROM pgrelay._queues
+        SELECT queue FROM active UNION SELECT queue FROM counted UNION SELECT queue FROM pgrelay._queues
     )
     SELECT n.queue,
            coalesce(a.pending, 0) AS pending,
            coalesce(a.scheduled, 0) AS scheduled,
            coalesce(a.leased, 0) AS leased,
-           coalesce(f.succeeded, 0) AS succeeded,
-           coalesce(f.dead_letter, 0) AS dead_letter,
-           coalesce(f.cancelled, 0) AS cancelled,
+           coalesce(c.succeeded, 0)::bigint AS succeeded,
+           coalesce(c.dead_letter, 0)::bigint AS dead_letter,
+           coalesce(c.cancelled, 0)::bigint AS cancelled,
            now() - a.oldest_due AS oldest_pending_age,
            coalesce(q.paused, false) AS paused,
-           q.concurrency
+           q.concurrency,
+           coalesce(c.succeeded_last_minute, 0)::bigint AS succeeded_last_minute,
+           coalesce(c.succeeded_last_hour, 0)::bigint AS succeeded_last_hour,
+           coalesce(c.dead_letter_last_hour, 0)::bigint AS dead_letter_last_hour,
+           coalesce(q.max_attempts, pgrelay._default_max_attempts()) AS max_attempts,
+           coalesce(q.lease_seconds, pgrelay._default_lease_seconds()) AS lease_seconds,
+           coalesce(q.retention_succeeded_days, pgrelay._default_retention_succeeded_days()) AS retention_succeeded_days,
+           coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days()) AS retention_dead_letter_days
     FROM names n
     LEFT JOIN active a ON a.queue = n.queue
-    LEFT JOIN finished f ON f.queue = n.queue
+    LEFT JOIN counted c ON c.queue = n.queue
     LEFT JOIN pgrelay._queues q ON q.queue = n.queue;
 COMMENT ON VIEW pgrelay.queue_stats IS
-'Per queue: jobs due (pending), scheduled for later, leased, succeeded, dead-lettered and cancelled; the age
-of the oldest due job; whether the queue is paused and its concurrency limit (NULL: none).';
+'Per queue: jobs due (pending), scheduled for later, leased; finished jobs held in the history (succeeded,
+dead_letter, cancelled: until purge() removes them); the age of the oldest due job; paused and the limits.
+
+succeeded_last_minute: jobs that succeeded in the last whole minute; succeeded_last_hour and
+dead_letter_last_hour: in the 60 whole minutes before this one. max_attempts, lease_seconds and the
+retention days are the queue''s effective settings; concurrency NULL means unlimited.';
 
 CREATE VIEW pgrelay.expired_leases AS
     SELECT j.id, j.queue, j.task, j.attempt, j.leased_by, j.leased_at, j.lease_expires_at,
@@ -1483,16 +1612,42 @@ CREATE VIEW pgrelay.dead_letters AS
     SELECT f.id, f.queue, f.task, f.kind, f.attempt, f.last_error,
            pgrelay._redact_http_payload(f.kind, f.payload) AS payload, f.trace_id, f.created_at, f.finished_at
     FROM pgrelay._finished f
-    WHERE f.status = 'dead_letter';
+    WHERE f.status = 'dead_letter' AND f.replayed_as IS NULL;
 COMMENT ON VIEW pgrelay.dead_letters IS
-'Jobs that failed permanently or ran out of attempts, with their last error.';
+'Jobs that failed permanently or ran out of attempts and have not been replayed, with their last error.
 
+replay(id) or replay_dead_letters(queue) runs them again; purge() removes them after the queue''s retention.';
+
+-- Bounded: the last hour of _attempts through its BRIN index, each attempt''s job by primary key.
+CREATE VIEW pgrelay.recent_failures AS
+    SELECT coalesce(j.queue, f.queue) AS queue, coalesce(j.task, f.task) AS task,
+           count(*) AS failures,
+           (array_agg(a.error ORDER BY a.finished_at DESC))[1] AS last_error,
+           max(a.finished_at) AS last_failed_at
+    FROM pgrelay._attempts a
+    LEFT JOIN pgrelay._jobs j ON j.id = a.job_id
+    LEFT JOIN pgrelay._finished f ON f.id = a.job_id
+    WHERE a.finished_at > now() - interval '1 hour' AND a.outcome <> 'succeeded'
+    GROUP BY 1, 2;
+COMMENT ON VIEW pgrelay.recent_failures IS
+'Failed attempts of the last hour per queue and task (failed, timed out, lease expired, cancelled), with
+the latest error.';
+
+-- Leases are counted through the lease index (only leased rows), once for all workers.
 CREATE VIEW pgrelay.workers AS
     SELECT w.worker, w.host, w.pid, w.queues, w.started_at, w.last_seen,
-           (SELECT count(*) FROM pgrelay._jobs j WHERE j.leased_by = w.worker AND j.status = 'leased') AS leased
-    FROM pgrelay._workers w;
+           coalesce(l.leased, 0) AS leased,
+           CASE WHEN w.last_seen >= now() - make_interval(secs => coalesce(w.lease_seconds, pgrelay._default_lease_seconds()))
+                THEN 'alive' ELSE 'stale' END AS status,
+           w.lease_seconds
+    FROM pgrelay._workers w
+    LEFT JOIN (SELECT j.leased_by, count(*) AS leased FROM pgrelay._jobs j
+               WHERE j.lease_expires_at IS NOT NULL GROUP BY j.leased_by) l ON l.leased_by = w.worker;
 COMMENT ON VIEW pgrelay.workers IS
-'Workers by their last heartbeat, with the number of leases each holds now.';
+'Workers by their last heartbeat, with the number of leases each holds now.
+
+status: alive, or stale when not heard from for a whole lease period (lease_seconds, default 30; a worker
+heartbeats three times per lease); purge() forgets workers gone for a week.';
 
 -- ---------------------------------------------------------------------------------------------
 -- Queue settings
@@ -1505,7 +1660,9 @@ LANGUAGE sql STABLE AS $$
            coalesce(q.max_attempts, pgrelay._default_max_attempts()),
            coalesce(q.lease_seconds, pgrelay._default_lease_seconds()),
            coalesce(q.backoff_base_seconds, pgrelay._default_backoff_base_seconds()),
-           coalesce(q.backoff_max_seconds, pgrelay._default_backoff_max_seconds())
+           coalesce(q.backoff_max_seconds, pgrelay._default_backoff_max_seconds()),
+           coalesce(q.retention_succeeded_days, pgrelay._default_retention_succeeded_days()),
+           coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days())
     FROM (SELECT p_queue AS queue) n LEFT JOIN pgrelay._queues q ON q.queue = n.queue
 $$;
 
@@ -1516,7 +1673,9 @@ CREATE FUNCTION pgrelay.configure_queue(
     lease_seconds integer DEFAULT NULL,
     backoff_base_seconds double precision DEFAULT NULL,
     backoff_max_seconds double precision DEFAULT NULL,
-    reset text[] DEFAULT NULL)
+    reset text[] DEFAULT NULL,
+    retention_succeeded_days integer DEFAULT NULL,
+    retention_dead_letter_days integer DEFAULT NULL)
 RETURNS pgrelay.queue_settings
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     SET plan_cache_mode = force_generic_plan SET jit = off AS $$
@@ -1527,11 +1686,13 @@ DECLARE
 BEGIN
     PERFORM pgrelay._check(pgrelay._name_error('queue', configure_queue.queue, 128));
     SELECT r INTO v_bad FROM unnest(v_reset) r
-    WHERE r IS NULL OR r NOT IN ('concurrency', 'max_attempts', 'lease_seconds', 'backoff_base_seconds', 'backoff_max_seconds')
+    WHERE r IS NULL OR r NOT IN ('concurrency', 'max_attempts', 'lease_seconds', 'backoff_base_seconds', 'backoff_max_seconds',
+                                 'retention_succeeded_days', 'retention_dead_letter_days')
     LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001',
-            MESSAGE = format('cannot reset %s: reset takes concurrency, max_attempts, lease_seconds, backoff_base_seconds, backoff_max_seconds',
+            MESSAGE = format('cannot reset %s: reset takes concurrency, max_attempts, lease_seconds, backoff_base_seconds, '
+                             'backoff_max_seconds, retention_succeeded_days, retention_dead_letter_days',
                              coalesce(quote_literal(v_bad), 'NULL'));
     END IF;
     IF configure_queue.concurrency NOT BETWEEN 1 AND 100000 THEN
@@ -1554,20 +1715,32 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'PR001',
             MESSAGE = format('backoff_max_seconds must be between 0.001 and 604800 (a week), not %s', configure_queue.backoff_max_seconds);
     END IF;
+    IF configure_queue.retention_succeeded_days NOT BETWEEN 0 AND 36500 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('retention_succeeded_days must be between 0 and 36500, not %s', configure_queue.retention_succeeded_days);
+    END IF;
+    IF configure_queue.retention_dead_letter_days NOT BETWEEN 0 AND 36500 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('retention_dead_letter_days must be between 0 and 36500, not %s', configure_queue.retention_dead_letter_days);
+    END IF;
     SELECT r INTO v_bad FROM unnest(v_reset) r
     WHERE (r = 'concurrency' AND configure_queue.concurrency IS NOT NULL)
        OR (r = 'max_attempts' AND configure_queue.max_attempts IS NOT NULL)
        OR (r = 'lease_seconds' AND configure_queue.lease_seconds IS NOT NULL)
        OR (r = 'backoff_base_seconds' AND configure_queue.backoff_base_seconds IS NOT NULL)
        OR (r = 'backoff_max_seconds' AND configure_queue.backoff_max_seconds IS NOT NULL)
+       OR (r = 'retention_succeeded_days' AND configure_queue.retention_succeeded_days IS NOT NULL)
+       OR (r = 'retention_dead_letter_days' AND configure_queue.retention_dead_letter_days IS NOT NULL)
     LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = format('%s is both set and reset; do one or the other', v_bad);
     END IF;
 
-    INSERT INTO pgrelay._queues AS q (queue, concurrency, max_attempts, lease_seconds, backoff_base_seconds, backoff_max_seconds)
+    INSERT INTO pgrelay._queues AS q (queue, concurrency, max_attempts, lease_seconds, backoff_base_seconds, backoff_max_seconds,
+                                      retention_succeeded_days, retention_dead_letter_days)
     VALUES (configure_queue.queue, configure_queue.concurrency, configure_queue.max_attempts, configure_queue.lease_seconds,
-            configure_queue.backoff_base_seconds, configure_queue.backoff_max_seconds)
+            configure_queue.backoff_base_seconds, configure_queue.backoff_max_seconds,
+            configure_queue.retention_succeeded_days, configure_queue.retention_dead_letter_days)
     ON CONFLICT ON CONSTRAINT _queues_pkey DO UPDATE SET
         concurrency = CASE WHEN 'concurrency' = ANY (v_reset) THEN NULL ELSE coalesce(excluded.concurrency, q.concurrency) END,
         max_attempts = CASE WHEN 'max_attempts' = ANY (v_reset) THEN NULL ELSE coalesce(excluded.max_attempts, q.max_attempts) END,
@@ -1576,6 +1749,10 @@ BEGIN
                                     ELSE coalesce(excluded.backoff_base_seconds, q.backoff_base_seconds) END,
         backoff_max_seconds = CASE WHEN 'backoff_max_seconds' = ANY (v_reset) THEN NULL
                                    ELSE coalesce(excluded.backoff_max_seconds, q.backoff_max_seconds) END,
+        retention_succeeded_days = CASE WHEN 'retention_succeeded_days' = ANY (v_reset) THEN NULL
+                                        ELSE coalesce(excluded.retention_succeeded_days, q.retention_succeeded_days) END,
+        retention_dead_letter_days = CASE WHEN 'retention_dead_letter_days' = ANY (v_reset) THEN NULL
+                                          ELSE coalesce(excluded.retention_dead_letter_days, q.retention_dead_letter_days) END,
         updated_at = now();
 
     v_settings := pgrelay._queue_settings(configure_queue.queue);
@@ -1587,12 +1764,14 @@ BEGIN
     RETURN v_settings;
 END
 $$;
-COMMENT ON FUNCTION pgrelay.configure_queue(text, integer, integer, integer, double precision, double precision, text[]) IS
+COMMENT ON FUNCTION pgrelay.configure_queue(text, integer, integer, integer, double precision, double precision, text[], integer, integer) IS
 'Change a queue''s settings; returns its effective settings. NULL leaves a setting as it is.
 
 concurrency: most jobs leased at once across all workers. max_attempts (default 10), lease_seconds (30),
 backoff_base_seconds (1) and backoff_max_seconds (3600) apply to jobs that do not set their own.
-reset: names of settings to return to their defaults, e.g. reset => ''{concurrency}''.
+retention_succeeded_days (7) and retention_dead_letter_days (30, also for cancelled jobs): how long purge()
+keeps finished jobs and their attempts. reset: names of settings to return to their defaults, e.g.
+reset => ''{concurrency}''.
 
 Example: SELECT * FROM pgrelay.configure_queue(''mail'', concurrency => 3, max_attempts => 5);';
 
@@ -1637,6 +1816,288 @@ COMMENT ON FUNCTION pgrelay.resume(text) IS
 'Let consume() lease jobs of a paused queue again and wake the workers; true if it was paused.
 
 Example: SELECT pgrelay.resume(''mail'');';
+
+-- ---------------------------------------------------------------------------------------------
+-- Operators: replay, cancel, purge, maintenance
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION pgrelay.replay(id bigint, force boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan SET jit = off AS $$
+DECLARE
+    v_job record;
+    v_status text;
+    v_new bigint;
+BEGIN
+    IF replay.id IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'id is required';
+    END IF;
+    SELECT f.queue, f.task, f.kind, f.status, f.payload, f.priority, f.max_attempts, f.timeout_seconds,
+           f.trace_id, f.replayed_as
+    INTO v_job
+    FROM pgrelay._finished f WHERE f.id = replay.id
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        SELECT j.status INTO v_status FROM pgrelay._jobs j WHERE j.id = replay.id;
+        IF FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'PT409',
+                MESSAGE = format('job %s is %s: only finished jobs can be replayed', replay.id, v_status),
+                HINT = 'cancel it first, or wait until it has finished';
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = 'PT404', MESSAGE = format('job %s not found (never enqueued, or purged)', replay.id);
+    END IF;
+    IF NOT coalesce(replay.force, false) THEN
+        IF v_job.status = 'succeeded' THEN
+            RAISE EXCEPTION USING ERRCODE = 'PT409',
+                MESSAGE = format('job %s succeeded; replaying it would run it again', replay.id),
+                HINT = 'pass force => true to replay a job that succeeded';
+        END IF;
+        IF v_job.replayed_as IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'PT409',
+                MESSAGE = format('job %s was already replayed as job %s', replay.id, v_job.replayed_as),
+                HINT = format('look at job %s, or pass force => true to replay job %s again', v_job.replayed_as, replay.id);
+        END IF;
+    END IF;
+    -- a new job: its own id, attempts and keys (the original's keys stay with the original)
+    v_new := pgrelay._enqueue(v_job.queue, v_job.task, v_job.kind, v_job.payload, now(), v_job.priority,
+                              v_job.max_attempts, v_job.timeout_seconds, NULL, NULL, v_job.trace_id, replay.id);
+    UPDATE pgrelay._finished f SET replayed_as = v_new WHERE f.id = replay.id;
+    RETURN v_new;
+END
+$$;
+COMMENT ON FUNCTION pgrelay.replay(bigint, boolean) IS
+'Run a finished job again as a new pending job; returns the new job''s id (its replayed_from is id).
+
+Dead-lettered and cancelled jobs replay as they are; a job that succeeded, or one already replayed, only
+with force => true. The new job keeps queue, task, payload, priority, max_attempts, timeout and trace_id; it
+has no idempotency or dedupe key and starts at attempt 0. Errors: PT404 unknown id (HTTP 404 through
+PostgREST), PT409 the job is still active, succeeded or was replayed (HTTP 409).
+
+Example: SELECT pgrelay.replay(101);';
+
+CREATE FUNCTION pgrelay.replay_dead_letters(queue text, task text DEFAULT NULL, since timestamptz DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan SET jit = off AS $$
+DECLARE
+    v_count integer;
+BEGIN
+    PERFORM pgrelay._check(pgrelay._name_error('queue', replay_dead_letters.queue, 128));
+    IF length(replay_dead_letters.task) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'task must be a LIKE pattern of 1 to 200 characters, e.g. ''orders.%'', or NULL for all';
+    END IF;
+    IF replay_dead_letters.since IN ('infinity', '-infinity') THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'since must be a point in time (or NULL for all)';
+    END IF;
+    -- SKIP LOCKED: a dead letter being replayed or purged right now is left to that caller
+    WITH picked AS (
+        SELECT f.id, f.queue, f.task, f.kind, f.payload, f.priority, f.max_attempts, f.timeout_seconds, f.trace_id,
+               f.finished_at
+        FROM pgrelay._finished f
+        WHERE f.status = 'dead_letter' AND f.queue = replay_dead_letters.queue AND f.replayed_as IS NULL
+          AND (replay_dead_letters.task IS NULL OR f.task LIKE replay_dead_letters.task)
+          AND (replay_dead_letters.since IS NULL OR f.finished_at >= replay_dead_letters.since)
+        FOR UPDATE OF f SKIP LOCKED
+    ), created AS (
+        INSERT INTO pgrelay._jobs (id, queue, task, kind, payload, run_at, priority, max_attempts, timeout_seconds,
+                                   trace_id, replayed_from)
+        SELECT pg_catalog.nextval('pgrelay._job_id_seq'), p.queue, p.task, p.kind, p.payload, now(), p.priority,
+               p.max_attempts, p.timeout_seconds, p.trace_id, p.id
+        FROM (SELECT * FROM picked ORDER BY finished_at, id) p
+        RETURNING pgrelay._jobs.id, pgrelay._jobs.replayed_from
+    ), marked AS (
+        UPDATE pgrelay._finished f SET replayed_as = c.id FROM created c WHERE f.id = c.replayed_from
+        RETURNING f.id
+    )
+    SELECT count(*) INTO v_count FROM marked;
+    IF v_count > 0 THEN
+        PERFORM pgrelay._notify(replay_dead_letters.queue, now());
+    END IF;
+    RETURN v_count;
+END
+$$;
+COMMENT ON FUNCTION pgrelay.replay_dead_letters(text, text, timestamptz) IS
+'Replay every dead letter of a queue that has not been replayed yet; returns how many new jobs it created.
+
+task: a LIKE pattern (''orders.%''; NULL: all tasks). since: only jobs dead-lettered at or after this time.
+Each new job is what replay() would create; running it twice replays nothing twice.
+
+Example: SELECT pgrelay.replay_dead_letters(''mail'', since => now() - interval ''1 day'');';
+
+CREATE FUNCTION pgrelay.cancel(id bigint)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan SET jit = off AS $$
+DECLARE
+    v_status text;
+BEGIN
+    IF cancel.id IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'id is required';
+    END IF;
+    -- waits for a claim or completion of this job in progress, then acts on what it left
+    SELECT j.status INTO v_status FROM pgrelay._jobs j WHERE j.id = cancel.id FOR UPDATE;
+    IF NOT FOUND THEN
+        IF EXISTS (SELECT 1 FROM pgrelay._finished f WHERE f.id = cancel.id) THEN
+            RETURN false;
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = 'PT404', MESSAGE = format('job %s not found (never enqueued, or purged)', cancel.id);
+    END IF;
+    IF v_status = 'leased' THEN
+        UPDATE pgrelay._jobs j SET cancel_requested_at = coalesce(j.cancel_requested_at, now()) WHERE j.id = cancel.id;
+        RETURN true;
+    END IF;
+    WITH gone AS (
+        DELETE FROM pgrelay._jobs j WHERE j.id = cancel.id RETURNING j.*
+    )
+    INSERT INTO pgrelay._finished (id, queue, task, kind, status, priority, run_at, attempt, max_attempts,
+                                   timeout_seconds, payload, idempotency_key, dedupe_key, trace_id,
+                                   replayed_from, last_error, result, leased_by, leased_at, created_at,
+                                   finished_at)
+    SELECT g.id, g.queue, g.task, g.kind, 'cancelled', g.priority, g.run_at, g.attempt, g.max_attempts,
+           g.timeout_seconds, g.payload, g.idempotency_key, g.dedupe_key, g.trace_id,
+           g.replayed_from, g.last_error, NULL, NULL, NULL, g.created_at, now()
+    FROM gone g;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION pgrelay.cancel(bigint) IS
+'Cancel a job: true if it was cancelled or its cancellation is under way; false if it had already finished.
+
+A pending job is cancelled at once. A leased job is marked: the worker holding it learns at its next
+heartbeat, which ends the job cancelled and tells the worker to stop the handler (a nack or release of that
+attempt also ends it cancelled; an ack that comes first still succeeds it). PT404 for an unknown id.
+
+Example: SELECT pgrelay.cancel(101);';
+
+CREATE FUNCTION pgrelay.purge(older_than_days integer DEFAULT NULL, max_jobs integer DEFAULT 10000)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan SET jit = off SET enable_seqscan = off AS $$
+DECLARE
+    v_total integer := 0;
+    v_batch integer;
+    v_removed integer;
+    v_oldest_kept interval;
+BEGIN
+    IF purge.older_than_days NOT BETWEEN 0 AND 36500 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('older_than_days must be between 0 and 36500 (or NULL for each queue''s retention), not %s',
+                             purge.older_than_days);
+    END IF;
+    IF purge.max_jobs IS NULL OR purge.max_jobs NOT BETWEEN 1 AND 10000000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('max_jobs must be between 1 and 10000000, not %s', coalesce(purge.max_jobs::text, 'NULL'));
+    END IF;
+    -- one purge at a time (a second caller returns 0 at once): the counters it folds stay exact
+    IF NOT pg_try_advisory_xact_lock(123589603914343) THEN
+        RETURN 0;
+    END IF;
+    -- the shortest retention of any queue bounds the scan, so the BRIN index skips newer history
+    v_oldest_kept := make_interval(days => coalesce(purge.older_than_days, least(
+        (SELECT min(least(coalesce(q.retention_succeeded_days, pgrelay._default_retention_succeeded_days()),
+                          coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days())))
+         FROM pgrelay._queues q),
+        pgrelay._default_retention_succeeded_days(), pgrelay._default_retention_dead_letter_days())));
+    LOOP
+        v_batch := least(1000, purge.max_jobs - v_total);
+        EXIT WHEN v_batch <= 0;
+        WITH doomed AS (
+            SELECT f.id FROM pgrelay._finished f LEFT JOIN pgrelay._queues q ON q.queue = f.queue
+            WHERE f.finished_at < now() - v_oldest_kept
+              AND f.finished_at < now() - make_interval(days => coalesce(purge.older_than_days,
+                      CASE WHEN f.status = 'succeeded'
+                           THEN coalesce(q.retention_succeeded_days, pgrelay._default_retention_succeeded_days())
+                           ELSE coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days()) END))
+            LIMIT v_batch
+            FOR UPDATE OF f SKIP LOCKED
+        ), gone AS (
+            DELETE FROM pgrelay._finished f USING doomed d WHERE f.id = d.id
+            RETURNING f.id, f.idempotency_key
+        ), attempts AS (
+            DELETE FROM pgrelay._attempts a USING gone g WHERE a.job_id = g.id
+        ), keys AS (
+            DELETE FROM pgrelay._idempotency_keys k USING gone g WHERE k.key = g.idempotency_key AND k.job_id = g.id
+        )
+        SELECT count(*) INTO v_removed FROM gone;
+        v_total := v_total + v_removed;
+        EXIT WHEN v_removed < v_batch;
+    END LOOP;
+
+    -- fold the per-minute counters of more than two hours ago into each queue's total row
+    WITH old AS (
+        SELECT c.queue, c.minute, c.backend FROM pgrelay._counts c
+        WHERE c.minute > '-infinity' AND c.minute < date_trunc('minute', now()) - interval '2 hours'
+        FOR UPDATE SKIP LOCKED
+    ), folded AS (
+        DELETE FROM pgrelay._counts c USING old o
+        WHERE c.queue = o.queue AND c.minute = o.minute AND c.backend = o.backend
+        RETURNING c.queue, c.succeeded, c.dead_letter, c.cancelled
+    )
+    INSERT INTO pgrelay._counts AS c (queue, minute, backend, succeeded, dead_letter, cancelled)
+    SELECT f.queue, '-infinity', 0, sum(f.succeeded), sum(f.dead_letter), sum(f.cancelled)
+    FROM folded f GROUP BY f.queue ORDER BY f.queue
+    ON CONFLICT ON CONSTRAINT _counts_pkey DO UPDATE
+    SET succeeded = c.succeeded + excluded.succeeded, dead_letter = c.dead_letter + excluded.dead_letter,
+        cancelled = c.cancelled + excluded.cancelled;
+
+    -- workers gone for a week
+    DELETE FROM pgrelay._workers w WHERE w.last_seen < now() - interval '7 days';
+    RETURN v_total;
+END
+$$;
+COMMENT ON FUNCTION pgrelay.purge(integer, integer) IS
+'Remove finished jobs older than their retention, with their attempts and idempotency keys; returns how many.
+
+older_than_days: NULL for each queue''s retention (configure_queue: retention_succeeded_days, default 7;
+retention_dead_letter_days, default 30, also for cancelled jobs); 0 removes every finished job. Works in
+batches of 1,000 and stops after max_jobs, so it never holds many locks for long: call it again while it
+returns max_jobs. Active jobs are never touched. One purge runs at a time; a concurrent call returns 0.
+
+Example: SELECT pgrelay.purge(older_than_days => 30);';
+
+CREATE FUNCTION pgrelay.maintain(max_jobs integer DEFAULT 10000)
+RETURNS pgrelay.maintenance
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan SET jit = off AS $$
+DECLARE
+    v_done pgrelay.maintenance;
+BEGIN
+    v_done.recovered := pgrelay.recover();
+    v_done.purged := pgrelay.purge(NULL, maintain.max_jobs);
+    RETURN v_done;
+END
+$$;
+COMMENT ON FUNCTION pgrelay.maintain(integer) IS
+'Routine maintenance: recover() expired leases, then purge() finished jobs by each queue''s retention (at
+most max_jobs); returns what it did. Run it from pg_cron every minute, or let the workers run it.
+
+Example: SELECT * FROM pgrelay.maintain();';
+
+CREATE FUNCTION pgrelay.maintenance_scheduled()
+RETURNS boolean
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan SET jit = off AS $$
+DECLARE
+    v_found boolean;
+BEGIN
+    IF pg_catalog.to_regclass('cron.job') IS NULL THEN
+        RETURN false;
+    END IF;
+    BEGIN
+        EXECUTE 'SELECT EXISTS (SELECT 1 FROM cron.job j WHERE j.active AND j.command ~ ''pgrelay\.(maintain|purge)\M'')'
+        INTO v_found;
+    EXCEPTION WHEN insufficient_privilege THEN
+        RETURN false;
+    END;
+    RETURN v_found;
+END
+$$;
+COMMENT ON FUNCTION pgrelay.maintenance_scheduled() IS
+'True when an active pg_cron job in this database runs pgrelay.maintain() or pgrelay.purge(); the workers
+then leave purging to it.
+
+Example: SELECT pgrelay.maintenance_scheduled();';
 
 -- ---------------------------------------------------------------------------------------------
 -- Privileges: nothing for PUBLIC; group roles get EXECUTE on their functions and SELECT on views,
@@ -1686,6 +2147,8 @@ BEGIN
             pgrelay.nack(bigint, integer, text, double precision, boolean, text, jsonb),
             pgrelay.heartbeat(text, bigint[], integer, text, integer, text[]),
             pgrelay.recover(),
+            pgrelay.maintain(integer),
+            pgrelay.maintenance_scheduled(),
             pgrelay.enqueue(text, jsonb, text, timestamptz, integer, integer, integer, text, text, text),
             pgrelay.enqueue_http(text, jsonb, text, jsonb, text, text, timestamptz, integer, integer, integer, text, text, text),
             pgrelay.enqueue_bulk(jsonb),
@@ -1698,7 +2161,8 @@ BEGIN
         GRANT EXECUTE ON FUNCTION pgrelay.version(), pgrelay.get_job(bigint), pgrelay.get_attempts(bigint) TO pgrelay_reader;
         -- a function called by a view runs with the privileges of whoever queries the view
         GRANT EXECUTE ON FUNCTION pgrelay._redact_http_payload(text, jsonb) TO pgrelay_reader;
-        GRANT SELECT ON pgrelay.jobs, pgrelay.queue_stats, pgrelay.expired_leases, pgrelay.dead_letters, pgrelay.workers
+        GRANT SELECT ON pgrelay.jobs, pgrelay.queue_stats, pgrelay.expired_leases, pgrelay.dead_letters, pgrelay.workers,
+                        pgrelay.recent_failures
         TO pgrelay_reader;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = 'pgrelay_admin') THEN
@@ -1707,11 +2171,18 @@ BEGIN
             pgrelay.get_job(bigint),
             pgrelay.get_attempts(bigint),
             pgrelay.recover(),
-            pgrelay.configure_queue(text, integer, integer, integer, double precision, double precision, text[]),
+            pgrelay.configure_queue(text, integer, integer, integer, double precision, double precision, text[], integer, integer),
             pgrelay.pause(text),
-            pgrelay.resume(text)
+            pgrelay.resume(text),
+            pgrelay.replay(bigint, boolean),
+            pgrelay.replay_dead_letters(text, text, timestamptz),
+            pgrelay.cancel(bigint),
+            pgrelay.purge(integer, integer),
+            pgrelay.maintain(integer),
+            pgrelay.maintenance_scheduled()
         TO pgrelay_admin;
-        GRANT SELECT ON pgrelay.jobs, pgrelay.queue_stats, pgrelay.expired_leases, pgrelay.dead_letters, pgrelay.workers
+        GRANT SELECT ON pgrelay.jobs, pgrelay.queue_stats, pgrelay.expired_leases, pgrelay.dead_letters, pgrelay.workers,
+                        pgrelay.recent_failures
         TO pgrelay_admin;
         GRANT EXECUTE ON FUNCTION pgrelay._redact_http_payload(text, jsonb) TO pgrelay_admin;
     END IF;
@@ -1726,7 +2197,7 @@ BEGIN
     IF coalesce(pg_catalog.current_setting('pgrelay.installer', true), '') = '' THEN
         FOREACH v_table IN ARRAY ARRAY['pgrelay._jobs', 'pgrelay._finished', 'pgrelay._attempts',
                                        'pgrelay._idempotency_keys', 'pgrelay._queues', 'pgrelay._workers',
-                                       'pgrelay._job_id_seq']::regclass[] LOOP
+                                       'pgrelay._counts', 'pgrelay._job_id_seq']::regclass[] LOOP
             PERFORM pg_catalog.pg_extension_config_dump(v_table, '');
         END LOOP;
     END IF;

@@ -9,10 +9,12 @@ from ._version import __version__
 from .client import enqueue, enqueue_bulk, enqueue_http, enqueue_many, get_job
 from .context import JobContext, LeaseLost
 from .errors import (
+    Conflict,
     InvalidArgument,
     InvalidBulkJob,
     InvalidHttpRequest,
     InvalidUrl,
+    JobNotFound,
     PgRelayError,
     SchemaError,
     SqlError,
@@ -26,12 +28,14 @@ from .worker import Worker
 __all__ = [
     "Attempt",
     "ClaimedJob",
+    "Conflict",
     "InvalidArgument",
     "InvalidBulkJob",
     "InvalidHttpRequest",
     "InvalidUrl",
     "Job",
     "JobContext",
+    "JobNotFound",
     "LeaseLost",
     "MigrationResult",
     "Permanent",

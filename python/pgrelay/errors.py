@@ -7,7 +7,9 @@
         ├── InvalidBulkJob           PR002
         ├── InvalidUrl               PR003
         ├── InvalidHttpRequest       PR004
-        └── UnsupportedIsolation     PR005
+        ├── UnsupportedIsolation     PR005
+        ├── JobNotFound              PT404  (PostgREST answers HTTP 404)
+        └── Conflict                 PT409  the job's state does not allow this (HTTP 409)
 
 The SQLSTATEs are declared at the top of sql/pgrelay.sql; errors are matched by SQLSTATE, never by
 message text.
@@ -16,10 +18,12 @@ message text.
 from __future__ import annotations
 
 __all__ = [
+    "Conflict",
     "InvalidArgument",
     "InvalidBulkJob",
     "InvalidHttpRequest",
     "InvalidUrl",
+    "JobNotFound",
     "PgRelayError",
     "SchemaError",
     "SqlError",
@@ -72,9 +76,22 @@ class UnsupportedIsolation(SqlError):
     sqlstate = "PR005"
 
 
+class JobNotFound(SqlError):
+    """No job has this id (it never existed, or it was purged)."""
+
+    sqlstate = "PT404"
+
+
+class Conflict(SqlError):
+    """The job is in a state that does not allow this (e.g. replaying a job that is still pending)."""
+
+    sqlstate = "PT409"
+
+
 _BY_SQLSTATE: dict[str, type[SqlError]] = {
     cls.sqlstate: cls
-    for cls in (InvalidArgument, InvalidBulkJob, InvalidUrl, InvalidHttpRequest, UnsupportedIsolation)
+    for cls in (InvalidArgument, InvalidBulkJob, InvalidUrl, InvalidHttpRequest, UnsupportedIsolation, JobNotFound,
+                Conflict)
 }
 
 

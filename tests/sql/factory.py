@@ -197,7 +197,21 @@ def succeed(conn: psycopg.Connection, job: Job, result: dict[str, Any] | None = 
     return call(conn, "ack", id=job.id, attempt=job.attempt, result=result)
 
 
-STATES = ("pending", "scheduled", "leased", "expired", "succeeded", "retrying", "recovered", "dead_letter")
+STATES = ("pending", "scheduled", "leased", "expired", "succeeded", "retrying", "recovered", "dead_letter", "cancelled")
+
+
+def age_finished(conn: psycopg.Connection, *jobs: Job, days: float) -> None:
+    """White box: make these finished jobs (and their attempts) look `days` old."""
+    ids = [j.id for j in jobs]
+    cur = conn.execute(
+        "UPDATE pgrelay._finished SET finished_at = now() - make_interval(days => %s::int, secs => %s) WHERE id = ANY (%s)",
+        (int(days), (days - int(days)) * 86400, ids),
+    )
+    assert cur.rowcount == len(ids), f"not all of {ids} are finished"
+    conn.execute(
+        "UPDATE pgrelay._attempts SET finished_at = now() - make_interval(days => %s::int) WHERE job_id = ANY (%s)",
+        (int(days), ids),
+    )
 
 
 def make_job(
@@ -218,6 +232,7 @@ def make_job(
     retrying     nacked with the default backoff: pending with run_at in the future
     recovered    the lease ran out and recover() put it back to pending (recover() sees every expired job)
     dead_letter  nacked permanently
+    cancelled    cancelled by an operator while pending
     """
     assert state in STATES, f"unknown state {state!r}; use one of {STATES}"
     if state == "scheduled":
@@ -228,6 +243,9 @@ def make_job(
         job = lease(conn, job, worker=worker)
         assert fail(conn, job, error=f"failure {job.attempt}", retry_after_seconds=0) == "pending"
     if state == "pending":
+        return job
+    if state == "cancelled":
+        assert call(conn, "cancel", id=job.id) is True
         return job
     job = lease(conn, job, worker=worker)
     if state == "leased":

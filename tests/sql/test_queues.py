@@ -15,6 +15,8 @@ DEFAULTS = {
     "lease_seconds": 30,
     "backoff_base_seconds": 1.0,
     "backoff_max_seconds": 3600.0,
+    "retention_succeeded_days": 7,
+    "retention_dead_letter_days": 30,
 }
 
 
@@ -37,7 +39,8 @@ def test_returns_the_effective_settings_after_the_change(db):
                          backoff_base_seconds=0.5, backoff_max_seconds=120)
 
     assert settings == {"queue": "mail", "paused": False, "concurrency": 3, "max_attempts": 5, "lease_seconds": 60,
-                        "backoff_base_seconds": 0.5, "backoff_max_seconds": 120.0}
+                        "backoff_base_seconds": 0.5, "backoff_max_seconds": 120.0,
+                        "retention_succeeded_days": 7, "retention_dead_letter_days": 30}
 
 
 def test_null_leaves_a_setting_as_it_is(db):
@@ -46,7 +49,8 @@ def test_null_leaves_a_setting_as_it_is(db):
     settings = configure(db, lease_seconds=90)
 
     assert settings == {"queue": "mail", "paused": False, "concurrency": 3, "max_attempts": 5, "lease_seconds": 90,
-                        "backoff_base_seconds": 2.0, "backoff_max_seconds": 100.0}
+                        "backoff_base_seconds": 2.0, "backoff_max_seconds": 100.0,
+                        "retention_succeeded_days": 7, "retention_dead_letter_days": 30}
 
 
 def test_reset_returns_a_setting_to_its_default(db):
@@ -64,6 +68,23 @@ def test_reset_several_settings_while_setting_another(db):
     settings = configure(db, concurrency=7, reset=["max_attempts", "lease_seconds", "backoff_base_seconds", "backoff_max_seconds"])
 
     assert settings == {"queue": "mail", **DEFAULTS, "concurrency": 7}
+
+
+def test_retention_is_set_and_reset_per_queue(db):
+    settings = configure(db, retention_succeeded_days=1, retention_dead_letter_days=0)
+    assert (settings["retention_succeeded_days"], settings["retention_dead_letter_days"]) == (1, 0)
+
+    settings = configure(db, reset=["retention_succeeded_days"])
+
+    assert (settings["retention_succeeded_days"], settings["retention_dead_letter_days"]) == (7, 0)
+
+
+@pytest.mark.parametrize("field", ["retention_succeeded_days", "retention_dead_letter_days"])
+@pytest.mark.parametrize("value", [-1, 36501])
+def test_retention_out_of_range_is_refused(db, field, value):
+    with raises_sqlstate("PR001") as info:
+        configure(db, **{field: value})
+    assert field in str(info.value)
 
 
 def test_settings_of_one_queue_do_not_touch_another(db):

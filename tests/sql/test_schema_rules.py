@@ -71,8 +71,8 @@ def test_no_role_is_granted_a_table(db):
 
 
 def test_every_sqlstate_raised_by_the_sql_has_a_python_exception():
-    raised = set(re.findall(r"ERRCODE = '([A-Z0-9]{5})'", SQL)) | set(re.findall(r"'(PR\d{3})'", SQL))
-    declared = set(re.findall(r"^--\s+(PR\d{3})\s", SQL, re.MULTILINE))
+    raised = set(re.findall(r"ERRCODE = '([A-Z0-9]{5})'", SQL)) | set(re.findall(r"'(P[RT]\d{3})'", SQL))
+    declared = set(re.findall(r"^--\s+(P[RT]\d{3})\s", SQL, re.MULTILINE))
     assert raised <= declared, "a SQLSTATE is raised but not declared in the table at the top of pgrelay.sql"
     for code in declared:
         exc = errors.from_sqlstate(code, "message")

@@ -31,6 +31,7 @@ SHOWN_AS = {
     "retrying": "pending",
     "recovered": "pending",
     "dead_letter": "dead_letter",
+    "cancelled": "cancelled",
 }
 
 

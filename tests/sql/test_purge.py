@@ -1,0 +1,174 @@
+"""pgrelay.purge and pgrelay.maintain: retention of finished jobs, in bounded batches."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.sql.factory import (
+    age_finished,
+    attempts,
+    call,
+    call_rows,
+    enqueue,
+    expire,
+    get_job,
+    make_job,
+    raises_sqlstate,
+    scalar,
+    status,
+)
+
+
+def finished_ids(db) -> set[int]:
+    return {r[0] for r in db.execute("SELECT id FROM pgrelay.jobs WHERE finished_at IS NOT NULL").fetchall()}
+
+
+def test_purge_removes_finished_jobs_older_than_their_retention(db):
+    old_success = make_job(db, "succeeded", failures=1)
+    new_success = make_job(db, "succeeded")
+    old_dead = make_job(db, "dead_letter")
+    young_dead = make_job(db, "dead_letter")
+    age_finished(db, old_success, days=8)
+    age_finished(db, new_success, days=6)
+    age_finished(db, old_dead, days=31)
+    age_finished(db, young_dead, days=29)
+
+    assert call(db, "purge") == 2
+
+    assert finished_ids(db) == {new_success.id, young_dead.id}
+    assert attempts(db, old_success) == []
+    assert len(attempts(db, new_success)) == 1
+
+
+def test_purge_never_touches_active_jobs(db):
+    active = [make_job(db, state) for state in ("pending", "scheduled", "leased", "expired", "retrying")]
+
+    assert call(db, "purge", older_than_days=0) == 0
+
+    assert [status(db, j) for j in active] == ["pending", "pending", "leased", "leased", "pending"]
+
+
+def test_older_than_days_overrides_the_retention(db):
+    jobs = [make_job(db, state) for state in ("succeeded", "dead_letter", "cancelled")]
+    age_finished(db, *jobs, days=2)
+
+    assert call(db, "purge", older_than_days=3) == 0
+    assert call(db, "purge", older_than_days=1) == 3
+    assert finished_ids(db) == set()
+
+
+def test_each_queue_keeps_its_own_retention(db):
+    call(db, "configure_queue", queue="short", retention_succeeded_days=1, retention_dead_letter_days=2)
+    short_ok, short_dead, short_cancelled = (make_job(db, s, queue="short") for s in ("succeeded", "dead_letter", "cancelled"))
+    default_ok = make_job(db, "succeeded", queue="default")
+    age_finished(db, short_ok, short_dead, short_cancelled, default_ok, days=1.5)
+
+    assert call(db, "purge") == 1
+
+    assert get_job(db, short_ok) is None
+    assert {get_job(db, j)["status"] for j in (short_dead, short_cancelled, default_ok)} == {"dead_letter", "cancelled", "succeeded"}
+
+
+def test_purge_frees_the_idempotency_key_of_the_jobs_it_removes(db):
+    job = make_job(db, "succeeded", idempotency_key="invoice-1")
+    age_finished(db, job, days=10)
+    assert enqueue(db, idempotency_key="invoice-1").id == job.id
+
+    call(db, "purge")
+
+    assert enqueue(db, idempotency_key="invoice-1").id != job.id
+
+
+def test_purge_stops_after_max_jobs_and_continues_on_the_next_call(db):
+    db.execute("""SELECT count(*) FROM pgrelay.enqueue_bulk(
+                      (SELECT jsonb_agg(jsonb_build_object('task', 'bulk')) FROM generate_series(1, 2500)))""")
+    ids = [r["id"] for r in call_rows(db, "consume", worker="w", batch=2500)]
+    attempts_ = [1] * len(ids)
+    assert call(db, "ack_many", ids=ids, attempts=attempts_) == 2500
+    db.execute("UPDATE pgrelay._finished SET finished_at = now() - interval '30 days'")
+
+    assert call(db, "purge", max_jobs=1000) == 1000
+    assert call(db, "purge", max_jobs=1000) == 1000
+    assert call(db, "purge", max_jobs=1000) == 500
+    assert call(db, "purge", max_jobs=1000) == 0
+
+
+def test_queue_stats_count_what_is_left_after_a_purge(db):
+    jobs = [make_job(db, "succeeded", queue="q") for _ in range(3)] + [make_job(db, "dead_letter", queue="q")]
+    age_finished(db, jobs[0], jobs[1], days=10)
+    stats = lambda: scalar(db, "SELECT (succeeded, dead_letter)::text FROM pgrelay.queue_stats WHERE queue = 'q'")  # noqa: E731
+    assert stats() == "(3,1)"
+
+    call(db, "purge")
+
+    assert stats() == "(1,1)"
+
+
+def test_purge_folds_old_counters_without_changing_the_totals(db):
+    for _ in range(3):
+        make_job(db, "succeeded", queue="q")
+    db.execute("UPDATE pgrelay._counts SET minute = minute - interval '3 hours'")  # white box: history from 3 h ago
+    make_job(db, "succeeded", queue="q")
+
+    call(db, "purge")
+
+    rows = db.execute("SELECT minute = '-infinity', succeeded FROM pgrelay._counts WHERE queue = 'q' ORDER BY 1").fetchall()
+    assert rows == [(False, 1), (True, 3)]
+    assert scalar(db, "SELECT succeeded FROM pgrelay.queue_stats WHERE queue = 'q'") == 4
+
+
+def test_only_one_purge_runs_at_a_time(db, connect):
+    job = make_job(db, "succeeded")
+    age_finished(db, job, days=10)
+    first = connect()
+    first.execute("BEGIN")
+    assert first.execute("SELECT pgrelay.purge()").fetchone()[0] == 1
+
+    assert call(db, "purge") == 0
+
+    first.execute("COMMIT")
+    assert get_job(db, job) is None
+
+
+def test_purge_forgets_workers_gone_for_a_week(db):
+    call(db, "heartbeat", worker="old")
+    call(db, "heartbeat", worker="recent")
+    db.execute("UPDATE pgrelay._workers SET last_seen = now() - interval '8 days' WHERE worker = 'old'")
+
+    call(db, "purge")
+
+    assert [r[0] for r in db.execute("SELECT worker FROM pgrelay.workers").fetchall()] == ["recent"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ({"older_than_days": -1}, "older_than_days"),
+    ({"older_than_days": 36501}, "older_than_days"),
+    ({"max_jobs": 0}, "max_jobs"),
+    ({"max_jobs": None}, "max_jobs"),
+])
+def test_purge_refuses_bad_input_and_removes_nothing(db, args, message):
+    job = make_job(db, "succeeded")
+    age_finished(db, job, days=100)
+
+    with raises_sqlstate("PR001") as info:
+        call(db, "purge", **args)
+
+    assert message in str(info.value)
+    assert get_job(db, job) is not None
+
+
+def test_maintain_recovers_expired_leases_and_purges_by_retention(db):
+    expired = make_job(db, "leased")
+    expire(db, expired)
+    old = make_job(db, "succeeded")
+    age_finished(db, old, days=8)
+
+    [done] = call_rows(db, "maintain")
+
+    assert done == {"recovered": 1, "purged": 1}
+    assert status(db, expired) == "pending"
+    assert get_job(db, old) is None
+
+
+def test_without_pg_cron_maintenance_is_not_scheduled(db):
+    assert call(db, "maintenance_scheduled") is False
