@@ -2160,7 +2160,10 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = 'pgrelay_reader') THEN
         GRANT EXECUTE ON FUNCTION pgrelay.version(), pgrelay.get_job(bigint), pgrelay.get_attempts(bigint) TO pgrelay_reader;
         -- a function called by a view runs with the privileges of whoever queries the view
-        GRANT EXECUTE ON FUNCTION pgrelay._redact_http_payload(text, jsonb) TO pgrelay_reader;
+        GRANT EXECUTE ON FUNCTION pgrelay._redact_http_payload(text, jsonb), pgrelay._default_max_attempts(),
+            pgrelay._default_lease_seconds(), pgrelay._default_retention_succeeded_days(),
+            pgrelay._default_retention_dead_letter_days()
+        TO pgrelay_reader;
         GRANT SELECT ON pgrelay.jobs, pgrelay.queue_stats, pgrelay.expired_leases, pgrelay.dead_letters, pgrelay.workers,
                         pgrelay.recent_failures
         TO pgrelay_reader;
@@ -2184,7 +2187,10 @@ BEGIN
         GRANT SELECT ON pgrelay.jobs, pgrelay.queue_stats, pgrelay.expired_leases, pgrelay.dead_letters, pgrelay.workers,
                         pgrelay.recent_failures
         TO pgrelay_admin;
-        GRANT EXECUTE ON FUNCTION pgrelay._redact_http_payload(text, jsonb) TO pgrelay_admin;
+        GRANT EXECUTE ON FUNCTION pgrelay._redact_http_payload(text, jsonb), pgrelay._default_max_attempts(),
+            pgrelay._default_lease_seconds(), pgrelay._default_retention_succeeded_days(),
+            pgrelay._default_retention_dead_letter_days()
+        TO pgrelay_admin;
     END IF;
 END
 $roles$;

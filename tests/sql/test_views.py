@@ -294,3 +294,80 @@ def test_get_attempts_keeps_the_history_of_a_dead_letter(db):
     assert [(a["attempt"], a["outcome"], a["error"]) for a in attempts(db, job)] == [
         (1, "failed", "failure 1"), (2, "failed", "give up")]
     assert scalar(db, "SELECT count(*) FROM pgrelay.jobs WHERE id = %s", (job.id,)) == 1
+
+
+# counters, throughput and the bounded views
+
+
+def test_queue_stats_counts_finished_jobs_without_reading_the_history(db):
+    for state in ("succeeded", "succeeded", "dead_letter", "cancelled"):
+        make_job(db, state, queue="q")
+    db.execute("ANALYZE pgrelay._finished")
+
+    row = stats(db)["q"]
+    plan = "\n".join(r[0] for r in db.execute("EXPLAIN SELECT * FROM pgrelay.queue_stats").fetchall())
+
+    assert (row["succeeded"], row["dead_letter"], row["cancelled"]) == (2, 1, 1)
+    assert "_finished" not in plan, plan
+    assert "_counts" in plan
+
+
+def test_queue_stats_throughput_counts_whole_minutes(db):
+    for _ in range(3):
+        make_job(db, "succeeded", queue="q")
+    make_job(db, "dead_letter", queue="q")
+    assert (stats(db)["q"]["succeeded_last_minute"], stats(db)["q"]["succeeded_last_hour"]) == (0, 0)  # this minute
+
+    # white box: the counters as they will be read a minute, then an hour and a minute, from now
+    db.execute("UPDATE pgrelay._counts SET minute = date_trunc('minute', now()) - interval '1 minute'")
+    row = stats(db)["q"]
+    assert (row["succeeded_last_minute"], row["succeeded_last_hour"], row["dead_letter_last_hour"]) == (3, 3, 1)
+
+    db.execute("UPDATE pgrelay._counts SET minute = date_trunc('minute', now()) - interval '61 minutes'")
+    row = stats(db)["q"]
+    assert (row["succeeded_last_minute"], row["succeeded_last_hour"], row["succeeded"]) == (0, 0, 3)
+
+
+def test_queue_stats_shows_the_effective_limits(db):
+    call(db, "configure_queue", queue="q", max_attempts=3, retention_succeeded_days=2)
+
+    row = stats(db)["q"]
+
+    assert (row["max_attempts"], row["lease_seconds"], row["retention_succeeded_days"], row["retention_dead_letter_days"]) == (3, 30, 2, 30)
+
+
+def test_counting_from_many_connections_never_waits(db, connect):
+    # every backend counts into its own row: two open transactions finishing jobs of one queue in
+    # the same minute do not block each other
+    first, second = make_job(db, "leased", queue="q"), make_job(db, "leased", queue="q")
+    a, b = connect(), connect()
+    a.execute("BEGIN")
+    b.execute("BEGIN")
+    b.execute("SET LOCAL lock_timeout = '2s'")
+    assert a.execute("SELECT pgrelay.ack(%s, %s)", (first.id, first.attempt)).fetchone()[0] is True
+    assert b.execute("SELECT pgrelay.ack(%s, %s)", (second.id, second.attempt)).fetchone()[0] is True
+    a.execute("COMMIT")
+    b.execute("COMMIT")
+
+    assert stats(db)["q"]["succeeded"] == 2
+
+
+def test_workers_are_stale_after_a_lease_period_of_silence(db):
+    call(db, "heartbeat", worker="quick", lease_seconds=10)
+    call(db, "heartbeat", worker="slow", lease_seconds=600)
+    db.execute("UPDATE pgrelay._workers SET last_seen = now() - interval '1 minute'")
+
+    shown = {r["worker"]: (r["status"], r["lease_seconds"]) for r in dicts(db, "SELECT * FROM pgrelay.workers")}
+
+    assert shown == {"quick": ("stale", 10), "slow": ("alive", 600)}
+
+
+def test_recent_failures_groups_the_last_hours_failed_attempts_by_task(db):
+    make_job(db, "dead_letter", queue="q", task="mail.send")
+    make_job(db, "pending", queue="q", task="mail.send", failures=2)
+    old = make_job(db, "dead_letter", queue="q", task="sms.send")
+    db.execute("UPDATE pgrelay._attempts SET finished_at = now() - interval '2 hours' WHERE job_id = %s", (old.id,))
+
+    rows = dicts(db, "SELECT * FROM pgrelay.recent_failures")
+
+    assert [(r["queue"], r["task"], r["failures"], r["last_error"]) for r in rows] == [("q", "mail.send", 3, "failure 2")]
