@@ -5,13 +5,15 @@ VENV ?= .venv
 PG_CONFIG ?= pg_config
 PG_BINDIR := $(shell $(PG_CONFIG) --bindir 2>/dev/null)
 PG_SHAREDIR := $(shell $(PG_CONFIG) --sharedir 2>/dev/null)
+PG_PKGLIBDIR := $(shell $(PG_CONFIG) --pkglibdir 2>/dev/null)
+PG_MAJOR := $(shell $(PG_CONFIG) --version 2>/dev/null | sed -n 's/^PostgreSQL \([0-9]*\).*/\1/p')
 PG_OS_USER ?= postgres
 VERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" sql/pgrelay.control)
 PY := $(VENV)/bin/python
 export PGRELAY_PG_BINDIR := $(PG_BINDIR)
 export PGRELAY_PG_OS_USER := $(PG_OS_USER)
 
-.PHONY: help test demo bench bench-quick bench-sql bench-worker install-extension check-postgres venv bench-venv clean
+.PHONY: test-extras help test demo bench bench-quick bench-sql bench-worker install-extension check-postgres venv bench-venv clean
 
 help:
 	@echo "make demo               run the demo on a throwaway PostgreSQL cluster"
@@ -50,8 +52,19 @@ $(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
 
 bench-venv: $(VENV)/.bench-installed
 
+# Extensions some tests use: pg_cron (Debian's postgresql-NN-cron). Installed when we are root on a
+# Debian-like machine; anywhere else (or offline) those tests skip and say why.
+test-extras:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -n "$(PG_MAJOR)" ] \
+	    && [ ! -e "$(PG_PKGLIBDIR)/pg_cron.so" ]; then \
+	  echo "installing postgresql-$(PG_MAJOR)-cron for the pg_cron test"; \
+	  apt-get install -y -qq --no-install-recommends postgresql-$(PG_MAJOR)-cron >/dev/null 2>&1 \
+	  || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends postgresql-$(PG_MAJOR)-cron >/dev/null 2>&1; } \
+	  || echo "could not install pg_cron; its test will skip"; \
+	fi
+
 # each run gets its own pytest temp folder, so parallel runs never clean up each other's clusters
-test: check-postgres venv
+test: check-postgres venv test-extras
 	@tmp=$$(mktemp -d -t pgrelay-pytest-XXXXXX); \
 	$(PY) -m pytest --basetemp="$$tmp" $(PYTEST_ARGS); rc=$$?; rm -rf "$$tmp"; exit $$rc
 

@@ -583,16 +583,21 @@ END
 $$;
 
 -- The counters behind queue_stats (see _counts): one upsert per queue per statement that adds
--- or removes finished jobs, whatever the path (ack, nack, recover, cancel, purge).
+-- or removes finished jobs, whatever the path (ack, nack, recover, cancel, purge). Added jobs count
+-- in this minute's row of this backend; removed ones come off the queue's total row.
 CREATE FUNCTION pgrelay._count_finished() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_sign integer := CASE TG_OP WHEN 'INSERT' THEN 1 ELSE -1 END;
 BEGIN
     INSERT INTO pgrelay._counts AS c (queue, minute, backend, succeeded, dead_letter, cancelled)
-    SELECT a.queue, date_trunc('minute', now()), pg_backend_pid(),
-           count(*) FILTER (WHERE a.status = 'succeeded'),
-           count(*) FILTER (WHERE a.status = 'dead_letter'),
-           count(*) FILTER (WHERE a.status = 'cancelled')
-    FROM added a GROUP BY a.queue ORDER BY a.queue
+    SELECT x.queue,
+           CASE WHEN v_sign > 0 THEN date_trunc('minute', now()) ELSE '-infinity' END,
+           CASE WHEN v_sign > 0 THEN pg_backend_pid() ELSE 0 END,
+           v_sign * count(*) FILTER (WHERE x.status = 'succeeded'),
+           v_sign * count(*) FILTER (WHERE x.status = 'dead_letter'),
+           v_sign * count(*) FILTER (WHERE x.status = 'cancelled')
+    FROM changed x GROUP BY x.queue ORDER BY x.queue
     ON CONFLICT ON CONSTRAINT _counts_pkey DO UPDATE
     SET succeeded = c.succeeded + excluded.succeeded, dead_letter = c.dead_letter + excluded.dead_letter,
         cancelled = c.cancelled + excluded.cancelled;
@@ -600,25 +605,9 @@ BEGIN
 END
 $$;
 CREATE TRIGGER _finished_count_added AFTER INSERT ON pgrelay._finished
-    REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION pgrelay._count_finished();
-
-CREATE FUNCTION pgrelay._uncount_finished() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    INSERT INTO pgrelay._counts AS c (queue, minute, backend, succeeded, dead_letter, cancelled)
-    SELECT r.queue, '-infinity', 0,
-           -count(*) FILTER (WHERE r.status = 'succeeded'),
-           -count(*) FILTER (WHERE r.status = 'dead_letter'),
-           -count(*) FILTER (WHERE r.status = 'cancelled')
-    FROM removed r GROUP BY r.queue ORDER BY r.queue
-    ON CONFLICT ON CONSTRAINT _counts_pkey DO UPDATE
-    SET succeeded = c.succeeded + excluded.succeeded, dead_letter = c.dead_letter + excluded.dead_letter,
-        cancelled = c.cancelled + excluded.cancelled;
-    RETURN NULL;
-END
-$$;
+    REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION pgrelay._count_finished();
 CREATE TRIGGER _finished_count_removed AFTER DELETE ON pgrelay._finished
-    REFERENCING OLD TABLE AS removed FOR EACH STATEMENT EXECUTE FUNCTION pgrelay._uncount_finished();
+    REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION pgrelay._count_finished();
 
 -- Lock up to p_limit due jobs in claim order, skipping locked rows and the excluded queues.
 -- p_queues: the queues to look in (NULL: every queue with pending jobs, found by a loose scan of the
