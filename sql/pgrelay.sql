@@ -1968,15 +1968,16 @@ DECLARE
     v_batch integer;
     v_removed integer;
     v_oldest_kept interval;
+    v_max integer := coalesce(purge.max_jobs, 10000);
 BEGIN
     IF purge.older_than_days NOT BETWEEN 0 AND 36500 THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001',
             MESSAGE = format('older_than_days must be between 0 and 36500 (or NULL for each queue''s retention), not %s',
                              purge.older_than_days);
     END IF;
-    IF purge.max_jobs IS NULL OR purge.max_jobs NOT BETWEEN 1 AND 10000000 THEN
+    IF v_max NOT BETWEEN 1 AND 10000000 THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001',
-            MESSAGE = format('max_jobs must be between 1 and 10000000, not %s', coalesce(purge.max_jobs::text, 'NULL'));
+            MESSAGE = format('max_jobs must be between 1 and 10000000 (or NULL for 10000), not %s', v_max);
     END IF;
     -- one purge at a time (a second caller returns 0 at once): the counters it folds stay exact
     IF NOT pg_try_advisory_xact_lock(123589603914343) THEN
@@ -1989,7 +1990,7 @@ BEGIN
          FROM pgrelay._queues q),
         pgrelay._default_retention_succeeded_days(), pgrelay._default_retention_dead_letter_days())));
     LOOP
-        v_batch := least(1000, purge.max_jobs - v_total);
+        v_batch := least(1000, v_max - v_total);
         EXIT WHEN v_batch <= 0;
         WITH doomed AS (
             SELECT f.id FROM pgrelay._finished f LEFT JOIN pgrelay._queues q ON q.queue = f.queue

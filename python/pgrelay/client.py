@@ -1,16 +1,20 @@
-"""Async wrappers over the SQL API, one per public function; no queue logic lives here.
+"""Async wrappers over the SQL API, one per public function and view; no queue logic lives here.
 
 Each takes ``db``: an asyncpg ``Connection`` (so the call joins the caller's transaction) or a
 ``Pool``. Every call is one constant statement with named arguments; an argument left as None
 gets the SQL function's default. JSON travels as text (``$n::text::jsonb`` and ``::text``
 results), so a caller's own jsonb codecs never change what is stored. Errors raised by pgrelay
 functions come out as the exceptions of ``pgrelay.errors``, chosen by SQLSTATE.
+
+At the end, a few reads of the system catalogs (server version, roles, indexes, table options) for
+``pgrelay doctor``; they look at how pgrelay is installed, never at its rows.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
 
@@ -18,7 +22,17 @@ import asyncpg
 import asyncpg.pool
 
 from .errors import from_sqlstate
-from .models import Attempt, ClaimedJob, Job, QueueSettings, QueueStats
+from .models import (
+    Attempt,
+    ClaimedJob,
+    ExpiredLease,
+    Job,
+    Maintenance,
+    QueueSettings,
+    QueueStats,
+    RecentFailure,
+    WorkerInfo,
+)
 
 # The NOTIFY channel of pgrelay._channel() (a test keeps the two equal).
 CHANNEL = "pgrelay_jobs"
@@ -26,26 +40,42 @@ CHANNEL = "pgrelay_jobs"
 __all__ = [
     "CHANNEL",
     "Db",
+    "IndexInfo",
     "ack",
     "ack_each",
     "ack_many",
+    "autovacuum_settings",
+    "cancel",
     "configure_queue",
     "consume",
+    "database_name",
     "enqueue",
     "enqueue_bulk",
     "enqueue_http",
     "enqueue_many",
+    "existing_roles",
+    "expired_leases",
     "get_attempts",
     "get_job",
     "heartbeat",
+    "indexes",
+    "list_jobs",
+    "maintain",
+    "maintenance_scheduled",
     "nack",
     "pause",
+    "purge",
     "queue_stats",
+    "recent_failures",
     "recover",
     "recover_if_free",
     "release",
+    "replay",
+    "replay_dead_letters",
     "resume",
+    "server_version",
     "version",
+    "workers",
 ]
 
 Db: TypeAlias = "asyncpg.Connection | asyncpg.Pool | asyncpg.pool.PoolConnectionProxy"
@@ -53,8 +83,10 @@ Db: TypeAlias = "asyncpg.Connection | asyncpg.Pool | asyncpg.pool.PoolConnection
 # One constant statement per SQL function (a test checks each names a function that exists).
 SQL = {
     "version": "SELECT pgrelay.version()",
+    # delay_seconds ($11) counts from the database's clock, never the caller's
     "enqueue": """
-        SELECT pgrelay.enqueue(task => $1, payload => $2::text::jsonb, queue => $3, run_at => $4,
+        SELECT pgrelay.enqueue(task => $1, payload => $2::text::jsonb, queue => $3,
+                               run_at => coalesce($4, now() + make_interval(secs => $11)),
                                priority => $5, max_attempts => $6, timeout_seconds => $7,
                                idempotency_key => $8, dedupe_key => $9, trace_id => $10)""",
     "enqueue_http": """
@@ -94,10 +126,49 @@ SQL = {
     "configure_queue": """
         SELECT * FROM pgrelay.configure_queue(queue => $1, concurrency => $2, max_attempts => $3,
                                               lease_seconds => $4, backoff_base_seconds => $5,
-                                              backoff_max_seconds => $6, reset => $7)""",
+                                              backoff_max_seconds => $6, reset => $7,
+                                              retention_succeeded_days => $8, retention_dead_letter_days => $9)""",
     "pause": "SELECT pgrelay.pause(queue => $1)",
     "resume": "SELECT pgrelay.resume(queue => $1)",
+    "replay": "SELECT pgrelay.replay(id => $1, force => $2)",
+    "replay_dead_letters": "SELECT pgrelay.replay_dead_letters(queue => $1, task => $2, since => $3)",
+    "cancel": "SELECT pgrelay.cancel(id => $1)",
+    "purge": "SELECT pgrelay.purge(older_than_days => $1, max_jobs => $2)",
+    "maintain": "SELECT * FROM pgrelay.maintain(max_jobs => $1)",
+    "maintenance_scheduled": "SELECT pgrelay.maintenance_scheduled()",
+    # views
     "queue_stats": "SELECT * FROM pgrelay.queue_stats ORDER BY queue",
+    # newest first; a NULL filter matches every job (one plan for every combination of filters)
+    "list_jobs": """
+        SELECT id, queue, task, kind, status, priority, run_at, attempt, max_attempts, timeout_seconds,
+               payload::text AS payload, idempotency_key, dedupe_key, trace_id, replayed_from, last_error,
+               result::text AS result, leased_by, lease_expires_at, created_at, finished_at
+        FROM pgrelay.jobs
+        WHERE ($1::text IS NULL OR queue = $1) AND ($2::text IS NULL OR status = $2)
+          AND ($3::text IS NULL OR task LIKE $3)
+        ORDER BY id DESC
+        LIMIT $4""",
+    "workers": "SELECT * FROM pgrelay.workers ORDER BY worker",
+    "expired_leases": """SELECT * FROM pgrelay.expired_leases WHERE expired_for >= make_interval(secs => $1)
+                         ORDER BY lease_expires_at""",
+    "recent_failures": "SELECT * FROM pgrelay.recent_failures ORDER BY last_failed_at DESC NULLS LAST, queue, task",
+}
+
+# Catalog reads for `pgrelay doctor`: how pgrelay is installed, not the queue.
+CATALOG = {
+    "server_version": "SELECT current_setting('server_version_num')::integer, current_setting('server_version')",
+    "database_name": "SELECT current_database()::text",
+    "existing_roles": """SELECT coalesce(array_agg(r.rolname::text ORDER BY r.rolname), '{}')
+                         FROM pg_catalog.pg_roles r WHERE r.rolname = ANY ($1::text[])""",
+    "autovacuum_settings": """SELECT current_setting('autovacuum')::boolean AS server,
+                                     coalesce(c.reloptions, '{}')::text[] AS reloptions
+                              FROM pg_catalog.pg_class c WHERE c.oid = to_regclass($1)""",
+    "indexes": """SELECT t.relname::text AS "table", c.relname::text AS index, i.indisvalid AS valid
+                  FROM pg_catalog.pg_index i
+                  JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+                  JOIN pg_catalog.pg_class t ON t.oid = i.indrelid
+                  WHERE t.relnamespace = to_regnamespace($1)::oid
+                  ORDER BY 1, 2""",
 }
 
 
@@ -119,7 +190,7 @@ def _dumps(value: Any) -> str | None:
 
 async def _call(db: Db, method: str, name: str, *args: Any) -> Any:
     try:
-        return await getattr(db, method)(SQL[name], *args)
+        return await getattr(db, method)(SQL[name] if name in SQL else CATALOG[name], *args)
     except asyncpg.PostgresError as exc:
         mapped = from_sqlstate(exc.sqlstate, exc.args[0] if exc.args else str(exc), getattr(exc, "hint", None))
         if mapped is None:
@@ -145,11 +216,17 @@ async def enqueue(
     idempotency_key: str | None = None,
     dedupe_key: str | None = None,
     trace_id: str | None = None,
+    delay_seconds: float | None = None,
 ) -> int:
-    """Enqueue a handler job; on a connection it commits or rolls back with the caller's transaction."""
+    """Enqueue a handler job; on a connection it commits or rolls back with the caller's transaction.
+
+    ``delay_seconds``: run no sooner than that long after the database's now() (instead of ``run_at``).
+    """
+    if run_at is not None and delay_seconds is not None:
+        raise ValueError("give run_at or delay_seconds, not both")
     return await _call(
         db, "fetchval", "enqueue", task, _dumps(payload), queue, run_at, priority, max_attempts,
-        timeout_seconds, idempotency_key, dedupe_key, trace_id,
+        timeout_seconds, idempotency_key, dedupe_key, trace_id, delay_seconds,
     )
 
 
@@ -312,11 +389,14 @@ async def configure_queue(
     backoff_base_seconds: float | None = None,
     backoff_max_seconds: float | None = None,
     reset: Sequence[str] | None = None,
+    retention_succeeded_days: int | None = None,
+    retention_dead_letter_days: int | None = None,
 ) -> QueueSettings:
     """Change a queue's settings (None leaves one as it is; ``reset`` names ones to default)."""
     row = await _call(
         db, "fetchrow", "configure_queue", queue, concurrency, max_attempts, lease_seconds,
         backoff_base_seconds, backoff_max_seconds, None if reset is None else list(reset),
+        retention_succeeded_days, retention_dead_letter_days,
     )
     return QueueSettings.from_row(row)
 
@@ -331,6 +411,112 @@ async def resume(db: Db, queue: str) -> bool:
     return await _call(db, "fetchval", "resume", queue)
 
 
+async def replay(db: Db, id: int, *, force: bool | None = None) -> int:
+    """Enqueue a finished job again as a new job (its ``replayed_from`` is ``id``); returns the new id.
+
+    Raises JobNotFound for an unknown id and Conflict when the job is not finished, already replayed, or
+    succeeded and ``force`` is not set.
+    """
+    return await _call(db, "fetchval", "replay", id, force)
+
+
+async def replay_dead_letters(db: Db, queue: str, *, task: str | None = None, since: datetime | None = None) -> int:
+    """Replay the dead letters of ``queue`` (``task``: a LIKE pattern; ``since``: dead-lettered since); how many."""
+    return await _call(db, "fetchval", "replay_dead_letters", queue, task, since)
+
+
+async def cancel(db: Db, id: int) -> bool:
+    """Cancel a job: a pending one at once, a leased one when its worker next heartbeats; False when it had
+    already finished. JobNotFound for an unknown id."""
+    return await _call(db, "fetchval", "cancel", id)
+
+
+async def purge(db: Db, *, older_than_days: int | None = None, max_jobs: int | None = None) -> int:
+    """Delete up to ``max_jobs`` (None: the SQL default) finished jobs past their queue's retention, or
+    older than ``older_than_days``; returns how many. Call again while it returns ``max_jobs``."""
+    return await _call(db, "fetchval", "purge", older_than_days, max_jobs)
+
+
+async def maintain(db: Db, *, max_jobs: int | None = None) -> Maintenance:
+    """One round of housekeeping: recover expired leases, then purge up to ``max_jobs`` by retention."""
+    return Maintenance.from_row(await _call(db, "fetchrow", "maintain", max_jobs))
+
+
+async def maintenance_scheduled(db: Db) -> bool:
+    """Whether ``maintain()`` is scheduled in the database (e.g. by pg_cron)."""
+    return await _call(db, "fetchval", "maintenance_scheduled")
+
+
 async def queue_stats(db: Db) -> list[QueueStats]:
     """The ``queue_stats`` view, one row per queue."""
     return [QueueStats.from_row(row) for row in await _call(db, "fetch", "queue_stats")]
+
+
+async def list_jobs(
+    db: Db,
+    *,
+    queue: str | None = None,
+    status: str | None = None,
+    task: str | None = None,
+    limit: int | None = 50,
+) -> list[Job]:
+    """Jobs from the ``jobs`` view, newest first (``task``: a LIKE pattern; ``limit`` None: all).
+
+    Unlike ``get_job``, ``max_attempts`` is None when the job takes its queue's setting.
+    """
+    return [Job.from_row(row) for row in await _call(db, "fetch", "list_jobs", queue, status, task, limit)]
+
+
+async def workers(db: Db) -> list[WorkerInfo]:
+    """The ``workers`` view, by worker id."""
+    return [WorkerInfo.from_row(row) for row in await _call(db, "fetch", "workers")]
+
+
+async def expired_leases(db: Db, *, older_than_seconds: float = 0) -> list[ExpiredLease]:
+    """The ``expired_leases`` view: leases that ran out at least ``older_than_seconds`` ago, oldest first."""
+    return [ExpiredLease.from_row(row) for row in await _call(db, "fetch", "expired_leases", older_than_seconds)]
+
+
+async def recent_failures(db: Db) -> list[RecentFailure]:
+    """The ``recent_failures`` view, most recent failure first."""
+    return [RecentFailure.from_row(row) for row in await _call(db, "fetch", "recent_failures")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Catalog reads for `pgrelay doctor`
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IndexInfo:
+    table: str
+    index: str
+    valid: bool
+
+
+async def server_version(db: Db) -> tuple[int, str]:
+    """The server's version as a number (150004) and as it reports it ("15.4")."""
+    row = await _call(db, "fetchrow", "server_version")
+    return row[0], row[1]
+
+
+async def database_name(db: Db) -> str:
+    """The name of the connected database."""
+    return await _call(db, "fetchval", "database_name")
+
+
+async def existing_roles(db: Db, names: Sequence[str]) -> list[str]:
+    """Those of ``names`` that are roles of the cluster."""
+    return list(await _call(db, "fetchval", "existing_roles", list(names)))
+
+
+async def autovacuum_settings(db: Db, table: str) -> tuple[bool, list[str]] | None:
+    """Whether autovacuum runs on the server, and the table's storage options (``reloptions``);
+    None when there is no such table."""
+    row = await _call(db, "fetchrow", "autovacuum_settings", table)
+    return None if row is None else (row["server"], list(row["reloptions"]))
+
+
+async def indexes(db: Db, schema: str = "pgrelay") -> list[IndexInfo]:
+    """Every index on the tables of ``schema`` and whether it is valid (usable)."""
+    return [IndexInfo(*row) for row in await _call(db, "fetch", "indexes", schema)]

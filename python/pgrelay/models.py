@@ -4,15 +4,35 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
-__all__ = ["Attempt", "ClaimedJob", "Job", "QueueSettings", "QueueStats"]
+__all__ = [
+    "Attempt",
+    "ClaimedJob",
+    "ExpiredLease",
+    "Job",
+    "Maintenance",
+    "QueueSettings",
+    "QueueStats",
+    "RecentFailure",
+    "WorkerInfo",
+]
+
+_T = TypeVar("_T")
 
 
 def _json(value: Any) -> Any:
     """jsonb arrives as text (the client casts it, so a caller's own codecs never interfere)."""
     return json.loads(value) if isinstance(value, str) else value
+
+
+def _by_name(cls: type[_T], row: Any, **converted: Any) -> _T:
+    """Build ``cls`` from a row's columns by name. A column the class does not know is ignored (views and
+    types only grow at the end, so a newer schema never breaks this package); a field with a default may be
+    missing from the row. Tests pin each class's fields to the SQL object's columns."""
+    values = {**dict(row), **converted}
+    return cls(**{name: values[name] for name in cls.__dataclass_fields__ if name in values})  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +95,11 @@ class Job:
                 values[name] = datetime.fromisoformat(values[name])
         return cls(**values)
 
+    @classmethod
+    def from_row(cls, row: Any) -> Job:
+        """A row of the ``jobs`` view (payload and result as text); max_attempts None: the queue's setting."""
+        return _by_name(cls, row, payload=_json(row["payload"]), result=_json(row["result"]))
+
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
@@ -107,10 +132,12 @@ class QueueSettings:
     lease_seconds: int
     backoff_base_seconds: float
     backoff_max_seconds: float
+    retention_succeeded_days: int | None = None
+    retention_dead_letter_days: int | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> QueueSettings:
-        return cls(**dict(row))
+        return _by_name(cls, row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +151,81 @@ class QueueStats:
     succeeded: int
     dead_letter: int
     cancelled: int
-    oldest_pending_age: Any
+    oldest_pending_age: timedelta | None
     paused: bool
     concurrency: int | None
+    succeeded_last_minute: int | None = None
+    succeeded_last_hour: int | None = None
+    dead_letter_last_hour: int | None = None
+    max_attempts: int | None = None
+    lease_seconds: int | None = None
+    retention_succeeded_days: int | None = None
+    retention_dead_letter_days: int | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> QueueStats:
-        return cls(**dict(row))
+        return _by_name(cls, row)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A row of the ``workers`` view: a worker by its last heartbeat; ``status`` is alive or stale."""
+
+    worker: str
+    host: str | None
+    pid: int | None
+    queues: list[str] | None
+    started_at: datetime
+    last_seen: datetime
+    leased: int
+    status: str | None = None
+    lease_seconds: int | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> WorkerInfo:
+        return _by_name(cls, row)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredLease:
+    """A row of the ``expired_leases`` view: a lease that ran out and that recover() has not handled yet."""
+
+    id: int
+    queue: str
+    task: str
+    attempt: int
+    leased_by: str
+    leased_at: datetime
+    lease_expires_at: datetime
+    expired_for: timedelta
+
+    @classmethod
+    def from_row(cls, row: Any) -> ExpiredLease:
+        return _by_name(cls, row)
+
+
+@dataclass(frozen=True, slots=True)
+class RecentFailure:
+    """A row of the ``recent_failures`` view: failures of one task of a queue, with the last error."""
+
+    queue: str
+    task: str
+    failures: int
+    last_error: str | None
+    last_failed_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> RecentFailure:
+        return _by_name(cls, row)
+
+
+@dataclass(frozen=True, slots=True)
+class Maintenance:
+    """What ``maintain()`` did: leases recovered and finished jobs purged."""
+
+    recovered: int
+    purged: int
+
+    @classmethod
+    def from_row(cls, row: Any) -> Maintenance:
+        return _by_name(cls, row)

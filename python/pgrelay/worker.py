@@ -7,7 +7,9 @@ Every transition is a SQL call (``pgrelay.client``); this module only schedules 
 - heartbeats the leases of running jobs and cancels a handler whose lease was lost;
 - enforces the job's ``timeout_seconds`` (else the handler's ``timeout``);
 - acks in batches and reports success only after the ack committed;
-- runs ``recover()`` every few seconds, one worker at a time (a transaction-level try-lock);
+- runs ``recover()`` every few seconds, and ``maintain()`` (recover + purge by each queue's retention)
+  every ``maintenance_interval`` unless a pg_cron job does it; recover one worker at a time (a
+  transaction-level try-lock), purge one at a time (its own);
 - on ``stop()`` (SIGTERM/SIGINT) stops claiming, lets running jobs finish for ``shutdown_grace``
   seconds, then cancels the rest and hands them back; a second ``stop()`` exits at once;
 - survives a restarted database or a dropped connection: logs it and retries with backoff.
@@ -87,6 +89,7 @@ class Worker:
         shutdown_grace: float = 30.0,
         listen_dsn: str | None | bool = None,
         recover_interval: float | None = None,
+        maintenance_interval: float | None = 300.0,
         ack_delay: float = 0.002,
         worker_id: str | None = None,
         http_executor: Any = None,
@@ -108,6 +111,7 @@ class Worker:
         self.shutdown_grace = shutdown_grace
         self.listen_dsn = dsn if listen_dsn is None else listen_dsn
         self.recover_interval = recover_interval if recover_interval is not None else max(1.0, lease_seconds / 3)
+        self.maintenance_interval = maintenance_interval or None  # None or 0: never purge from this worker
         self.ack_delay = ack_delay
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.http_executor = http_executor
@@ -429,7 +433,8 @@ class Worker:
 
     async def _nack(self, job: ClaimedJob, error: str, **options: Any) -> str | None:
         status = await self._report(client.nack, job.id, job.attempt, error, **options)
-        return {"pending": "failed", "dead_letter": "dead_letter", "stale": "stale"}.get(status or "", None)
+        return {"pending": "failed", "dead_letter": "dead_letter", "stale": "stale",
+                "cancelled": "cancelled"}.get(status or "", None)
 
     async def _report(self, call: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a completion call, retrying while the database is away (the lease decides if it still counts)."""
@@ -500,20 +505,40 @@ class Worker:
             for job_id in lost:
                 running = self._running.get(job_id)
                 if running is not None and not running.acking:
-                    log.warning("job %s lost its lease; cancelling its handler", job_id)
+                    log.warning("job %s is no longer held (its lease was lost, or an operator cancelled it); "
+                                "cancelling its handler", job_id)
                     self._cancel(running, "lease_lost")
 
     async def _recover_loop(self) -> None:
+        last_maintenance = time.monotonic()
         while True:
             await asyncio.sleep(self.recover_interval)
             try:
                 assert self._pool is not None
                 recovered = await client.recover_if_free(self._pool, _RECOVER_LOCK)
+                if self.maintenance_interval and time.monotonic() - last_maintenance >= self.maintenance_interval:
+                    last_maintenance = time.monotonic()
+                    recovered += await self._maintain()
                 if recovered:
                     log.info("recovered %d jobs whose lease had expired", recovered)
                     self._wake.set()
             except CONNECTION_ERRORS as exc:
                 log.warning("recover failed (%s)", _oneline(exc))
+
+    async def _maintain(self) -> int:
+        """maintain() unless pg_cron runs it; returns the jobs it recovered."""
+        assert self._pool is not None
+        try:
+            if await client.maintenance_scheduled(self._pool):
+                log.debug("pg_cron runs pgrelay's maintenance; this worker does not purge")
+                return 0
+            done = await client.maintain(self._pool)  # purge() itself runs one at a time
+        except asyncpg.PostgresError as exc:  # e.g. a role without EXECUTE on maintain(): keep working
+            log.warning("maintenance failed (%s)", _oneline(exc))
+            return 0
+        if done.purged:
+            log.info("purged %d finished jobs past their queue's retention", done.purged)
+        return done.recovered
 
     async def _drain(self) -> None:
         """After stop: let running jobs finish for the grace period, then cancel and hand back the rest."""

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timedelta, timezone
 
 import asyncpg
 import pytest
 
 import pgrelay
-from pgrelay import client
-from pgrelay.errors import InvalidArgument, InvalidBulkJob, InvalidUrl
+from pgrelay import client, models
+from pgrelay.errors import Conflict, InvalidArgument, InvalidBulkJob, InvalidUrl, JobNotFound
 
 
 @pytest.fixture
@@ -150,13 +151,122 @@ async def test_a_worker_round_trip(pool):
 
 
 async def test_queue_settings_and_stats(pool):
-    settings = await client.configure_queue(pool, "mail", concurrency=3, backoff_base_seconds=2)
-    assert (settings.concurrency, settings.max_attempts, settings.backoff_base_seconds) == (3, 10, 2.0)
-    settings = await client.configure_queue(pool, "mail", reset=["concurrency"])
-    assert settings.concurrency is None
+    settings = await client.configure_queue(pool, "mail", concurrency=3, backoff_base_seconds=2,
+                                            retention_succeeded_days=2)
+    assert (settings.concurrency, settings.max_attempts, settings.backoff_base_seconds,
+            settings.retention_succeeded_days) == (3, 10, 2.0, 2)
+    settings = await client.configure_queue(pool, "mail", reset=["concurrency"], retention_dead_letter_days=9)
+    assert (settings.concurrency, settings.retention_succeeded_days, settings.retention_dead_letter_days) == (None, 2, 9)
     assert await client.pause(pool, "mail") is True
     assert await client.resume(pool, "mail") is True
     await client.enqueue(pool, "x", queue="mail")
     [stats] = await client.queue_stats(pool)
-    assert (stats.queue, stats.pending, stats.paused) == ("mail", 1, False)
+    assert (stats.queue, stats.pending, stats.paused, stats.retention_dead_letter_days, stats.succeeded_last_hour) == (
+        "mail", 1, False, 9, 0)
     assert await client.version(pool) == pgrelay.__version__
+
+
+@pytest.mark.parametrize(("model", "sql_object"), [
+    (pgrelay.Job, "pgrelay.jobs"),
+    (pgrelay.QueueStats, "pgrelay.queue_stats"),
+    (pgrelay.QueueSettings, "pgrelay.queue_settings"),
+    (models.WorkerInfo, "pgrelay.workers"),
+    (models.ExpiredLease, "pgrelay.expired_leases"),
+    (models.RecentFailure, "pgrelay.recent_failures"),
+    (models.Maintenance, "pgrelay.maintenance"),
+    (pgrelay.Attempt, "pgrelay.attempt"),
+])
+async def test_each_model_has_the_columns_of_its_view_or_type_in_order(conn, model, sql_object):
+    # models are built by column name, ignoring columns they do not know: this keeps the two in step
+    columns = await conn.fetch(
+        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped"
+        " ORDER BY attnum", sql_object)
+    assert [c["attname"] for c in columns] == list(model.__dataclass_fields__)
+
+
+def test_a_model_ignores_columns_added_after_it():
+    row = {"recovered": 1, "purged": 2, "added_in_a_later_version": 3}
+    assert models.Maintenance.from_row(row) == models.Maintenance(1, 2)
+
+
+async def test_enqueue_delay_counts_from_the_database_clock(pool):
+    job_id = await client.enqueue(pool, "mail.send", delay_seconds=30)
+    assert await pool.fetchval("SELECT run_at - created_at FROM pgrelay.jobs WHERE id = $1", job_id) == timedelta(seconds=30)
+    with pytest.raises(ValueError, match="not both"):
+        await client.enqueue(pool, "mail.send", delay_seconds=1, run_at=datetime.now(timezone.utc))
+
+
+async def dead_letter(pool, task="mail.send", queue="mail"):
+    job_id = await client.enqueue(pool, task, queue=queue, max_attempts=1)
+    [job] = await client.consume(pool, "w1", queues=[queue], tasks=[task])
+    assert job.id == job_id and await client.nack(pool, job.id, job.attempt, "SMTP 550") == "dead_letter"
+    return job_id
+
+
+async def test_replay_and_its_errors(pool):
+    dead = await dead_letter(pool)
+    new = await client.replay(pool, dead)
+    assert (await client.get_job(pool, new)).replayed_from == dead
+    with pytest.raises(Conflict) as info:
+        await client.replay(pool, dead)
+    assert info.value.sqlstate == "PT409" and info.value.hint
+    assert (await client.get_job(pool, await client.replay(pool, dead, force=True))).replayed_from == dead
+    with pytest.raises(Conflict):
+        await client.replay(pool, new)  # still pending
+    with pytest.raises(JobNotFound):
+        await client.replay(pool, 424242)
+
+
+async def test_replay_dead_letters_counts_what_it_replayed(pool):
+    await dead_letter(pool, "mail.send")
+    await dead_letter(pool, "sms.send")
+    assert await client.replay_dead_letters(pool, "mail", task="sms.%") == 1
+    assert await client.replay_dead_letters(pool, "mail", since=datetime(2999, 1, 1, tzinfo=timezone.utc)) == 0
+    assert await client.replay_dead_letters(pool, "mail") == 1
+    with pytest.raises(InvalidArgument):
+        await client.replay_dead_letters(pool, "no spaces")
+
+
+async def test_cancel_purge_and_maintain(pool):
+    job_id = await client.enqueue(pool, "mail.send")
+    assert await client.cancel(pool, job_id) is True
+    assert await client.cancel(pool, job_id) is False
+    with pytest.raises(JobNotFound):
+        await client.cancel(pool, 424242)
+    assert await client.purge(pool, older_than_days=1) == 0
+    assert await client.purge(pool, older_than_days=0, max_jobs=5) == 1
+    assert await client.get_job(pool, job_id) is None
+    assert await client.purge(pool) == 0
+    assert await client.maintain(pool) == models.Maintenance(recovered=0, purged=0)
+    assert await client.maintain(pool, max_jobs=10) == models.Maintenance(recovered=0, purged=0)
+    assert await client.maintenance_scheduled(pool) is False
+
+
+async def test_list_jobs_filters_newest_first(pool):
+    first = await client.enqueue(pool, "orders.created", {"id": 1}, queue="orders")
+    second = await client.enqueue(pool, "mail.send", queue="mail")
+    third = await client.enqueue(pool, "orders.paid", queue="orders")
+    assert [j.id for j in await client.list_jobs(pool)] == [third, second, first]
+    assert [j.id for j in await client.list_jobs(pool, queue="orders", limit=1)] == [third]
+    assert [j.id for j in await client.list_jobs(pool, task="orders.c%")] == [first]
+    assert [j.id for j in await client.list_jobs(pool, status="succeeded")] == []
+    [job] = await client.list_jobs(pool, task="orders.created")
+    assert (job.payload, job.status, job.result, job.max_attempts) == ({"id": 1}, "pending", None, None)
+
+
+async def test_workers_expired_leases_and_recent_failures(pool):
+    job_id = await client.enqueue(pool, "mail.send")
+    await client.heartbeat(pool, "w1", host="web-1", pid=7)
+    [job] = await client.consume(pool, "w1", lease_seconds=1)
+    [worker] = await client.workers(pool)
+    assert (worker.worker, worker.host, worker.pid, worker.leased, worker.status) == ("w1", "web-1", 7, 1, "alive")
+    assert await client.expired_leases(pool) == []
+    await pool.execute("UPDATE pgrelay._jobs SET lease_expires_at = now() - interval '10 minutes' WHERE id = $1",
+                       job_id)  # white box: the lease ran out ten minutes ago
+    [expired] = await client.expired_leases(pool, older_than_seconds=300)
+    assert (expired.id, expired.leased_by) == (job_id, "w1") and expired.expired_for >= timedelta(minutes=10)
+    assert await client.expired_leases(pool, older_than_seconds=3600) == []
+    assert await client.recover(pool) == 1
+    [failure] = await client.recent_failures(pool)
+    assert (failure.queue, failure.task, failure.failures, failure.last_error) == ("default", "mail.send", 1, "lease expired")
+    assert job.id == job_id

@@ -215,3 +215,46 @@ async def test_stop_acks_the_successes_still_waiting_for_their_batch(dsn, pool):
     await run_until(worker, all_ran)
     assert await count(pool, "succeeded") == 20
     assert await count(pool, "leased") == 0
+
+
+async def test_the_worker_purges_history_past_the_retention_on_its_interval(dsn, pool):
+    await client.configure_queue(pool, "short", retention_succeeded_days=1)
+    [old, kept] = await client.enqueue_bulk(pool, [{"task": "noop", "queue": "short"}, {"task": "noop"}])
+    rows = await client.consume(pool, "setup", batch=2)
+    assert await client.ack_many(pool, [r.id for r in rows], [r.attempt for r in rows]) == 2
+    # white box: both finished two days ago; only the short queue's retention has run out
+    await pool.execute("UPDATE pgrelay._finished SET finished_at = now() - interval '2 days'")
+    worker = pgrelay.Worker(dsn, pgrelay.Router(), recover_interval=0.05, maintenance_interval=0.1, listen_dsn=False)
+
+    async def purged() -> bool:
+        return await client.get_job(pool, old) is None
+
+    await run_until(worker, purged)
+    assert (await client.get_job(pool, kept)).status == "succeeded"
+
+
+async def test_a_leased_job_cancelled_by_an_operator_stops_its_handler(dsn, pool):
+    router = pgrelay.Router()
+    started, stopped = asyncio.Event(), asyncio.Event()
+
+    @router.task("slow")
+    async def slow(ctx):
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        finally:
+            stopped.set()
+
+    job_id = await client.enqueue(pool, "slow")
+    worker = pgrelay.Worker(dsn, router, lease_seconds=1, listen_dsn=False, poll_interval=0.05)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(started.wait(), 10)
+        assert await pool.fetchval("SELECT pgrelay.cancel($1)", job_id) is True
+        await asyncio.wait_for(stopped.wait(), 10)  # the next heartbeat (a third of the lease) stops it
+        assert (await client.get_job(pool, job_id)).status == "cancelled"
+        attempts = await client.get_attempts(pool, job_id)
+        assert [a.outcome for a in attempts] == ["cancelled"]
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 15)

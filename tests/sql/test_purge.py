@@ -144,7 +144,6 @@ def test_purge_forgets_workers_gone_for_a_week(db):
     ({"older_than_days": -1}, "older_than_days"),
     ({"older_than_days": 36501}, "older_than_days"),
     ({"max_jobs": 0}, "max_jobs"),
-    ({"max_jobs": None}, "max_jobs"),
 ])
 def test_purge_refuses_bad_input_and_removes_nothing(db, args, message):
     job = make_job(db, "succeeded")
@@ -155,6 +154,13 @@ def test_purge_refuses_bad_input_and_removes_nothing(db, args, message):
 
     assert message in str(info.value)
     assert get_job(db, job) is not None
+
+
+def test_a_null_max_jobs_means_ten_thousand(db):
+    job = make_job(db, "succeeded")
+    age_finished(db, job, days=100)
+
+    assert call(db, "purge", max_jobs=None) == 1
 
 
 def test_maintain_recovers_expired_leases_and_purges_by_retention(db):
