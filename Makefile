@@ -13,11 +13,12 @@ PY := $(VENV)/bin/python
 export PGRELAY_PG_BINDIR := $(PG_BINDIR)
 export PGRELAY_PG_OS_USER := $(PG_OS_USER)
 
-.PHONY: test-extras help test demo bench bench-quick bench-sql bench-worker install-extension check-postgres venv bench-venv clean
+.PHONY: test-extras test-reliability help test demo bench bench-quick bench-sql bench-worker install-extension check-postgres venv bench-venv clean
 
 help:
 	@echo "make demo               run the demo on a throwaway PostgreSQL cluster"
 	@echo "make test               install everything into $(VENV) and run the tests"
+	@echo "make test-reliability   the crash, restart, contention and hostile-input suite at full size"
 	@echo "make bench-sql          pgbench the SQL hot path against plain-SQL baselines"
 	@echo "make bench-worker       drain throughput and pickup latency of real jobs-worker processes"
 	@echo "make bench-quick        pgrelay against PgQueuer, Procrastinate and pgmq, side by side (about 17 minutes)"
@@ -52,15 +53,18 @@ $(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
 
 bench-venv: $(VENV)/.bench-installed
 
-# Extensions some tests use: pg_cron (Debian's postgresql-NN-cron). Installed when we are root on a
-# Debian-like machine; anywhere else (or offline) those tests skip and say why.
+# What some tests use beyond Python: pg_cron (Debian's postgresql-NN-cron) and PgBouncer (pgbouncer).
+# Installed when we are root on a Debian-like machine; anywhere else (or offline) those tests skip
+# and say why.
+TEST_PACKAGES = $(if $(wildcard $(PG_PKGLIBDIR)/pg_cron.so),,postgresql-$(PG_MAJOR)-cron) \
+                $(if $(shell command -v pgbouncer 2>/dev/null),,pgbouncer)
 test-extras:
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -n "$(PG_MAJOR)" ] \
-	    && [ ! -e "$(PG_PKGLIBDIR)/pg_cron.so" ]; then \
-	  echo "installing postgresql-$(PG_MAJOR)-cron for the pg_cron test"; \
-	  apt-get install -y -qq --no-install-recommends postgresql-$(PG_MAJOR)-cron >/dev/null 2>&1 \
-	  || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends postgresql-$(PG_MAJOR)-cron >/dev/null 2>&1; } \
-	  || echo "could not install pg_cron; its test will skip"; \
+	@packages="$(strip $(TEST_PACKAGES))"; \
+	if [ -n "$$packages" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -n "$(PG_MAJOR)" ]; then \
+	  echo "installing $$packages for the tests that use them"; \
+	  apt-get install -y -qq --no-install-recommends $$packages >/dev/null 2>&1 \
+	  || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends $$packages >/dev/null 2>&1; } \
+	  || echo "could not install $$packages; the tests that need them will skip"; \
 	fi
 
 # each run gets its own pytest temp folder, so parallel runs never clean up each other's clusters
@@ -70,6 +74,12 @@ test: check-postgres venv test-extras
 
 demo: check-postgres venv
 	$(PY) examples/demo.py
+
+# the reliability suite at full size (make test runs a short version of each test)
+test-reliability: check-postgres venv test-extras
+	@tmp=$$(mktemp -d -t pgrelay-pytest-XXXXXX); \
+	PGRELAY_RELIABILITY=full $(PY) -m pytest --basetemp="$$tmp" -m reliability tests/reliability $(PYTEST_ARGS); rc=$$?; \
+	rm -rf "$$tmp"; exit $$rc
 
 bench-sql: check-postgres venv
 	$(PY) bench/sql_bench.py $(BENCH_ARGS)
