@@ -5,11 +5,16 @@ the next; ``sql/pgrelay.control`` names the current version. A wheel carries the
 ``pgrelay/sql``; a source checkout reads them from the repository's ``sql/`` folder.
 
 ``migrate`` runs in one transaction under an advisory lock, so a second run, or two at once,
-changes nothing and succeeds.
+changes nothing and succeeds. An upgrade first takes every pgrelay table's lock at once, giving up
+within ``UPGRADE_LOCK_TIMEOUT`` and trying again (up to ``UPGRADE_LOCK_ATTEMPTS`` times): live
+workers take their locks in other orders, and a migration that waited while holding some of the
+tables could deadlock with them. Giving up before PostgreSQL's deadlock_timeout (1 s) means no
+worker ever sees 40P01; workers only wait, for as long as the upgrade runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,6 +30,17 @@ __all__ = ["MigrationResult", "installed_version", "migrate", "schema_version", 
 
 # pg_advisory_xact_lock key shared by every pgrelay installer: the bytes of "pgrelay".
 ADVISORY_LOCK_KEY = int.from_bytes(b"pgrelay", "big")
+
+UPGRADE_LOCK_TIMEOUT = "300ms"   # statement_timeout of the LOCK TABLE: below deadlock_timeout
+UPGRADE_LOCK_ATTEMPTS = 50
+
+# every table of the schema, hot path first (the order workers lock them in)
+_LOCK_TABLES = """
+    SELECT string_agg(format('%I.%I', n.nspname, c.relname), ', '
+                      ORDER BY c.relname <> '_jobs', c.relname <> '_finished', c.relname)
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'pgrelay' AND c.relkind IN ('r', 'p')
+"""
 
 _UPGRADE_RE = re.compile(r"^pgrelay--(\d+\.\d+\.\d+)--(\d+\.\d+\.\d+)\.sql$")
 
@@ -100,6 +116,28 @@ async def installed_version(conn: asyncpg.Connection) -> str | None:
 async def migrate(conn: asyncpg.Connection) -> MigrationResult:
     """Install pgrelay into the connected database, or upgrade it to this package's version."""
     target = schema_version()
+    for attempt in range(1, UPGRADE_LOCK_ATTEMPTS + 1):
+        try:
+            return await _migrate_once(conn, target)
+        except (asyncpg.QueryCanceledError, asyncpg.LockNotAvailableError):
+            if attempt == UPGRADE_LOCK_ATTEMPTS:
+                raise SchemaError(
+                    f"could not lock pgrelay's tables for the upgrade in {attempt} attempts; the database is "
+                    "too busy (or a long transaction holds them): try again, or stop the workers first"
+                ) from None
+            await asyncio.sleep(min(0.05 * attempt, 1.0))
+    raise AssertionError("unreachable")
+
+
+async def _lock_for_upgrade(conn: asyncpg.Connection) -> None:
+    tables = await conn.fetchval(_LOCK_TABLES)
+    await conn.execute(f"SET LOCAL statement_timeout = '{UPGRADE_LOCK_TIMEOUT}'")
+    # names from the catalog, quoted by format('%I'); no value of anyone's enters this statement
+    await conn.execute(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")
+    await conn.execute("SET LOCAL statement_timeout = DEFAULT")
+
+
+async def _migrate_once(conn: asyncpg.Connection, target: str) -> MigrationResult:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", ADVISORY_LOCK_KEY)
         await conn.execute("SELECT set_config('pgrelay.installer', 'jobs-migrate', true)")
@@ -116,6 +154,7 @@ async def migrate(conn: asyncpg.Connection) -> MigrationResult:
         if extension is not None:
             # installed with CREATE EXTENSION: the extension machinery runs the same upgrade scripts,
             # from the server's extension folder (make install-extension puts them there)
+            await _lock_for_upgrade(conn)
             await conn.execute("ALTER EXTENSION pgrelay UPDATE")
             now = await installed_version(conn)
             if now != target:
@@ -140,6 +179,7 @@ async def migrate(conn: asyncpg.Connection) -> MigrationResult:
             return MigrationResult("installed", None, target, ["pgrelay.sql"])
 
         scripts = upgrade_path(current, target)
+        await _lock_for_upgrade(conn)
         for script in scripts:
             await conn.execute(_read(script))
         return MigrationResult("upgraded", current, target, scripts)
