@@ -167,11 +167,17 @@ def test_stats_without_queues_says_so(dsn):
 # --- drain --------------------------------------------------------------------------------------
 
 
-def ack_slowly(dsn: str, queue: str, count: int, pause: float = 0.15) -> threading.Thread:
-    """A stand-in worker on its own connection: lease and ack ``count`` jobs of ``queue``, one at a time."""
+def ack_slowly(dsn: str, queue: str, count: int, pause: float = 0.15, *, after_drain_starts: bool = False) -> threading.Thread:
+    """A stand-in worker on its own connection: lease and ack ``count`` jobs of ``queue``, one at a time
+    (after_drain_starts: only once a drain is polling queue_stats, so it sees the whole backlog)."""
 
     def work() -> None:
         with psycopg.connect(dsn, autocommit=True) as conn:
+            deadline = time.monotonic() + 30
+            while after_drain_starts and time.monotonic() < deadline and not conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%queue_stats%%' AND pid <> pg_backend_pid()"
+                    ).fetchone()[0]:
+                time.sleep(0.02)
             done = 0
             while done < count:
                 time.sleep(pause)
@@ -224,7 +230,7 @@ def test_drain_refuses_an_unknown_or_paused_queue(db, dsn):
 def test_drain_shows_a_progress_bar_on_a_terminal(db, dsn):
     for _ in range(3):
         enqueue(db, queue="mail")
-    worker = ack_slowly(dsn, "mail", 3, pause=0.3)
+    worker = ack_slowly(dsn, "mail", 3, pause=0.3, after_drain_starts=True)
     code, output = on_a_terminal("drain", "mail", "--timeout-seconds", "20", "--dsn", dsn)
     worker.join(5)
     assert code == 0, output
