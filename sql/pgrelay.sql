@@ -89,6 +89,13 @@ CREATE INDEX _jobs_queue_claim_idx ON pgrelay._jobs (queue, priority DESC, run_a
 -- jobs were leased, the planner would otherwise read every lease instead of probing the primary key
 -- (an ack of 100 jobs beside 20,000 leases went from 0.3 ms to 13 ms that way).
 CREATE INDEX _jobs_lease_expiry_idx ON pgrelay._jobs (queue, lease_expires_at) WHERE lease_expires_at IS NOT NULL;
+-- Every job row is updated once and deleted once, so the hot table churns completely: vacuum it after
+-- every 1,000 dead rows, however many live ones a backlog holds, and at full speed. With a backlog of
+-- 50k-100k jobs that gave 3.7x more vacuums, 4x fewer dead rows and a 14% smaller table than the
+-- defaults (tests/reliability/test_bloat.py). No fillfactor: no job update can be HOT (lease_expires_at
+-- is indexed and status is in the claim index's predicate), so free space per page only adds size.
+ALTER TABLE pgrelay._jobs SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,
+                               autovacuum_vacuum_cost_delay = 0);
 -- A dedupe key is unique among the active jobs of a queue.
 CREATE UNIQUE INDEX _jobs_dedupe_key_idx ON pgrelay._jobs (queue, dedupe_key) WHERE dedupe_key IS NOT NULL;
 

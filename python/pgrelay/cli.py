@@ -94,7 +94,10 @@ _EXPECTED = (PgRelayError, asyncpg.PostgresError, asyncpg.InterfaceError, OSErro
 def _run(program: str, dsn: str | None, action: Callable[[asyncpg.Connection], Awaitable[T]],
          privileges: str = MIGRATE_PRIVILEGES) -> T:
     async def go() -> T:
-        conn = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_SECONDS)
+        # no statement cache: a command runs a few statements, and asyncpg's named prepared statements
+        # fail through PgBouncer in transaction mode (a second command there found the first one's
+        # "__asyncpg_stmt_1__" still prepared on the shared server connection: "already exists")
+        conn = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_SECONDS, statement_cache_size=0)
         try:
             return await action(conn)
         finally:
@@ -168,7 +171,9 @@ def worker_options(function: Callable[..., None]) -> Callable[..., None]:
         click.option("--listen-dsn", envvar="PGRELAY_LISTEN_DSN", help="DSN for LISTEN (a direct connection when DSN goes through PgBouncer)"),
         click.option("--no-listen", is_flag=True, envvar="PGRELAY_NO_LISTEN", help="poll only"),
         click.option("--statement-cache-size", type=click.IntRange(0), default=100, show_default=True,
-                     envvar="PGRELAY_STATEMENT_CACHE_SIZE", help="0 behind PgBouncer in transaction mode"),
+                     envvar="PGRELAY_STATEMENT_CACHE_SIZE",
+                     help="0 behind PgBouncer in transaction mode (then pool connections are also returned without "
+                          "asyncpg's session reset, which would run on other clients' server connections)"),
         click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True, envvar="PGRELAY_LOG_FORMAT"),
         click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info", show_default=True,
                      envvar="PGRELAY_LOG_LEVEL"),

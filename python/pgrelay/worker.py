@@ -13,6 +13,10 @@ Every transition is a SQL call (``pgrelay.client``); this module only schedules 
 - on ``stop()`` (SIGTERM/SIGINT) stops claiming, lets running jobs finish for ``shutdown_grace``
   seconds, then cancels the rest and hands them back; a second ``stop()`` exits at once;
 - survives a restarted database or a dropped connection: logs it and retries with backoff.
+
+Behind PgBouncer in transaction mode: ``statement_cache_size=0`` (asyncpg's named prepared statements
+do not survive the server connection changing; the pool then also skips asyncpg's session reset on
+release), and ``listen_dsn`` a direct connection (LISTEN through the pooler receives nothing) or False.
 """
 
 from __future__ import annotations
@@ -52,9 +56,32 @@ CONNECTION_ERRORS = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
+    # asyncpg 0.32 raises "cannot switch to state 12; another operation (2) is in progress" for a
+    # query sent on a pooled connection the server has just terminated (pg_ctl restart -m fast) but
+    # that asyncpg has not yet marked closed; the pool drops that connection when it comes back
+    # (tests/reliability/test_restarts.py)
+    asyncpg.InternalClientError,
 )
 
 _RECOVER_LOCK = int.from_bytes(b"pgrcvr", "big")
+
+
+class _PooledServerConnection(asyncpg.Connection):
+    """A pool connection that sends no session reset when it goes back to the pool.
+
+    asyncpg's pool resets every released connection with ``SELECT pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL``. Behind a transaction pooler (PgBouncer, ``statement_cache_size=0``) that
+    statement is a transaction of its own, run on whichever server connection PgBouncer picks, so it
+    releases other clients' session advisory locks and resets their settings, and costs a round trip
+    per call. Rolling back an open transaction and dropping listeners still happen (asyncpg does both
+    before it asks for this query).
+    """
+
+    def get_reset_query(self) -> str:  # asyncpg >= 0.30
+        return ""
+
+    _get_reset_query = get_reset_query  # asyncpg 0.29
+
 
 # How each outcome of a job is logged; anything not listed at INFO.
 _LOG_LEVELS = {"succeeded": logging.DEBUG, "error": logging.WARNING, "stale": logging.WARNING,
@@ -116,6 +143,9 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.http_executor = http_executor
         self.statement_cache_size = statement_cache_size
+        # the longest the worker waits for an answer to one of its own calls (claim, heartbeat, ack,
+        # recover, maintain): past it the connection is taken for dead and abandoned (_db)
+        self.call_timeout = max(5.0, float(lease_seconds))
         self.metrics = metrics
         self._pool: asyncpg.Pool | None = None
         self._running: dict[int, _Running] = {}
@@ -166,7 +196,11 @@ class Worker:
                 asyncio.create_task(self._ack_loop(), name="pgrelay-ack"),
                 asyncio.create_task(self._recover_loop(), name="pgrelay-recover"),
             ]
-            if self.listen_dsn:
+            if self.listen_dsn is not False:  # None: like the pool, from the libpq variables (PGHOST, ...)
+                if self.listen_dsn == self.dsn and self.statement_cache_size == 0:
+                    log.warning("listening on the pool's DSN with statement_cache_size 0: behind PgBouncer in "
+                                "transaction mode LISTEN receives nothing and jobs are found by polling only; "
+                                "give a direct DSN for LISTEN (--listen-dsn), or --no-listen")
                 self._background.append(asyncio.create_task(self._listen_loop(), name="pgrelay-listen"))
             await self._claim_loop(kinds)
             await self._drain()
@@ -197,6 +231,8 @@ class Worker:
                     min_size=1,
                     max_size=min(self.concurrency, 10) + 4,
                     statement_cache_size=self.statement_cache_size,
+                    # no statement cache means a transaction pooler: no session reset either
+                    connection_class=_PooledServerConnection if self.statement_cache_size == 0 else asyncpg.Connection,
                     timeout=10,
                 )
                 return
@@ -204,6 +240,25 @@ class Worker:
                 log.warning("database unavailable (%s); retrying in %.1fs", _oneline(exc), delay)
                 await self._sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    async def _db(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """``call(connection, ...)`` on a pooled connection, for the worker's own SQL.
+
+        A connection that gives no answer within ``call_timeout`` is terminated and every other pooled
+        connection is replaced (all of them likely went the same way: a failover, a dropped NAT entry);
+        the TimeoutError is then handled like any lost connection. Without this, a connection that died
+        silently (no reset ever arrives) hung the claim, heartbeat and ack loops for good, and asyncpg's
+        own query timeout does not help: the pool then waits without limit for the cancellation
+        (tests/reliability/test_connection_loss.py::test_silently_dead_connections_are_abandoned).
+        """
+        assert self._pool is not None
+        async with self._pool.acquire(timeout=self.call_timeout) as conn:  # also bounds the reset on release
+            try:
+                return await asyncio.wait_for(call(conn, *args, **kwargs), timeout=self.call_timeout)
+            except asyncio.TimeoutError:
+                conn.terminate()
+                await self._pool.expire_connections()
+                raise
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake early when stopping."""
@@ -252,8 +307,8 @@ class Worker:
             self._wake.clear()
             started = time.monotonic()
             try:
-                jobs = await client.consume(
-                    self._pool, self.worker_id, queues=self.queues, batch=asked,
+                jobs = await self._db(
+                    client.consume, self.worker_id, queues=self.queues, batch=asked,
                     lease_seconds=self.lease_seconds, tasks=self.tasks, handlers=handlers, kinds=kinds,
                 )
                 delay = 0.5
@@ -293,13 +348,18 @@ class Worker:
             self._timers.append(loop.call_later(delay + 0.001, self._wake.set))
 
     async def _listen_loop(self) -> None:
-        """LISTEN on its own connection (never a pooled one); reconnect when it drops."""
+        """LISTEN on its own connection (never a pooled one); reconnect when it drops or fails.
+
+        No statement cache: its named prepared statements would break, or collide with other clients'
+        leftovers, if ``listen_dsn`` goes through a transaction pooler (where LISTEN delivers nothing,
+        but the loop must not die of it); it runs one tiny statement every 5 s.
+        """
         delay = 0.5
         while not self._stopping:
             lost = asyncio.Event()
             try:
-                conn = await asyncpg.connect(self.listen_dsn, timeout=10)
-            except CONNECTION_ERRORS as exc:
+                conn = await asyncpg.connect(self.listen_dsn, timeout=10, statement_cache_size=0)
+            except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
                 log.warning("listen connection failed (%s); polling, retrying in %.1fs", _oneline(exc), delay)
                 await self._sleep(delay)
                 delay = min(delay * 2, 10.0)
@@ -314,14 +374,20 @@ class Worker:
                         await asyncio.wait_for(lost.wait(), timeout=5)
                     if not lost.is_set() and not self._stopping:
                         await conn.fetchval("SELECT 1", timeout=5)
-            except CONNECTION_ERRORS as exc:
-                log.warning("listen connection lost (%s); reconnecting", _oneline(exc))
+            except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+                # e.g. LISTEN refused on a standby after a failover: a database error must not end the
+                # loop (the worker would poll only, for good), it is retried like a lost connection
+                reason = _oneline(exc)
+                lost.set()
+            else:
+                reason = "closed"
             finally:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(conn.close(), timeout=2)
             if lost.is_set() and not self._stopping:
-                log.warning("listen connection lost; reconnecting")
+                log.warning("listen connection lost (%s); polling, listening again in %.1fs", reason, delay)
                 await self._sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     # -- running a job ----------------------------------------------------------------------
 
@@ -442,7 +508,7 @@ class Worker:
         delay = 0.2
         while True:
             try:
-                return await call(self._pool, *args, **kwargs)
+                return await self._db(call, *args, **kwargs)
             except CONNECTION_ERRORS as exc:
                 if self._killed:
                     return None
@@ -495,8 +561,8 @@ class Worker:
             ids = list(self._running)
             try:
                 assert self._pool is not None
-                lost = await client.heartbeat(
-                    self._pool, self.worker_id, ids, lease_seconds=self.lease_seconds, host=host, pid=pid,
+                lost = await self._db(
+                    client.heartbeat, self.worker_id, ids, lease_seconds=self.lease_seconds, host=host, pid=pid,
                     queues=self.queues,
                 )
             except CONNECTION_ERRORS as exc:
@@ -515,7 +581,7 @@ class Worker:
             await asyncio.sleep(self.recover_interval)
             try:
                 assert self._pool is not None
-                recovered = await client.recover_if_free(self._pool, _RECOVER_LOCK)
+                recovered = await self._db(client.recover_if_free, _RECOVER_LOCK)
                 if self.maintenance_interval and time.monotonic() - last_maintenance >= self.maintenance_interval:
                     last_maintenance = time.monotonic()
                     recovered += await self._maintain()
@@ -529,10 +595,10 @@ class Worker:
         """maintain() unless pg_cron runs it; returns the jobs it recovered."""
         assert self._pool is not None
         try:
-            if await client.maintenance_scheduled(self._pool):
+            if await self._db(client.maintenance_scheduled):
                 log.debug("pg_cron runs pgrelay's maintenance; this worker does not purge")
                 return 0
-            done = await client.maintain(self._pool)  # purge() itself runs one at a time
+            done = await self._db(client.maintain)  # purge() itself runs one at a time
         except asyncpg.PostgresError as exc:  # e.g. a role without EXECUTE on maintain(): keep working
             log.warning("maintenance failed (%s)", _oneline(exc))
             return 0
