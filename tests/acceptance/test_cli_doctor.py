@@ -73,7 +73,9 @@ def test_doctor_warns_when_autovacuum_is_off_on_the_hot_table(db, dsn):
     status, detail = checks["autovacuum"]
     assert status == "WARN" and detail.endswith("fix: ALTER TABLE pgrelay._jobs RESET (autovacuum_enabled)")
     db.execute("ALTER TABLE pgrelay._jobs RESET (autovacuum_enabled)")
-    assert doctor(dsn)[1]["autovacuum"] == ("PASS", "enabled on pgrelay._jobs (autovacuum_vacuum_scale_factor=0.01)")
+    assert doctor(dsn)[1]["autovacuum"] == (
+        "PASS", "enabled on pgrelay._jobs (autovacuum_vacuum_threshold=1000, autovacuum_vacuum_cost_delay=0, "
+                "autovacuum_vacuum_scale_factor=0.01)")
 
 
 def test_doctor_fails_on_a_missing_index_and_its_fix_restores_it(db, dsn):
