@@ -24,23 +24,15 @@ import uuid
 import asyncpg
 
 import pgrelay
+from pgrelay.worker import CONNECTION_ERRORS
 
 router = pgrelay.Router()
 
 RECORD_DSN_VARIABLE = "PGRELAY_RELIABILITY_DSN"
 
-# the database is away (restart, cut connection, too many clients while it comes back)
-_TRANSIENT = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.InternalClientError,   # a query on a pooled connection the server has just terminated
-)
+# the database is away (restart, cut connection, too many clients while it comes back): the same
+# errors the worker itself treats as a lost connection
+_TRANSIENT = CONNECTION_ERRORS
 
 _pool: asyncpg.Pool | None = None
 _pool_lock: asyncio.Lock | None = None
