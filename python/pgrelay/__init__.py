@@ -20,7 +20,7 @@ from .errors import (
     SqlError,
     UnsupportedIsolation,
 )
-from .models import Attempt, ClaimedJob, Job, QueueSettings, QueueStats
+from .models import Attempt, ClaimedJob, Job, QueueSettings, QueueStats, UnreadableJson
 from .router import Permanent, RetryAfter, Router
 from .schema import MigrationResult, installed_version, migrate, schema_version
 from .worker import Worker
@@ -46,6 +46,7 @@ __all__ = [
     "Router",
     "SchemaError",
     "SqlError",
+    "UnreadableJson",
     "UnsupportedIsolation",
     "Worker",
     "__version__",

@@ -185,7 +185,8 @@ def _bulk_job(job: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value)
+    # NaN and Infinity are not JSON: refused here (ValueError) rather than by the database's parser
+    return None if value is None else json.dumps(value, allow_nan=False)
 
 
 async def _call(db: Db, method: str, name: str, *args: Any) -> Any:
@@ -256,7 +257,7 @@ async def enqueue_http(
 
 async def enqueue_bulk(db: Db, jobs: Iterable[Mapping[str, Any]]) -> list[int]:
     """Enqueue many jobs (dicts with enqueue's argument names) in one statement; ids in input order."""
-    document = json.dumps([_bulk_job(job) for job in jobs])
+    document = json.dumps([_bulk_job(job) for job in jobs], allow_nan=False)
     return list(await _call(db, "fetchval", "enqueue_bulk", document))
 
 

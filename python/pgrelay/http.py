@@ -45,14 +45,13 @@ from multidict import CIMultiDict
 
 from ._version import __version__
 from .models import ClaimedJob
-from .router import Permanent, RetryAfter
+from .router import MAX_RETRY_AFTER_SECONDS, Permanent, RetryAfter
 from .ssrf import GuardedResolver, TargetPolicy, TargetRefused, describe, host_matches, parse_host_patterns
 
 __all__ = ["HttpError", "HttpExecutor", "SigningSecrets", "TargetRefused", "parse_retry_after"]
 
 USER_AGENT = f"pgrelay/{__version__}"
 RETRY_STATUSES = frozenset({408, 425, 429})
-MAX_RETRY_AFTER_SECONDS = 31536000.0  # nack's limit (a year)
 DETAILS_BODY_BYTES = 4096  # of a failed response's body, kept in the attempt's details
 
 SIGNING_SECRETS_VARIABLE = "PGRELAY_HTTP_SIGNING_SECRETS"
@@ -81,7 +80,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # isdigit() alone accepts "²"
         return min(float(value), MAX_RETRY_AFTER_SECONDS)
     try:
         when = email.utils.parsedate_to_datetime(value)

@@ -16,15 +16,35 @@ __all__ = [
     "QueueSettings",
     "QueueStats",
     "RecentFailure",
+    "UnreadableJson",
     "WorkerInfo",
 ]
 
 _T = TypeVar("_T")
 
 
+@dataclass(frozen=True, slots=True)
+class UnreadableJson:
+    """A stored JSON value Python's json module cannot read: PostgreSQL keeps integers of any length and
+    nesting of any depth, Python refuses integers over 4,300 digits and nesting near its recursion limit.
+    ``text`` is the value as the database returned it (valid JSON); the worker dead-letters a job whose
+    payload is one of these, naming ``reason``."""
+
+    text: str
+    reason: str
+
+    def __repr__(self) -> str:
+        return f"UnreadableJson({len(self.text)} characters: {self.reason})"
+
+
 def _json(value: Any) -> Any:
     """jsonb arrives as text (the client casts it, so a caller's own codecs never interfere)."""
-    return json.loads(value) if isinstance(value, str) else value
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except (ValueError, RecursionError) as exc:
+        return UnreadableJson(value, f"{type(exc).__name__}: {exc}")
 
 
 def _by_name(cls: type[_T], row: Any, **converted: Any) -> _T:

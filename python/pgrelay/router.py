@@ -33,6 +33,9 @@ class Permanent(Exception):
         self.details = details
 
 
+MAX_RETRY_AFTER_SECONDS = 31536000.0  # nack's limit (a year); the worker clamps RetryAfter to it
+
+
 class RetryAfter(Exception):
     """Raise from a handler to retry the job after ``seconds`` instead of the backoff."""
 

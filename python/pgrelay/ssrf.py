@@ -11,9 +11,10 @@ admin port, the cloud metadata service). ``TargetPolicy`` refuses that by defaul
   the address checked is the address connected to (a name that resolves to a public address first and a
   private one later is refused the second time);
 - ``refusal(address)``: private, loopback, link-local, unique-local, multicast, unspecified, reserved and
-  cloud-metadata addresses, IPv4 and IPv6, and IPv6 forms that embed an IPv4 address (mapped,
-  compatible, 6to4, NAT64) are judged by that IPv4 address too. ``PGRELAY_HTTP_ALLOW_CIDRS`` allows
-  given ranges; cloud-metadata addresses are refused even then.
+  cloud-metadata addresses, IPv4 and IPv6 (all of ``::/8``, which Python's ``is_global`` lets through), and
+  IPv6 forms that embed an IPv4 address (compatible, SIIT-translated, 6to4) are judged by that IPv4 address
+  too; the mapped and NAT64 forms, which reach the IPv4 address itself, are judged by it alone.
+  ``PGRELAY_HTTP_ALLOW_CIDRS`` allows given ranges; cloud-metadata addresses are refused even then.
 
 A refusal raises ``TargetRefused`` (a ``pgrelay.Permanent``): the job is dead-lettered at once, with the
 rule in its message.
@@ -82,10 +83,15 @@ _RANGES: list[tuple[IPNetwork, str]] = [(ipaddress.ip_network(n), rule) for n, r
     ("2001::/32", "reserved (Teredo tunnel)"),
     ("2001:db8::/32", "reserved (documentation)"),
     ("::/96", "reserved (IPv4-compatible IPv6)"),
+    ("::ffff:0:0:0/96", "reserved (IPv4-translated IPv6, SIIT)"),
+    ("::/8", "reserved (IETF)"),  # Python's is_global calls most of it global
 )]
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+_IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
+# Forms that a connection sends to the embedded IPv4 address itself: judged by that address alone.
+_JUDGED_BY_IPV4 = ("IPv4-mapped", "NAT64")
 
 # a DNS name as yarl hands it to the connector (lowercase, IDNA-encoded): labels of letters, digits, - and _
 _HOST_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
@@ -153,7 +159,7 @@ def _is_ip_literal(text: str) -> bool:
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, str] | None:
-    """The IPv4 address an IPv6 address stands for, and the form (mapped, compatible, 6to4, NAT64)."""
+    """The IPv4 address an IPv6 address stands for, and the form (mapped, compatible, translated, 6to4, NAT64)."""
     if address.ipv4_mapped is not None:
         return address.ipv4_mapped, "IPv4-mapped"
     if address.sixtofour is not None:
@@ -162,6 +168,8 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Addres
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF), "NAT64"
     if address in _IPV4_COMPATIBLE and int(address) > 1:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF), "IPv4-compatible"
+    if address in _IPV4_TRANSLATED:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF), "IPv4-translated"
     return None
 
 
@@ -218,6 +226,8 @@ class TargetPolicy:
             inner = _range_rule(embedded[0])
             if inner is not None:
                 return f"{address} is {embedded[1]} IPv6 for {embedded[0]}, which is {inner}"
+            if embedded[1] in _JUDGED_BY_IPV4:
+                return None  # ::ffff:a.b.c.d and 64:ff9b::a.b.c.d of a public a.b.c.d
         rule = _range_rule(address)
         return f"{address} is {rule}" if rule else None
 
@@ -289,7 +299,7 @@ class TargetPolicy:
             return None  # not an IPv6 address (yarl has already refused malformed brackets)
         try:
             packed = socket.inet_aton(bare)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: an embedded NUL
             return None
         return ipaddress.IPv4Address(packed), False
 

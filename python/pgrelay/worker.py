@@ -25,7 +25,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
+import re
 import signal
 import socket
 import time
@@ -39,8 +41,9 @@ import asyncpg
 
 from . import client
 from .context import JobContext, LeaseLost
-from .models import ClaimedJob
-from .router import Permanent, RetryAfter, Router
+from .errors import PgRelayError
+from .models import ClaimedJob, UnreadableJson
+from .router import MAX_RETRY_AFTER_SECONDS, Permanent, RetryAfter, Router
 
 __all__ = ["Worker"]
 
@@ -401,11 +404,9 @@ class Worker:
         try:
             try:
                 result = await self._call_handler(job, ctx)
-                if result is not None:
-                    try:
-                        json.dumps(result)
-                    except (TypeError, ValueError) as exc:
-                        raise Permanent(f"the handler's result is not JSON: {exc}") from exc
+                refusal = _unstorable(result)
+                if refusal is not None:
+                    raise Permanent(f"the handler's result is not JSON the database stores: {refusal}")
             except asyncio.CancelledError:
                 reason = running.cancel_reason or "shutdown"
                 if reason == "lease_lost":
@@ -428,7 +429,8 @@ class Worker:
                 return
             except RetryAfter as exc:
                 error = _describe(exc)
-                outcome = await self._nack(job, error, retry_after_seconds=exc.seconds, details=_details(exc)) or "failed"
+                outcome = await self._nack(job, error, retry_after_seconds=_retry_delay(exc.seconds),
+                                           details=_details(exc)) or "failed"
                 return
             except Exception as exc:
                 error = _describe(exc)
@@ -483,6 +485,8 @@ class Worker:
         return handler.timeout if handler else None
 
     async def _call_handler(self, job: ClaimedJob, ctx: JobContext) -> Any:
+        if isinstance(job.payload, UnreadableJson):
+            raise Permanent(f"the payload cannot be read by Python's json module ({job.payload.reason})")
         timeout = job.timeout_seconds or self._handler_timeout(job)
         if job.kind == "http":
             if self.http_executor is None:
@@ -539,19 +543,43 @@ class Worker:
                     client.ack_each, [r.job.id for r in batch], [r.job.attempt for r in batch],
                     [r.result for r in batch],
                 )
+            except (asyncpg.PostgresError, PgRelayError, ValueError) as exc:
+                # the database refused the batch (a result it cannot store that _unstorable missed):
+                # ack one by one so that one job's result costs only that job
+                log.warning("batched ack refused (%s); acking these %d jobs one by one", _oneline(exc), len(batch))
+                try:
+                    await self._ack_singly(batch)
+                finally:
+                    self._acks_in_flight = 0
+                continue
             except Exception as exc:  # pragma: no cover - a bug; the leases expire and the jobs run again
                 log.exception("ack failed")
                 for running in batch:
                     self._finished(running, "error", _describe(exc))
-                continue
-            finally:
                 self._acks_in_flight = 0
+                continue
+            self._acks_in_flight = 0
             held = set(acked or ())
             for running in batch:
-                if running.job.id in held:
-                    self._finished(running, "succeeded", None)
-                else:
-                    self._finished(running, "stale", "the lease was lost before the ack; another attempt owns the job")
+                self._acked(running, running.job.id in held)
+
+    def _acked(self, running: _Running, held: bool) -> None:
+        if held:
+            self._finished(running, "succeeded", None)
+        else:
+            self._finished(running, "stale", "the lease was lost before the ack; another attempt owns the job")
+
+    async def _ack_singly(self, batch: list[_Running]) -> None:
+        for running in batch:
+            job = running.job
+            try:
+                held = await self._report(client.ack, job.id, job.attempt, running.result)
+            except (asyncpg.PostgresError, PgRelayError, ValueError) as exc:
+                error = f"the database refused the handler's result: {_storable_text(_oneline(exc))}"
+                outcome = await self._nack(job, error, permanent=True) or "dead_letter"
+                self._finished(running, outcome, error)
+            else:
+                self._acked(running, bool(held))
 
     async def _heartbeat_loop(self) -> None:
         interval = max(0.2, self.lease_seconds / 3)
@@ -629,14 +657,49 @@ def _oneline(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _details(exc: BaseException) -> Any:
-    """An exception's ``details`` attribute (Permanent, RetryAfter, the HTTP executor's errors), if JSON."""
-    details = getattr(exc, "details", None)
-    try:
-        json.dumps(details)
-    except (TypeError, ValueError):
+# a NUL in JSON text: \u0000 after an even number of backslashes (an odd number escapes the backslash)
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _unstorable(value: Any) -> str | None:
+    """Why the database would refuse ``value`` as jsonb (None when it stores it): not JSON, NaN or
+    Infinity, a NUL character or a lone surrogate. Checked before a batched ack, which one refused
+    value would fail for every job in it."""
+    if value is None:
         return None
-    return details
+    try:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
+        return f"{type(exc).__name__}: {_storable_text(str(exc))}"
+    if _JSON_NUL.search(text):
+        return "a string holds a NUL character (\\u0000), which PostgreSQL's jsonb refuses"
+    return None
+
+
+def _storable_text(text: str) -> str:
+    """``text`` as PostgreSQL's text stores it: NUL and lone surrogates written as escapes."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _retry_delay(seconds: float) -> float | None:
+    """A handler's RetryAfter seconds within nack's range: NaN means the queue's backoff."""
+    if math.isnan(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_SECONDS)
+
+
+def _details(exc: BaseException) -> Any:
+    """An exception's ``details`` attribute (Permanent, RetryAfter, the HTTP executor's errors), if the
+    database can store it as jsonb."""
+    details = getattr(exc, "details", None)
+    return None if _unstorable(details) is not None else details
 
 
 def _describe(exc: BaseException) -> str:
@@ -645,4 +708,4 @@ def _describe(exc: BaseException) -> str:
               if "/asyncio/" not in f.filename and "/concurrent/" not in f.filename][-3:]
     where = "; ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} in {f.name}" for f in frames)
     message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return f"{message} ({where})" if where else message
+    return _storable_text(f"{message} ({where})" if where else message)
