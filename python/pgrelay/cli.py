@@ -21,6 +21,7 @@ import os
 import re
 import socket
 import sys
+import unicodedata
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -38,6 +39,7 @@ from rich.text import Text
 from ._version import __version__
 from . import client
 from .errors import PgRelayError, SchemaError
+from .models import UnreadableJson
 from .router import Router
 from .schema import _version_key, installed_version, schema_version, sql_files, upgrade_path
 from .schema import migrate as migrate_schema
@@ -66,19 +68,46 @@ MIGRATE_PRIVILEGES = "connect as the database owner, or a role allowed to create
 OPERATOR_PRIVILEGES = "connect as a role granted pgrelay_admin, or pgrelay_reader to look only"
 
 
+class _Refused(PgRelayError):
+    """A command could not do what was asked; its message is the one line the user sees."""
+
+
+# Characters that must not reach the terminal as they are: controls (line breaks, escape sequences),
+# format characters (bidirectional overrides), lone surrogates, and line and paragraph separators.
+_UNPRINTABLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def _one_line(text: str) -> str:
+    """``text`` with every character a terminal would act on written as an escape (``\\n``, ``\\x1b``,
+    ``\\u202e``): an error quoting a hostile value stays one line and shows what the value holds."""
+    if text.isprintable() and text.isascii():
+        return text
+    return "".join(
+        char.encode("unicode_escape").decode("ascii") if unicodedata.category(char) in _UNPRINTABLE_CATEGORIES
+        else char
+        for char in text
+    )
+
+
+def _postgres_message(exc: asyncpg.PostgresError) -> str:
+    """A PostgreSQL error as one sentence: its message, then its detail and hint in parentheses."""
+    message = getattr(exc, "message", None) or (exc.args[0] if exc.args else type(exc).__name__)
+    extra = "; ".join(f"{label}: {value}" for label, value in (("detail", getattr(exc, "detail", None)),
+                                                               ("hint", getattr(exc, "hint", None))) if value)
+    return f"{message} ({extra})" if extra else message
+
+
 def _explain(exc: BaseException, privileges: str = MIGRATE_PRIVILEGES) -> str:
     """One line saying what went wrong and what to do about it."""
     if isinstance(exc, PgRelayError):
         return str(exc)  # the SQL function's message, and its hint when it has one
     if isinstance(exc, asyncpg.InsufficientPrivilegeError):
-        return f"{exc} ({privileges})"
+        return f"{_postgres_message(exc)} ({privileges})"
     if isinstance(exc, (asyncpg.UndefinedFunctionError, asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError,
                         asyncpg.InvalidSchemaNameError)):
-        return f"{exc} (is pgrelay installed and up to date in this database? pgrelay migrate installs it)"
+        return f"{_postgres_message(exc)} (is pgrelay installed and up to date in this database? pgrelay migrate installs it)"
     if isinstance(exc, asyncpg.PostgresError):
-        return str(exc)
-    if isinstance(exc, (asyncpg.ClientConfigurationError, ValueError)):
-        return f"invalid DSN: {exc} (expected postgresql://user:password@host:port/database)"
+        return _postgres_message(exc)
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve the database host: {exc.strerror}"
     if isinstance(exc, TimeoutError):
@@ -97,7 +126,10 @@ def _run(program: str, dsn: str | None, action: Callable[[asyncpg.Connection], A
         # no statement cache: a command runs a few statements, and asyncpg's named prepared statements
         # fail through PgBouncer in transaction mode (a second command there found the first one's
         # "__asyncpg_stmt_1__" still prepared on the shared server connection: "already exists")
-        conn = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_SECONDS, statement_cache_size=0)
+        try:
+            conn = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_SECONDS, statement_cache_size=0)
+        except (asyncpg.ClientConfigurationError, ValueError) as exc:
+            raise _Refused(f"invalid DSN: {exc} (expected postgresql://user:password@host:port/database)") from None
         try:
             return await action(conn)
         finally:
@@ -106,7 +138,7 @@ def _run(program: str, dsn: str | None, action: Callable[[asyncpg.Connection], A
     try:
         return asyncio.run(go())
     except _EXPECTED as exc:
-        click.echo(f"{program}: error: {_explain(exc, privileges)}", err=True)
+        click.echo(f"{program}: error: {_one_line(_explain(exc, privileges))}", err=True)
         raise SystemExit(1) from None
 
 
@@ -297,10 +329,6 @@ dsn_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="print JSON (for scripts) instead of a table")
 
 
-class _Refused(PgRelayError):
-    """A command could not do what was asked; its message is the one line the user sees."""
-
-
 def _operate(dsn: str | None, action: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     """Run ``action`` on a connection; an expected failure becomes one line and exit code 1."""
     return _run(click.get_current_context().command_path, dsn, action, OPERATOR_PRIVILEGES)
@@ -310,9 +338,17 @@ def _parse_json(ctx: click.Context, param: click.Parameter, value: str | None) -
     if value is None:
         return None
     try:
-        return json.loads(value)
+        return json.loads(value, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not valid JSON ({exc.msg} at character {exc.pos}): {value!r}") from None
+        raise click.BadParameter(f"not valid JSON ({exc.msg} at character {exc.pos}): {_one_line(_short(value))}"
+                                 ) from None
+    except (ValueError, RecursionError) as exc:  # NaN, an integer over 4,300 digits, nesting too deep
+        raise click.BadParameter(f"not JSON this command can send ({type(exc).__name__}: {_one_line(str(exc))})"
+                                 ) from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (JSON has no NaN or Infinity)")
 
 
 def _parse_time(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
@@ -321,19 +357,24 @@ def _parse_time(ctx: click.Context, param: click.Parameter, value: str | None) -
         return None
     try:
         parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"not an ISO 8601 time: {value!r} (e.g. 2030-01-31T09:00:00+00:00)") from None
-    return parsed if parsed.tzinfo is not None else parsed.astimezone()
+        return parsed if parsed.tzinfo is not None else parsed.astimezone()
+    except (ValueError, OverflowError):  # OverflowError: a local time in year 1 moved across the date line
+        raise click.BadParameter(f"not an ISO 8601 time in range: {_one_line(_short(value))}"
+                                 " (e.g. 2030-01-31T09:00:00+00:00)") from None
 
 
-def _jsonable(value: Any) -> Any:
-    """Models and rows as JSON values: times in ISO 8601, intervals in seconds."""
+def _jsonable(value: Any, raw: list[str]) -> Any:
+    """Models and rows as JSON values: times in ISO 8601, intervals in seconds. A stored value Python
+    cannot read (UnreadableJson) becomes a placeholder holding its index in ``raw``, where its text goes."""
+    if isinstance(value, UnreadableJson):
+        raw.append(value.text)
+        return f"\x00{len(raw) - 1}\x00"  # no stored string holds NUL: jsonb and text refuse it
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: _jsonable(getattr(value, f.name), raw) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): _jsonable(v, raw) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(v, raw) for v in value]
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, timedelta):
@@ -343,8 +384,18 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+_RAW_PLACEHOLDER = re.compile(r'"\\u0000(\d+)\\u0000"')
+
+
+def _json_text(value: Any, indent: int | None = None) -> str:
+    """``value`` as JSON text; a stored value Python cannot read is written as the database's text of it."""
+    raw: list[str] = []
+    text = json.dumps(_jsonable(value, raw), indent=indent)
+    return _RAW_PLACEHOLDER.sub(lambda m: raw[int(m.group(1))], text) if raw else text
+
+
 def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(_jsonable(value), indent=2))
+    click.echo(_json_text(value, indent=2))
 
 
 def _console(stderr: bool = False) -> Console:
@@ -410,7 +461,7 @@ def _echo_fields(value: Any) -> None:
     for f in dataclasses.fields(value):
         item = getattr(value, f.name)
         is_json = f.name in ("payload", "result", "details") and item is not None
-        shown = json.dumps(item) if is_json else _cell(item)
+        shown = _json_text(item) if is_json else _cell(item)
         click.echo(f"{f.name}: {shown}".rstrip())
 
 
@@ -549,7 +600,7 @@ def jobs_attempts_command(job_id: int, as_json: bool, dsn: str | None) -> None:
     table = _table("attempt", "outcome", "worker", "started", "finished", "error", "details")
     for a in attempts:
         _add_row(table, *map(_cell, (a.attempt, a.outcome, a.worker, a.started_at, a.finished_at)), _short(a.error),
-                        "" if a.details is None else json.dumps(a.details))
+                        "" if a.details is None else _json_text(a.details))
     _console().print(table)
 
 

@@ -32,6 +32,7 @@ from .models import (
     QueueStats,
     RecentFailure,
     WorkerInfo,
+    _json,
 )
 
 # The NOTIFY channel of pgrelay._channel() (a test keeps the two equal).
@@ -119,7 +120,9 @@ SQL = {
     "recover": "SELECT pgrelay.recover()",
     # one worker at a time is enough: the others skip while one holds the (transaction) lock
     "recover_if_free": "SELECT CASE WHEN pg_try_advisory_xact_lock($1) THEN pgrelay.recover() ELSE 0 END",
-    "get_job": "SELECT pgrelay.get_job(id => $1)::text",
+    # payload and result apart, as text: Python's json may not read them (models.UnreadableJson)
+    "get_job": """SELECT (j - 'payload' - 'result')::text, (j -> 'payload')::text, (j -> 'result')::text
+                  FROM pgrelay.get_job(id => $1) j""",
     "get_attempts": """
         SELECT job_id, attempt, worker, started_at, finished_at, outcome, error, details::text AS details
         FROM pgrelay.get_attempts(id => $1)""",
@@ -371,8 +374,10 @@ async def recover_if_free(db: Db, lock_key: int) -> int:
 
 async def get_job(db: Db, id: int) -> Job | None:
     """The job wherever it is, or None."""
-    document = await _call(db, "fetchval", "get_job", id)
-    return None if document is None else Job.from_json(json.loads(document))
+    row = await _call(db, "fetchrow", "get_job", id)
+    if row is None or row[0] is None:
+        return None
+    return Job.from_json({**json.loads(row[0]), "payload": _json(row[1]), "result": _json(row[2])})
 
 
 async def get_attempts(db: Db, id: int) -> list[Attempt]:

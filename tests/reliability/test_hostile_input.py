@@ -1145,26 +1145,28 @@ def test_the_cli_shows_hostile_jobs_it_reads(db, dsn, payload, error, result, qu
             assert json.loads(answer.stdout)[0]["error"] == error[:10000]
 
 
-# Bugs found by the properties above, each with its smallest example.
+# Regressions: each bug the properties above found, with its smallest example (fixed; see git log).
 
 @pytest.mark.parametrize("payload", ["NaN", '"\\u0000"', '"\\ud800"', "Infinity"])
 def test_cli_enqueue_a_payload_the_database_refuses_is_a_one_line_error(dsn, payload):
-    """BUG: python's json reads NaN, Infinity, \\u0000 and a lone surrogate escape; the database refuses
-    them with a DETAIL line, and the CLI prints the error on two lines."""
+    """Python's json reads NaN, Infinity, \\u0000 and a lone surrogate escape; the CLI refuses the first two
+    itself, and the database refuses the others with a DETAIL line, which the error line folds in (it
+    once printed two lines)."""
     assert_cli_answer(pgrelay_cli(dsn, "enqueue", "t", "--payload", payload), "enqueue")
 
 
 @pytest.mark.parametrize("argv", [["queues", "pause", "--", "\n"], ["enqueue", "a\nb"],
                                   ["queues", "configure", "--", "x\r\ny"]], ids=["pause", "enqueue", "configure"])
 def test_cli_an_error_that_quotes_a_line_break_is_still_one_line(dsn, argv):
-    """BUG: pgrelay's messages quote the bad value as it is (invalid queue '\n': ...), so a name holding a
-    line break makes the CLI's one-line error two lines (and whatever else the value holds reaches the
-    terminal: escape sequences too)."""
+    """pgrelay's messages quote the bad value as it is (invalid queue '\n': ...); the CLI writes line
+    breaks, escape sequences and other control characters of its error line as escapes (once a name
+    holding a line break made the one-line error two lines)."""
     assert_cli_answer(pgrelay_cli(dsn, *argv), " ".join(argv[:2]) if argv[0] == "queues" else argv[0])
 
 
 def test_cli_enqueue_a_deeply_nested_payload_is_an_error_not_a_traceback(dsn):
-    """BUG: --payload nested about 1,000 deep raises RecursionError in the CLI's JSON parsing."""
+    """--payload nested about 1,000 deep (Python's json cannot read it) is a usage error (it once raised
+    RecursionError)."""
     depth = 1000
     assert_cli_answer(pgrelay_cli(dsn, "enqueue", "t", "--payload", "[" * depth + "]" * depth), "enqueue")
 
@@ -1172,14 +1174,15 @@ def test_cli_enqueue_a_deeply_nested_payload_is_an_error_not_a_traceback(dsn):
 @pytest.mark.parametrize("argv", [["enqueue", "t", "--run-at", "0001-01-01T00:00:00"],
                                   ["replay-dead", "q", "--since", "0001-01-01"]])
 def test_cli_a_time_in_year_1_is_an_error_not_a_traceback(dsn, argv):
-    """BUG: a time without an offset in year 1 raises ValueError ("year 0 is out of range") in _parse_time."""
+    """A time without an offset in year 1 cannot be moved to UTC: a usage error (it once raised ValueError,
+    "year 0 is out of range", from _parse_time)."""
     assert_cli_answer(pgrelay_cli(dsn, *argv), argv[0])
 
 
 @pytest.mark.parametrize("payload", ['{"n": 1' + "0" * 4300 + "}", "[" * 1000 + "]" * 1000])
 @pytest.mark.parametrize("argv", [["jobs", "show"], ["jobs", "show", "--json"], ["jobs", "list"]])
 def test_cli_shows_a_job_whose_payload_python_cannot_parse(db, dsn, payload, argv):
-    """BUG: the database stores an integer of 4,301 digits and JSON nested 1,000 deep; Python's json
+    """The bug this pins (fixed): the database stores an integer of 4,301 digits and JSON nested 1,000 deep; Python's json
     refuses both. `jobs show` then says "invalid DSN: Exceeds the limit (4300 digits)..." (a ValueError
     taken for a DSN problem) or crashes with RecursionError; `jobs list` likewise."""
     job_id = call(db, "enqueue", {"task": "t", "payload": RawJson(payload)}).value
@@ -1570,12 +1573,12 @@ async def settle_one(dsn: str, db: psycopg.Connection, job_ids: list[int], timeo
         await run_worker(dsn, "poison", http, settled, timeout=timeout)
 
 
-# Bugs found by the properties above, each with its smallest example.
+# Regressions: each bug the properties above found, with its smallest example (fixed; see git log).
 
 @pytest.mark.parametrize("payload", ['{"n": 1' + "0" * 4300 + "}", "[" * 1000 + "]" * 1000],
                          ids=["integer-of-4301-digits", "nested-1000-deep"])
 def test_the_worker_survives_a_payload_python_cannot_parse(db, dsn, payload):
-    """BUG: the database stores these payloads, but ClaimedJob.from_row's json.loads raises (ValueError:
+    """The bug this pins (fixed): the database stores these payloads, but ClaimedJob.from_row's json.loads raises (ValueError:
     "Exceeds the limit (4300 digits) for integer string conversion"; RecursionError) inside the claim loop:
     Worker.run() dies, leaving the whole claimed batch leased. jobs-worker exits; started again, it claims
     the same job and dies again until the job runs out of attempts by lease expiry."""
@@ -1587,7 +1590,7 @@ def test_the_worker_survives_a_payload_python_cannot_parse(db, dsn, payload):
 
 
 def test_a_nan_result_dead_letters_its_job_without_failing_the_others_ack(db, dsn):
-    """BUG: the worker checks a handler's result with json.dumps, which writes NaN; the database refuses
+    """The bug this pins (fixed): the worker checks a handler's result with json.dumps, which writes NaN; the database refuses
     it, so the whole batch's ack_each fails: every job of the batch runs again after its lease expires,
     and the NaN job ends "lease expired; no attempts left" instead of saying why."""
     router_task = "h.nan"
@@ -1630,13 +1633,13 @@ def test_a_handler_error_with_nul_or_a_surrogate_is_recorded(db, dsn, message):
 
 @pytest.mark.parametrize("seconds", [-1.0, math.nan, 1e12], ids=["negative", "nan", "beyond-a-year"])
 def test_a_retry_after_outside_nacks_range_is_recorded(db, dsn, seconds):
-    """BUG: RetryAfter(seconds) goes to nack as it is; nack refuses a negative, NaN or more than a year
+    """The bug this pins (fixed): RetryAfter(seconds) goes to nack as it is; nack refuses a negative, NaN or more than a year
     (PR001), the worker logs an internal error and the job only ends when its lease expires."""
     _assert_handler_failure_recorded(db, dsn, pgrelay.RetryAfter(seconds, "bad retry"))
 
 
 def _assert_handler_failure_recorded(db: psycopg.Connection, dsn: str, error: BaseException) -> None:
-    """BUG: the worker sends the handler's error text as it is; the database refuses NUL (22021) and the
+    """The bug this pins (fixed): the worker sends the handler's error text as it is; the database refuses NUL (22021) and the
     driver a surrogate, so nack fails, the worker logs an internal error and the job only ends when its
     lease expires ("lease expired; no attempts left"): the handler's error is never recorded."""
     job_id = call(db, "enqueue", {"task": "h.raise", "queue": "poison", "max_attempts": 1}).value
@@ -1677,7 +1680,7 @@ def test_a_hostile_retry_after_header_becomes_a_delay_nack_accepts(value):
 
 
 def test_the_guard_refuses_a_host_with_nul_by_its_rule():
-    """BUG (minor: the database never stores NUL, so no job reaches it): check_url("http://\\x00/") raises
+    """The bug this pins (fixed; minor: the database never stores NUL, so no job reaches it): check_url("http://\\x00/") raises
     ValueError ("embedded null character", from socket.inet_aton) instead of TargetRefused."""
     with pytest.raises(TargetRefused):
         TargetPolicy().check_url("http://\x00/")
@@ -1685,7 +1688,7 @@ def test_the_guard_refuses_a_host_with_nul_by_its_rule():
 
 @pytest.mark.parametrize("value", ["\u00b2", "1\u2070", "\u00b9\u00b2"])
 def test_retry_after_with_superscript_digits_is_unusable_not_an_exception(value):
-    """BUG: parse_retry_after checks str.isdigit(), which is true for superscript digits, then float()
+    """The bug this pins (fixed): parse_retry_after checks str.isdigit(), which is true for superscript digits, then float()
     raises ValueError: a server answering 503 with "Retry-After: ²" makes HttpExecutor.execute raise that
     ValueError (the response's status and body never reach the attempt's details)."""
     from pgrelay.http import parse_retry_after
@@ -1719,7 +1722,7 @@ async def test_a_server_sending_a_hostile_retry_after_gets_a_retry_with_details(
 @pytest.mark.parametrize("url", ["http://[::ffff:0:a9fe:a9fe]/latest/meta-data/", "http://[::ffff:0:7f00:1]/",
                                  "http://[::ffff:0:a00:1]/", "http://[::1:0:0]/", "http://[::100:0:0]/"])
 def test_the_guard_refuses_reserved_ipv6_and_its_ipv4_translated_forms(db, monkeypatch, url):
-    """BUG (SSRF guard): IPv6 ::/8 is reserved (IETF), but Python 3.11's is_global calls it global and no
+    """The bug this pins (fixed; SSRF guard): IPv6 ::/8 is reserved (IETF), but Python 3.11's is_global calls it global and no
     row of ssrf._RANGES covers it (only ::/128, ::1/128 and ::/96): the guard lets these through. Among
     them ::ffff:0:0:0/96, the SIIT "IPv4-translated" form (RFC 6145) of any IPv4 address: behind a
     stateless translator ::ffff:0:a9fe:a9fe is 169.254.169.254, and ::ffff:0:7f00:1 is 127.0.0.1.
@@ -1731,3 +1734,13 @@ def test_the_guard_refuses_reserved_ipv6_and_its_ipv4_translated_forms(db, monke
     raised = asyncio.run(execute_without_network({"url": url, "method": "POST", "headers": {}, "body": None},
                                                  ["93.184.216.34"], recorded))
     assert recorded == [], f"the executor connected to {recorded} ({raised!r})"
+
+
+def test_a_result_the_database_refuses_costs_only_its_own_job(db, dsn, monkeypatch):
+    """The worker's second line of defence: when the batched ack is refused anyway (here the result check
+    is switched off, so NaN reaches the client), it acks the batch one by one and dead-letters only the
+    job whose result was refused, naming why."""
+    import pgrelay.worker
+
+    monkeypatch.setattr(pgrelay.worker, "_unstorable", lambda value: None)
+    test_a_nan_result_dead_letters_its_job_without_failing_the_others_ack(db, dsn)

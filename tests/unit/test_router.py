@@ -55,7 +55,7 @@ def test_public_names_are_pinned():
     assert sorted(pgrelay.__all__) == sorted([
         "Attempt", "ClaimedJob", "Conflict", "InvalidArgument", "InvalidBulkJob", "InvalidHttpRequest", "InvalidUrl", "Job",
         "JobContext", "JobNotFound", "LeaseLost", "MigrationResult", "Permanent", "PgRelayError", "QueueSettings", "QueueStats",
-        "RetryAfter", "Router", "SchemaError", "SqlError", "UnsupportedIsolation", "Worker", "__version__", "client",
+        "RetryAfter", "Router", "SchemaError", "SqlError", "UnreadableJson", "UnsupportedIsolation", "Worker", "__version__", "client",
         "enqueue", "enqueue_bulk", "enqueue_http", "enqueue_many", "get_job", "installed_version", "migrate", "schema_version",
     ])
     for name in pgrelay.__all__:
