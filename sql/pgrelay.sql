@@ -357,6 +357,13 @@ LANGUAGE sql STABLE AS $$
     END
 $$;
 
+-- A LIKE pattern PostgreSQL refuses (22025): one that ends with an escape character (\) escaping nothing.
+CREATE FUNCTION pgrelay._bad_like(p_pattern text)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT p_pattern ~ '(^|[^\\])(\\\\)*\\$'
+$$;
+
 -- Every argument rule of a job, in one place: enqueue, enqueue_http and enqueue_bulk use it.
 CREATE FUNCTION pgrelay._job_args_error(
     p_task text, p_queue text, p_payload jsonb, p_run_at timestamptz, p_priority integer,
@@ -815,6 +822,8 @@ LANGUAGE sql STABLE AS $$
            s.run_at, s.priority, s.max_attempts, s.timeout_seconds, s.idempotency_key, s.dedupe_key, s.trace_id,
            CASE
                WHEN pg_catalog.jsonb_typeof(s.e) <> 'object' THEN 'must be a JSON object'
+               WHEN s.not_text IS NOT NULL
+               THEN pg_catalog.format('%s must be a JSON string, not %s', s.not_text, pg_catalog.jsonb_typeof(s.e -> s.not_text))
                WHEN s.unknown_key IS NOT NULL
                THEN pg_catalog.format('unknown key %s (allowed: task, payload, queue, run_at, priority, max_attempts, timeout_seconds, idempotency_key, dedupe_key, trace_id, url, method, headers, body)',
                                       pg_catalog.quote_literal(s.unknown_key))
@@ -839,6 +848,16 @@ LANGUAGE sql STABLE AS $$
                r.max_attempts, r.timeout_seconds, r.idempotency_key, r.dedupe_key, r.trace_id,
                coalesce(r.method, 'POST') AS method,
                coalesce(nullif(r.headers, 'null'), '{}') AS headers,
+               -- jsonb_to_record would read {"task": 5} as the text '5': the first text argument that is
+               -- neither a JSON string nor null
+               CASE WHEN pg_catalog.jsonb_typeof(e.e -> 'task') NOT IN ('string', 'null') THEN 'task'
+                    WHEN pg_catalog.jsonb_typeof(e.e -> 'queue') NOT IN ('string', 'null') THEN 'queue'
+                    WHEN pg_catalog.jsonb_typeof(e.e -> 'idempotency_key') NOT IN ('string', 'null') THEN 'idempotency_key'
+                    WHEN pg_catalog.jsonb_typeof(e.e -> 'dedupe_key') NOT IN ('string', 'null') THEN 'dedupe_key'
+                    WHEN pg_catalog.jsonb_typeof(e.e -> 'trace_id') NOT IN ('string', 'null') THEN 'trace_id'
+                    WHEN pg_catalog.jsonb_typeof(e.e -> 'url') NOT IN ('string', 'null') THEN 'url'
+                    WHEN pg_catalog.jsonb_typeof(e.e -> 'method') NOT IN ('string', 'null') THEN 'method'
+               END AS not_text,
                -- the first key that is not an argument name; the subquery runs only when there is one
                CASE WHEN pg_catalog.jsonb_typeof(e.e) = 'object'
                          AND (e.e - ARRAY['task', 'payload', 'queue', 'run_at', 'priority', 'max_attempts', 'timeout_seconds',
@@ -1122,8 +1141,10 @@ BEGIN
         PERFORM pgrelay._check((SELECT pgrelay._name_error('queue', q, 128) FROM unnest(consume.queues) q
                                 WHERE pgrelay._name_error('queue', q, 128) IS NOT NULL LIMIT 1));
     END IF;
-    IF consume.tasks IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(consume.tasks) t WHERE t IS NULL OR length(t) NOT BETWEEN 1 AND 200) THEN
-        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'tasks must be LIKE patterns of 1 to 200 characters, e.g. ''{orders.%}''';
+    IF consume.tasks IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(consume.tasks) t
+                                             WHERE t IS NULL OR length(t) NOT BETWEEN 1 AND 200 OR pgrelay._bad_like(t)) THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = 'tasks must be LIKE patterns of 1 to 200 characters, e.g. ''{orders.%}''; end none with a lone \';
     END IF;
     IF array_position(consume.handlers, NULL) IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'handlers must be task names (no NULL elements)';
@@ -1338,6 +1359,12 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'PR001',
             MESSAGE = format('lease_seconds must be between 1 and 86400 (or NULL for the queue''s setting), not %s', heartbeat.lease_seconds);
     END IF;
+    IF cardinality(heartbeat.queues) > 1000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'queues must list at most 1000 queues (or be NULL for all)';
+    ELSIF heartbeat.queues IS NOT NULL THEN
+        PERFORM pgrelay._check((SELECT pgrelay._name_error('queue', q, 128) FROM unnest(heartbeat.queues) q
+                                WHERE pgrelay._name_error('queue', q, 128) IS NOT NULL LIMIT 1));
+    END IF;
     INSERT INTO pgrelay._workers AS w (worker, host, pid, queues, lease_seconds)
     VALUES (heartbeat.worker, left(heartbeat.host, 255), heartbeat.pid, heartbeat.queues, heartbeat.lease_seconds)
     ON CONFLICT ON CONSTRAINT _workers_pkey DO UPDATE
@@ -1401,11 +1428,11 @@ BEGIN
                WHERE j.id = release.id AND j.attempt = release.attempt AND j.status = 'leased'
                  AND j.cancel_requested_at IS NOT NULL) THEN
         RETURN EXISTS (SELECT 1 FROM pgrelay._finish(ARRAY[release.id], ARRAY[release.attempt], 'cancelled', 'cancelled',
-                                                     NULL, ARRAY[coalesce(release.reason, 'released by the worker')]));
+                                                     NULL, ARRAY[left(coalesce(release.reason, 'released by the worker'), 10000)]));
     END IF;
     SELECT r.queue INTO v_queue
     FROM pgrelay._retry(ARRAY[release.id], ARRAY[release.attempt], 'cancelled',
-                        ARRAY[coalesce(release.reason, 'released by the worker')], ARRAY[0::double precision]) r;
+                        ARRAY[left(coalesce(release.reason, 'released by the worker'), 10000)], ARRAY[0::double precision]) r;
     IF v_queue IS NULL THEN
         RETURN false;
     END IF;
@@ -1880,8 +1907,9 @@ DECLARE
     v_count integer;
 BEGIN
     PERFORM pgrelay._check(pgrelay._name_error('queue', replay_dead_letters.queue, 128));
-    IF length(replay_dead_letters.task) NOT BETWEEN 1 AND 200 THEN
-        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'task must be a LIKE pattern of 1 to 200 characters, e.g. ''orders.%'', or NULL for all';
+    IF length(replay_dead_letters.task) NOT BETWEEN 1 AND 200 OR pgrelay._bad_like(replay_dead_letters.task) THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = 'task must be a LIKE pattern of 1 to 200 characters, e.g. ''orders.%'', not ending with a lone \, or NULL for all';
     END IF;
     IF replay_dead_letters.since IN ('infinity', '-infinity') THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'since must be a point in time (or NULL for all)';

@@ -389,6 +389,8 @@ def test_worker_may_name_host_pid_and_path(db, worker):
         {"tasks": [None]},
         {"tasks": [""]},
         {"tasks": ["t" * 201]},
+        {"tasks": ["orders.\\"]},  # a lone escape at the end: PostgreSQL's LIKE would raise 22025
+        {"tasks": ["a\\\\\\"]},
     ],
     ids=lambda a: repr(a)[:40],
 )
@@ -399,6 +401,14 @@ def test_invalid_arguments_are_rejected(db, args):
         consume(db, **args)
 
     assert scalar(db, "SELECT count(*) FROM pgrelay.jobs WHERE status = 'leased'") == 0
+
+
+def test_escapes_in_task_patterns_work_as_in_like(db):
+    wanted = enqueue(db, task="mail_x")
+    enqueue(db, task="mailyx")
+
+    assert consume(db, tasks=["mail\\\\"]) == []  # an escaped backslash at the end is a valid pattern
+    assert [row["id"] for row in consume(db, tasks=["mail\\_%"])] == [wanted.id]
 
 
 def test_batch_bounds_are_accepted(db):

@@ -107,6 +107,13 @@ BAD_ELEMENTS = [
     ({"task": "t", "idempotency_key": ""}, "idempotency_key"),
     ({"task": "t", "dedupe_key": ""}, "dedupe_key"),
     ({"task": "t", "trace_id": ""}, "trace_id"),
+    ({"task": 5}, "task must be a JSON string, not number"),  # not the task "5"
+    ({"task": "t", "queue": True}, "queue must be a JSON string"),
+    ({"task": "t", "idempotency_key": 7}, "idempotency_key must be a JSON string"),
+    ({"task": "t", "dedupe_key": ["k"]}, "dedupe_key must be a JSON string"),
+    ({"task": "t", "trace_id": {"id": 1}}, "trace_id must be a JSON string"),
+    ({"url": 80}, "url must be a JSON string"),
+    ({"url": "https://example.com/", "method": 1}, "method must be a JSON string"),
     ({"task": "t", "body": {"x": 1}}, "url"),
     ({"task": "t", "method": "GET"}, "url"),
     ({"url": "ftp://example.com/"}, "url"),

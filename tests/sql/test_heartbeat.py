@@ -166,6 +166,15 @@ def test_invalid_worker_is_rejected(db, worker):
     assert scalar(db, "SELECT count(*) FROM pgrelay.workers") == 0
 
 
+@pytest.mark.parametrize("queues", [["mail", None], ["bad queue"], [""], ["q" * 129], ["q"] * 1001],
+                         ids=["null", "space", "empty", "too-long", "too-many"])
+def test_invalid_queues_are_rejected_and_record_nothing(db, queues):
+    with raises_sqlstate("PR001"):
+        call(db, "heartbeat", worker="worker-1", queues=queues)
+
+    assert scalar(db, "SELECT count(*) FROM pgrelay.workers") == 0
+
+
 @pytest.mark.parametrize("lease_seconds", [0, -1, 86401])
 def test_invalid_lease_seconds_is_rejected_and_changes_nothing(db, lease_seconds):
     job = make_job(db, "leased")

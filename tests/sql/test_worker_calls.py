@@ -71,6 +71,12 @@ def test_release_hands_the_job_back_at_once_without_spending_it(db):
     assert again["attempt"] == job.attempt + 1  # a new fencing token, even though max_attempts was 1
 
 
+def test_a_long_release_reason_is_cut_to_10000_characters_like_an_error(db):
+    job = make_job(db, "leased")
+    assert call(db, "release", id=job.id, attempt=job.attempt, reason="r" * 20000) is True
+    assert [len(a["error"]) for a in attempts(db, job)] == [10000]
+
+
 def test_release_of_a_lost_lease_changes_nothing(db):
     job = make_job(db, "leased")
     assert call(db, "release", id=job.id, attempt=job.attempt + 1) is False
