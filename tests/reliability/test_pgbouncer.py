@@ -28,6 +28,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -174,20 +175,28 @@ def executions(db: psycopg.Connection) -> psycopg.Connection:
 def jobs_worker(dsn: str, *args: str) -> subprocess.Popen[str]:
     """A real ``jobs-worker`` running tests/acceptance/worker_app.py's handlers (task "record" among them)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
+    # the log goes to a file: a pipe read only at the end would fill and block the worker's logging
+    log = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(
         [str(BIN / "jobs-worker"), dsn, "--app", "tests.acceptance.worker_app:router", "--no-http", *args],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
     )
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
 
 
 def stop_process(proc: subprocess.Popen[str], timeout: float = 30) -> str:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     try:
-        output, _ = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        output, _ = proc.communicate(timeout=10)
+        proc.wait(timeout=10)
+    log = proc.log  # type: ignore[attr-defined]
+    log.seek(0)
+    output = log.read()
+    log.close()
     return output
 
 
