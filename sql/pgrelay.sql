@@ -357,6 +357,16 @@ LANGUAGE sql STABLE AS $$
     END
 $$;
 
+-- A number outside its range: the message naming the argument, the range and the value; NULL when in range.
+CREATE FUNCTION pgrelay._range_error(p_what text, p_value double precision, p_low double precision,
+                                     p_high double precision, p_extra text DEFAULT '')
+RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN p_value = 'NaN' OR p_value NOT BETWEEN p_low AND p_high
+                THEN pg_catalog.format('%s must be between %s and %s%s, not %s', p_what, p_low, p_high, p_extra, p_value)
+           END
+$$;
+
 -- A LIKE pattern PostgreSQL refuses (22025): one that ends with an escape character (\) escaping nothing.
 CREATE FUNCTION pgrelay._bad_like(p_pattern text)
 RETURNS boolean
@@ -1718,34 +1728,15 @@ BEGIN
                              'backoff_max_seconds, retention_succeeded_days, retention_dead_letter_days',
                              coalesce(quote_literal(v_bad), 'NULL'));
     END IF;
-    IF configure_queue.concurrency NOT BETWEEN 1 AND 100000 THEN
-        RAISE EXCEPTION USING ERRCODE = 'PR001', HINT = 'pause the queue to stop it; reset => ''{concurrency}'' removes the limit',
-            MESSAGE = format('concurrency must be between 1 and 100000, not %s', configure_queue.concurrency);
-    END IF;
-    IF configure_queue.max_attempts NOT BETWEEN 1 AND 1000 THEN
-        RAISE EXCEPTION USING ERRCODE = 'PR001',
-            MESSAGE = format('max_attempts must be between 1 and 1000, not %s', configure_queue.max_attempts);
-    END IF;
-    IF configure_queue.lease_seconds NOT BETWEEN 1 AND 86400 THEN
-        RAISE EXCEPTION USING ERRCODE = 'PR001',
-            MESSAGE = format('lease_seconds must be between 1 and 86400, not %s', configure_queue.lease_seconds);
-    END IF;
-    IF configure_queue.backoff_base_seconds = 'NaN' OR configure_queue.backoff_base_seconds NOT BETWEEN 0.001 AND 86400 THEN
-        RAISE EXCEPTION USING ERRCODE = 'PR001',
-            MESSAGE = format('backoff_base_seconds must be between 0.001 and 86400, not %s', configure_queue.backoff_base_seconds);
-    END IF;
-    IF configure_queue.backoff_max_seconds = 'NaN' OR configure_queue.backoff_max_seconds NOT BETWEEN 0.001 AND 604800 THEN
-        RAISE EXCEPTION USING ERRCODE = 'PR001',
-            MESSAGE = format('backoff_max_seconds must be between 0.001 and 604800 (a week), not %s', configure_queue.backoff_max_seconds);
-    END IF;
-    IF configure_queue.retention_succeeded_days NOT BETWEEN 0 AND 36500 THEN
-        RAISE EXCEPTION USING ERRCODE = 'PR001',
-            MESSAGE = format('retention_succeeded_days must be between 0 and 36500, not %s', configure_queue.retention_succeeded_days);
-    END IF;
-    IF configure_queue.retention_dead_letter_days NOT BETWEEN 0 AND 36500 THEN
-        RAISE EXCEPTION USING ERRCODE = 'PR001',
-            MESSAGE = format('retention_dead_letter_days must be between 0 and 36500, not %s', configure_queue.retention_dead_letter_days);
-    END IF;
+    PERFORM pgrelay._check(pgrelay._range_error('concurrency', configure_queue.concurrency, 1, 100000), 'PR001',
+                           'pause the queue to stop it; reset => ''{concurrency}'' removes the limit');
+    PERFORM pgrelay._check(coalesce(
+        pgrelay._range_error('max_attempts', configure_queue.max_attempts, 1, 1000),
+        pgrelay._range_error('lease_seconds', configure_queue.lease_seconds, 1, 86400),
+        pgrelay._range_error('backoff_base_seconds', configure_queue.backoff_base_seconds, 0.001, 86400),
+        pgrelay._range_error('backoff_max_seconds', configure_queue.backoff_max_seconds, 0.001, 604800, ' (a week)'),
+        pgrelay._range_error('retention_succeeded_days', configure_queue.retention_succeeded_days, 0, 36500),
+        pgrelay._range_error('retention_dead_letter_days', configure_queue.retention_dead_letter_days, 0, 36500)));
     SELECT r INTO v_bad FROM unnest(v_reset) r
     WHERE (r = 'concurrency' AND configure_queue.concurrency IS NOT NULL)
        OR (r = 'max_attempts' AND configure_queue.max_attempts IS NOT NULL)
@@ -2005,15 +1996,9 @@ DECLARE
     v_oldest_kept interval;
     v_max integer := coalesce(purge.max_jobs, 10000);
 BEGIN
-    IF purge.older_than_days NOT BETWEEN 0 AND 36500 THEN
-        RAISE EXCEPTION USING ERRCODE = 'PR001',
-            MESSAGE = format('older_than_days must be between 0 and 36500 (or NULL for each queue''s retention), not %s',
-                             purge.older_than_days);
-    END IF;
-    IF v_max NOT BETWEEN 1 AND 10000000 THEN
-        RAISE EXCEPTION USING ERRCODE = 'PR001',
-            MESSAGE = format('max_jobs must be between 1 and 10000000 (or NULL for 10000), not %s', v_max);
-    END IF;
+    PERFORM pgrelay._check(coalesce(
+        pgrelay._range_error('older_than_days', purge.older_than_days, 0, 36500, ' (or NULL for each queue''s retention)'),
+        pgrelay._range_error('max_jobs', v_max, 1, 10000000, ' (or NULL for 10000)')));
     -- one purge at a time (a second caller returns 0 at once): the counters it folds stay exact
     IF NOT pg_try_advisory_xact_lock(123589603914343) THEN
         RETURN 0;
