@@ -53,7 +53,6 @@ POSTGRES_CODES = {
     "22008": "datetime field overflow: a timestamp or interval out of range",
     "22009": "invalid time zone displacement value: a number given for a timestamp (PostgREST, run_at: -16)",
     "22021": "invalid byte sequence for encoding UTF8: 0x00 (NUL in text, as asyncpg sends it)",
-    "22025": "invalid escape sequence: a LIKE pattern ending in a backslash (consume tasks, replay_dead_letters task)",
     "54001": "stack depth limit exceeded: JSON nested about 100,000 deep",
 }
 DRIVER = "driver"  # psycopg refused to send the value: NUL in a text parameter, or a surrogate

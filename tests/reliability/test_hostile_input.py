@@ -167,6 +167,33 @@ def json_refused(db: psycopg.Connection, value: Any) -> str | None:
 JSON_CODES = ("22P05", "22P02", "54001")
 
 
+def bad_like(pattern: str) -> bool:
+    """A LIKE pattern PostgreSQL refuses (22025): it ends with a backslash that escapes nothing."""
+    return re.search(r"(^|[^\\])(\\\\)*\\$", pattern) is not None
+
+
+def refusal(driver: bool, data_bad: bool, rules: bool, data_codes: tuple[str, ...] = ("22003", *JSON_CODES)
+            ) -> tuple[str, ...] | None:
+    """The codes a clear refusal may carry for arguments the driver cannot send, the database cannot
+    convert, or a pgrelay rule refuses, in that order; None for good arguments."""
+    return (DRIVER,) if driver else data_codes if data_bad else ("PR001",) if rules else None
+
+
+def call_judged(db: psycopg.Connection, function: str, args: dict[str, Any], *, rows: bool,
+                refused_with: tuple[str, ...] | None) -> tuple[Outcome, dict[str, Any]] | None:
+    """Call ``function``. Bad arguments (``refused_with``, from ``refusal``) must get a clear refusal with
+    one of those codes and change nothing: None. Good ones: the outcome and the snapshot from before."""
+    before = snapshot(db)
+    outcome = call(db, function, args, rows=rows)
+    note(repr(outcome))
+    event("accepted" if outcome.ok else f"refused {outcome.code}")
+    if refused_with is not None:
+        assert_clear_refusal(outcome, *refused_with)
+        assert snapshot(db) == before
+        return None
+    return outcome, before
+
+
 # =============================================================================================
 # 1. SQL functions, called directly
 # =============================================================================================
@@ -540,14 +567,10 @@ def test_enqueue_many_stores_every_payload_in_order_or_none(db, data):
         json_refused(db, p) for p in payloads or [])
     rules = not (payloads is not None and name_ok(task, "task") and name_ok(nvl(queue, "default"), "queue")
                  and in_range(max_attempts, 1, 1000) and in_range(timeout_seconds, 1, 86400) and key_ok(trace_id))
-    before = snapshot(db)
-    outcome = call(db, "enqueue_many", args, rows=True)
-    note(repr(outcome))
-    event("accepted" if outcome.ok else f"refused {outcome.code}")
-    if driver or data or rules:
-        assert_clear_refusal(outcome, *((DRIVER,) if driver else ("22003", *JSON_CODES) if data else ("PR001",)))
-        assert snapshot(db) == before
+    judged = call_judged(db, "enqueue_many", args, rows=True, refused_with=refusal(driver, data, rules))
+    if judged is None:
         return
+    outcome, before = judged
     assert outcome.ok, f"a valid enqueue_many was refused: {outcome}"
     ids = [row[0] for row in outcome.rows]
     assert len(ids) == len(payloads) and ids == sorted(ids)
@@ -648,14 +671,11 @@ def test_worker_calls_with_hostile_arguments_change_only_what_they_say(db, data,
         held = bool(held_pairs)
         if held and (job_id, attempt) not in held_pairs:
             job_id, attempt = sorted(held_pairs)[0]
-    before = snapshot(db)
-    outcome = call(db, function, args, rows=function == "ack_each")
-    note(repr(outcome))
-    event("accepted" if outcome.ok else f"refused {outcome.code}")
-    if driver or data_bad or rules:
-        assert_clear_refusal(outcome, *((DRIVER,) if driver else ("22003", *JSON_CODES) if data_bad else ("PR001",)))
-        assert snapshot(db) == before
+    judged = call_judged(db, function, args, rows=function == "ack_each",
+                         refused_with=refusal(driver, data_bad, rules))
+    if judged is None:
         return
+    outcome, before = judged
     assert outcome.ok, f"valid arguments were refused: {outcome}"
     job = get_job(db, job_id)
     if function == "ack":
@@ -738,22 +758,13 @@ def test_consume_with_hostile_arguments_leases_only_what_it_says(db, data):
     rules = (not name_ok(worker, "worker") or not in_range(1 if batch is None else batch, 1, 10000)
              or not in_range(lease_seconds, 1, 86400)
              or (queues is not None and not all(name_ok(q, "queue") for q in queues))
-             or (tasks is not None and not all(t is not None and 1 <= len(t) <= 200 for t in tasks))
+             or (tasks is not None and not all(t is not None and 1 <= len(t) <= 200 and not bad_like(t) for t in tasks))
              or (handlers is not None and None in handlers)
              or (kinds is not None and not all(k in ("handler", "http") for k in kinds)))
-    before = snapshot(db)
-    outcome = call(db, "consume", args, rows=True)
-    note(repr(outcome))
-    event("accepted" if outcome.ok else f"refused {outcome.code}")
-    if driver or data_bad or rules:
-        assert_clear_refusal(outcome, *((DRIVER,) if driver else ("22003",) if data_bad else ("PR001",)))
-        assert snapshot(db) == before
+    judged = call_judged(db, "consume", args, rows=True, refused_with=refusal(driver, data_bad, rules, ("22003",)))
+    if judged is None:
         return
-    if not outcome.ok and outcome.code == "22025":
-        # a LIKE pattern that ends in its escape character: PostgreSQL refuses it, only when a row is compared
-        assert any(t.endswith("\\") for t in tasks)
-        assert snapshot(db) == before
-        return
+    outcome, before = judged
     assert outcome.ok, f"valid arguments were refused: {outcome}"
     for row in outcome.rows:
         job_id, queue, task, kind, _payload, attempt = row[:6]
@@ -835,7 +846,8 @@ def test_operator_calls_with_hostile_arguments_change_only_what_they_say(db, ope
         parsed = (run(db, "SELECT coalesce(isfinite(%s::timestamptz), true)", [args["since"]]) if not driver
                   else Outcome(rows=[[True]]))
         data_bad = not parsed.ok
-        rules = (not name_ok(queue, "queue") or (args["task"] is not None and not 1 <= len(args["task"]) <= 200)
+        rules = (not name_ok(queue, "queue")
+                 or (args["task"] is not None and (not 1 <= len(args["task"]) <= 200 or bad_like(args["task"])))
                  or (parsed.ok and not parsed.value))
     else:  # purge, maintain
         args = {"max_jobs": data.draw(st.one_of(st.none(), hostile_ints), label="max_jobs")}
@@ -845,21 +857,13 @@ def test_operator_calls_with_hostile_arguments_change_only_what_they_say(db, ope
         data_bad = int_overflow(*args.values())
         rules = (not in_range(args["max_jobs"], 1, 10_000_000)
                  or not in_range(args.get("older_than_days"), 0, 36500))
-    before = snapshot(db)
-    outcome = call(db, function, args, rows=rows)
-    note(repr(outcome))
-    event("accepted" if outcome.ok else f"refused {outcome.code}")
-    if driver or data_bad or rules:
-        expected = (DRIVER,) if driver else ("22003", "22007", "22008") if data_bad else ("PR001",)
-        assert_clear_refusal(outcome, *expected)
-        assert snapshot(db) == before
+    judged = call_judged(db, function, args, rows=rows,
+                         refused_with=refusal(driver, data_bad, rules, ("22003", "22007", "22008")))
+    if judged is None:
         return
+    outcome, before = judged
     if function in ("replay", "cancel") and not outcome.ok:
         assert_clear_refusal(outcome, "PT404", "PT409")
-        assert snapshot(db) == before
-        return
-    if function == "replay_dead_letters" and not outcome.ok and outcome.code == "22025":
-        assert args["task"].endswith("\\")
         assert snapshot(db) == before
         return
     assert outcome.ok, f"valid arguments were refused: {outcome}"
@@ -1491,9 +1495,11 @@ def hostile_jobs(draw: Any) -> dict[str, Any]:
             "body": draw(clean_json)}
 
 
-async def run_worker(dsn: str, queue: str, http: HttpExecutor, until: Any, timeout: float = 30.0) -> None:
-    worker = pgrelay.Worker(dsn, hostile_router(), queues=[queue], concurrency=4, poll_interval=0.05,
-                            lease_seconds=10, http_executor=http, maintenance_interval=0)
+async def run_worker(dsn: str, queue: str, until: Any, *, router: pgrelay.Router | None = None,
+                     timeout: float = 30.0, **options: Any) -> None:
+    """Run a worker on ``queue`` until ``until()``; it must keep running all along and get there in time."""
+    options = {"concurrency": 4, "poll_interval": 0.05, "lease_seconds": 10, "maintenance_interval": 0, **options}
+    worker = pgrelay.Worker(dsn, router or hostile_router(), queues=[queue], **options)
     task = asyncio.create_task(worker.run())
     try:
         deadline = asyncio.get_running_loop().time() + timeout
@@ -1535,7 +1541,7 @@ def test_the_worker_keeps_running_and_every_hostile_job_ends_with_its_error_reco
     async def go() -> None:
         async with HttpExecutor(resolver=HostileDns(answers), connect_timeout=2, read_timeout=2,
                                 total_timeout=4) as http:
-            await run_worker(dsn, queue, http, settled)
+            await run_worker(dsn, queue, settled, http_executor=http)
 
     asyncio.run(go())
     for address in recorded:
@@ -1570,7 +1576,7 @@ async def settle_one(dsn: str, db: psycopg.Connection, job_ids: list[int], timeo
                           "('succeeded', 'dead_letter', 'cancelled')", [job_ids]).fetchone()[0] == len(job_ids)
 
     async with HttpExecutor() as http:
-        await run_worker(dsn, "poison", http, settled, timeout=timeout)
+        await run_worker(dsn, "poison", settled, http_executor=http, timeout=timeout)
 
 
 # Regressions: each bug the properties above found, with its smallest example (fixed; see git log).
@@ -1597,28 +1603,17 @@ def test_a_nan_result_dead_letters_its_job_without_failing_the_others_ack(db, ds
     ids = [call(db, "enqueue", {"task": "h.echo", "payload": {"i": i}, "queue": "poison"}).value for i in range(3)]
     nan = call(db, "enqueue", {"task": router_task, "queue": "poison", "max_attempts": 1}).value
 
-    async def go() -> None:
-        router = hostile_router()
+    router = hostile_router()
 
-        @router.task(router_task)
-        async def returns_nan(ctx: Any) -> Any:
-            return {"ratio": float("nan")}
+    @router.task(router_task)
+    async def returns_nan(ctx: Any) -> Any:
+        return {"ratio": float("nan")}
 
-        worker = pgrelay.Worker(dsn, router, queues=["poison"], concurrency=8, poll_interval=0.05, lease_seconds=3,
-                                maintenance_interval=0)
-        task = asyncio.create_task(worker.run())
-        try:
-            for _ in range(200):
-                done = db.execute("SELECT count(*) FROM pgrelay.jobs WHERE id = ANY (%s) AND status IN "
-                                  "('succeeded', 'dead_letter')", [[*ids, nan]]).fetchone()[0]
-                if done == 4:
-                    break
-                await asyncio.sleep(0.05)
-        finally:
-            worker.stop()
-            await asyncio.wait_for(task, timeout=15)
+    def settled() -> bool:
+        return db.execute("SELECT count(*) FROM pgrelay.jobs WHERE id = ANY (%s) AND status IN "
+                          "('succeeded', 'dead_letter')", [[*ids, nan]]).fetchone()[0] == 4
 
-    asyncio.run(go())
+    asyncio.run(run_worker(dsn, "poison", settled, router=router, concurrency=8, lease_seconds=3))
     for job_id in ids:
         job = get_job(db, job_id)
         assert (job["status"], job["attempt"]) == ("succeeded", 1), job  # acked the first time
@@ -1644,26 +1639,14 @@ def _assert_handler_failure_recorded(db: psycopg.Connection, dsn: str, error: Ba
     lease expires ("lease expired; no attempts left"): the handler's error is never recorded."""
     job_id = call(db, "enqueue", {"task": "h.raise", "queue": "poison", "max_attempts": 1}).value
 
-    async def go() -> None:
-        router = hostile_router()
+    router = hostile_router()
 
-        @router.task("h.raise")
-        async def raises(ctx: Any) -> Any:
-            raise error
+    @router.task("h.raise")
+    async def raises(ctx: Any) -> Any:
+        raise error
 
-        worker = pgrelay.Worker(dsn, router, queues=["poison"], poll_interval=0.05, lease_seconds=2,
-                                recover_interval=0.5, maintenance_interval=0)
-        task = asyncio.create_task(worker.run())
-        try:
-            for _ in range(200):
-                if get_job(db, job_id)["status"] == "dead_letter":
-                    break
-                await asyncio.sleep(0.05)
-        finally:
-            worker.stop()
-            await asyncio.wait_for(task, timeout=15)
-
-    asyncio.run(go())
+    asyncio.run(run_worker(dsn, "poison", lambda: get_job(db, job_id)["status"] == "dead_letter", router=router,
+                           lease_seconds=2, recover_interval=0.5))
     [attempt] = db.execute("SELECT outcome, error FROM pgrelay.get_attempts(%s)", [job_id]).fetchall()
     assert attempt[0] == "failed" and "bad" in attempt[1], attempt
 
