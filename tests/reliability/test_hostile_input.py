@@ -649,11 +649,13 @@ def test_worker_calls_with_hostile_arguments_change_only_what_they_say(db, data,
                 "lease_seconds": data.draw(st.one_of(st.none(), hostile_ints), label="lease_seconds"),
                 "host": data.draw(NULLABLE_TEXT, label="host"),
                 "pid": data.draw(st.one_of(st.none(), hostile_ints), label="pid"),
-                "queues": data.draw(st.one_of(st.none(), st.lists(st.one_of(st.none(), hostile_text(10)), max_size=3)),
+                "queues": data.draw(st.one_of(st.none(), st.lists(st.one_of(st.none(), hostile_text(10),
+                                                                            name_like("queue")), max_size=3)),
                                     label="queues")}
         driver = text_problem(worker, args["host"], args["queues"] or [])
         data_bad = int_overflow(*(ids or []), bits=64) or int_overflow(args["lease_seconds"], args["pid"])
-        rules = not name_ok(worker, "worker") or not in_range(args["lease_seconds"], 1, 86400)
+        rules = (not name_ok(worker, "worker") or not in_range(args["lease_seconds"], 1, 86400)
+                 or (args["queues"] is not None and not all(name_ok(q, "queue") for q in args["queues"])))
     else:
         ids = data.draw(st.one_of(st.just([ident]), st.lists(st.one_of(st.none(), hostile_ints), max_size=3),
                                   st.none()), label="ids")
