@@ -508,17 +508,24 @@ class Worker:
 
     async def _report(self, call: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a completion call, retrying while the database is away (the lease decides if it still counts)."""
+        return (await self._report_tries(call, *args, **kwargs))[0]
+
+    async def _report_tries(self, call: Any, *args: Any, **kwargs: Any) -> tuple[Any, int]:
+        """``_report``, also returning how many tries it took: after a lost connection, an earlier try
+        may have committed without its answer arriving."""
         assert self._pool is not None
         delay = 0.2
+        tries = 1
         while True:
             try:
-                return await self._db(call, *args, **kwargs)
+                return await self._db(call, *args, **kwargs), tries
             except CONNECTION_ERRORS as exc:
                 if self._killed:
-                    return None
+                    return None, tries
                 log.warning("could not report job %s (%s); retrying in %.1fs", args[0], _oneline(exc), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+                tries += 1
 
     def _cancel(self, running: _Running, reason: str) -> None:
         if running.task is not None and not running.acking and not running.task.done():
@@ -539,7 +546,7 @@ class Worker:
                 self._ack_ready.clear()
             self._acks_in_flight = len(batch)
             try:
-                acked = await self._report(
+                acked, tries = await self._report_tries(
                     client.ack_each, [r.job.id for r in batch], [r.job.attempt for r in batch],
                     [r.result for r in batch],
                 )
@@ -561,11 +568,15 @@ class Worker:
             self._acks_in_flight = 0
             held = set(acked or ())
             for running in batch:
-                self._acked(running, running.job.id in held)
+                self._acked(running, running.job.id in held, retried=tries > 1)
 
-    def _acked(self, running: _Running, held: bool) -> None:
+    def _acked(self, running: _Running, held: bool, *, retried: bool = False) -> None:
         if held:
             self._finished(running, "succeeded", None)
+        elif retried:
+            # the first try may have committed and only its answer was lost: then this attempt succeeded
+            self._finished(running, "unconfirmed", "the ack was retried after a lost connection and the retry "
+                           "found the job no longer leased: the first try committed, or the lease was lost")
         else:
             self._finished(running, "stale", "the lease was lost before the ack; another attempt owns the job")
 

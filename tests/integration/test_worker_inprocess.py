@@ -196,6 +196,39 @@ async def test_a_success_whose_lease_was_lost_before_the_ack_is_stale_and_runs_a
     assert outcomes == [(1, "stale"), (2, "succeeded")] or outcomes == [(2, "succeeded"), (1, "stale")]
 
 
+async def test_an_ack_whose_answer_was_lost_is_retried_and_logged_unconfirmed_not_stale(dsn, pool, caplog, monkeypatch):
+    """The ack commits, then the connection drops before its answer arrives: the worker retries it, the
+    retry finds the job already finished, and the log says the ack is unconfirmed rather than blaming
+    another attempt."""
+    router = pgrelay.Router()
+
+    @router.task("answer.lost")
+    async def handler(ctx):
+        return {"ok": True}
+
+    real_ack_each = client.ack_each
+    calls = 0
+
+    async def ack_each_losing_the_first_answer(db, *args, **kwargs):
+        nonlocal calls
+        calls += 1
+        acked = await real_ack_each(db, *args, **kwargs)
+        if calls == 1:
+            raise ConnectionResetError("the answer was lost")
+        return acked
+
+    monkeypatch.setattr(client, "ack_each", ack_each_losing_the_first_answer)
+    job_id = await client.enqueue(pool, "answer.lost")
+    worker = pgrelay.Worker(dsn, router, poll_interval=0.05)
+    with caplog.at_level("DEBUG", logger="pgrelay.worker"):
+        await run_until(worker, lambda: _done(pool, 1))
+
+    assert calls == 2
+    assert (await client.get_job(pool, job_id)).status == "succeeded"
+    [record] = [r for r in caplog.records if getattr(r, "job_id", None) == job_id]
+    assert record.outcome == "unconfirmed" and "first try committed" in record.error
+
+
 async def test_stop_acks_the_successes_still_waiting_for_their_batch(dsn, pool):
     router = pgrelay.Router()
     ran = 0
