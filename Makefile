@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 export PGRELAY_PG_BINDIR := $(PG_BINDIR)
 export PGRELAY_PG_OS_USER := $(PG_OS_USER)
 
-.PHONY: test-extras test-reliability help test demo bench bench-quick bench-sql bench-worker install-extension check-postgres venv bench-venv clean
+.PHONY: test-extras test-reliability help test demo bench bench-quick bench-sql bench-worker bench-instructions install-extension check-postgres venv bench-venv clean
 
 help:
 	@echo "make demo               run the demo on a throwaway PostgreSQL cluster"
@@ -21,6 +21,7 @@ help:
 	@echo "make test-reliability   the crash, restart, contention and hostile-input suite at full size"
 	@echo "make bench-sql          pgbench the SQL hot path against plain-SQL baselines"
 	@echo "make bench-worker       drain throughput and pickup latency of real jobs-worker processes"
+	@echo "make bench-instructions CPU instructions of pgrelay's and pgmq's claim-and-complete cycle (callgrind)"
 	@echo "make bench-quick        pgrelay against PgQueuer, Procrastinate and pgmq, side by side (about 17 minutes)"
 	@echo "make bench              the same, full size (N = 100,000 jobs per drain, 10-minute steady-load runs)"
 	@echo "                        BENCH_ARGS='--figures trigger_ latency_loaded steady_ --steady-seconds 60' runs only"
@@ -86,6 +87,9 @@ bench-sql: check-postgres venv
 
 bench-worker: check-postgres venv
 	$(PY) bench/worker_bench.py $(BENCH_ARGS)
+
+bench-instructions: check-postgres venv bench-venv
+	$(PY) bench/instructions.py $(BENCH_ARGS)
 
 bench: check-postgres venv bench-venv
 	$(PY) bench/compare.py --full $(BENCH_ARGS)

@@ -1,0 +1,141 @@
+"""Count the CPU instructions one claim-100-and-complete cycle costs pgrelay and pgmq, with callgrind.
+
+    make bench-instructions                 # about 2 minutes; needs valgrind (apt-get install valgrind)
+
+Wall-clock figures on a shared 2-core VM move by 20% from one run to the next (bench/compare.py's
+min-max columns show it), more than the differences a change to the SQL makes. Instructions do not:
+the same statements on the same data execute the same instructions, give or take a few thousand.
+So this counts them:
+
+1. a throwaway cluster gets pgrelay (the real installer) and pgmq (its SQL from the PyPI package, as
+   bench/peers.py installs it), both pre-filled with due jobs, vacuumed and checkpointed; then it is
+   stopped;
+2. for each system and for two lengths (``--cycles``, default 10 and 40), a fresh copy of that data
+   directory runs one single-user backend (``postgres --single``) under ``valgrind --tool=callgrind``,
+   reading one statement per cycle, each its own transaction:
+       pgrelay: SELECT pgrelay.ack_many(array_agg(id), array_agg(attempt)) FROM pgrelay.consume(..., batch => 100)
+       pgmq:    SELECT count(*) FROM pgmq.archive(q, (SELECT array_agg(msg_id) FROM pgmq.read(q, 30, 100)))
+3. instructions per cycle = (count for the long run - count for the short one) / (difference in
+   cycles): start-up and shut-down cancel out.
+
+This is the CPU side of the SQL-only "claim 100 + complete" figure (commits, fsync and the network are
+not in it): use it to see whether a change to the SQL makes the hot path cheaper, and by how much.
+``callgrind_annotate --inclusive=yes`` on the kept output files (``--keep DIR``) shows where.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import asyncpg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.peers import pgmq_sql_path  # noqa: E402
+from pgrelay.schema import migrate  # noqa: E402
+from tests.harness.cluster import pg_bindir, throwaway_cluster  # noqa: E402
+
+QUEUE = "bench"
+BATCH = 100
+CYCLE = {
+    "pgrelay": (f"SELECT pgrelay.ack_many(array_agg(id), array_agg(attempt)) "
+                f"FROM pgrelay.consume('bench-worker', queues => '{{{QUEUE}}}', batch => {BATCH});"),
+    "pgmq": (f"SELECT count(*) FROM pgmq.archive('{QUEUE}', "
+             f"(SELECT array_agg(msg_id) FROM pgmq.read('{QUEUE}', 30, {BATCH})));"),
+}
+# what each cycle must answer: the jobs completed (a run that completes fewer did not measure a cycle)
+ANSWER = re.compile(r'^\s*1: (?:ack_many|count) = "(\d+)"', re.MULTILINE)
+
+
+async def prepare(dsn: str, jobs: int) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+        await conn.execute(pgmq_sql_path().read_text())
+        await conn.execute("SELECT pgmq.create($1)", QUEUE)
+        for start in range(0, jobs, 10_000):
+            n = min(10_000, jobs - start)
+            await conn.execute(
+                """SELECT count(*) FROM pgrelay.enqueue_bulk(
+                       (SELECT jsonb_agg(jsonb_build_object('task', 'bench.noop', 'queue', $1::text,
+                                                            'payload', jsonb_build_object('n', i)))
+                        FROM generate_series(1, $2::int) i))""", QUEUE, n)
+        await conn.execute("SELECT count(*) FROM pgmq.send_batch($1, (SELECT array_agg(jsonb_build_object('n', i))"
+                           " FROM generate_series(1, $2::int) i))", QUEUE, jobs)
+        await conn.execute("VACUUM ANALYZE")
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+
+
+def count_instructions(datadir: Path, system: str, cycles: int, workdir: Path) -> int:
+    """Instructions a single-user backend executes for ``cycles`` cycles, on a fresh copy of ``datadir``."""
+    run_dir = workdir / f"data-{system}-{cycles}"
+    shutil.copytree(datadir, run_dir, symlinks=True)
+    script = workdir / f"{system}-{cycles}.sql"
+    script.write_text("\n".join([CYCLE[system]] * cycles) + "\n")
+    out_file = workdir / f"callgrind.{system}-{cycles}.out"
+    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}",
+               str(Path(pg_bindir()) / "postgres"), "--single", "-D", str(run_dir), "postgres"]
+    if os.geteuid() == 0:  # postgres refuses root: run it as the cluster's owner, as tests/harness/pg_ctl does
+        owner = os.environ.get("PGRELAY_PG_OS_USER", "postgres")
+        shutil.chown(workdir, owner)
+        subprocess.run(["chown", "-R", owner, str(run_dir)], check=True)
+        command = ["runuser", "-u", owner, "--", *command]
+    with script.open() as stdin:
+        proc = subprocess.run(command, stdin=stdin, capture_output=True, text=True, timeout=1800)
+    answers = [int(n) for n in ANSWER.findall(proc.stdout)]
+    if proc.returncode != 0 or answers != [BATCH] * cycles:
+        raise SystemExit(f"{system}, {cycles} cycles: expected {cycles} answers of {BATCH}, got {answers[:5]}..."
+                         f" (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+    collected = re.search(r"Collected : (\d+)", proc.stderr)
+    if collected is None:
+        raise SystemExit(f"callgrind printed no total:\n{proc.stderr[-2000:]}")
+    shutil.rmtree(run_dir)
+    return int(collected.group(1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cycles", type=int, nargs=2, default=(10, 40), metavar=("SHORT", "LONG"))
+    parser.add_argument("--keep", type=Path, help="keep callgrind's output files in this directory")
+    args = parser.parse_args()
+    short, long = sorted(args.cycles)
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed: apt-get install valgrind")
+    workdir = Path(tempfile.mkdtemp(prefix="pgrelay-instructions-"))
+    try:
+        with throwaway_cluster() as cluster:
+            asyncio.run(prepare(cluster.dsn(), BATCH * long + 1000))
+            cluster.executor.stop()
+            cluster.executor.stop = lambda *args, **kwargs: None  # stopped: leaving the block has nothing to stop
+            datadir = Path(cluster.executor.datadir)
+            per_cycle = {}
+            for system in CYCLE:
+                counts = {n: count_instructions(datadir, system, n, workdir) for n in (short, long)}
+                per_cycle[system] = (counts[long] - counts[short]) / (long - short)
+                print(f"{system:8} {per_cycle[system] / 1e6:7.2f} M instructions per cycle "
+                      f"({per_cycle[system] / BATCH / 1000:5.1f} k per job)", flush=True)
+        ratio = per_cycle["pgmq"] / per_cycle["pgrelay"]
+        print(f"\npgrelay does a cycle in {1 / ratio:.2f}x pgmq's instructions: at equal instructions per second"
+              f" that is {ratio:.2f}x pgmq's rate (claim {BATCH} + complete, CPU only)")
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for out in workdir.glob("callgrind.*.out"):
+                shutil.copy(out, args.keep / out.name)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
