@@ -587,7 +587,11 @@ class Worker:
                 held = await self._report(client.ack, job.id, job.attempt, running.result)
             except (asyncpg.PostgresError, PgRelayError, ValueError) as exc:
                 error = f"the database refused the handler's result: {_storable_text(_oneline(exc))}"
-                outcome = await self._nack(job, error, permanent=True) or "dead_letter"
+                try:
+                    outcome = await self._nack(job, error, permanent=True) or "dead_letter"
+                except Exception:  # pragma: no cover - a bug; the lease expires and the job runs again
+                    log.exception("job %s: nack after a refused ack failed", job.id)
+                    outcome = "error"
                 self._finished(running, outcome, error)
             else:
                 self._acked(running, bool(held))
