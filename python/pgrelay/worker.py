@@ -67,6 +67,8 @@ CONNECTION_ERRORS = (
 )
 
 _RECOVER_LOCK = int.from_bytes(b"pgrcvr", "big")
+# after stop(), how long a claim in flight may still answer before it is abandoned
+STOP_CLAIM_GRACE = 2.0
 
 
 class _PooledServerConnection(asyncpg.Connection):
@@ -156,6 +158,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._stopping = False
+        self._stop_requested = asyncio.Event()  # set by stop(): what a call in flight races against
         self._killed = False
         self._acks: list[_Running] = []          # succeeded, waiting for the next batched ack
         self._ack_ready = asyncio.Event()
@@ -173,6 +176,7 @@ class Worker:
             for running in self._running.values():
                 self._cancel(running, "shutdown")
         self._stopping = True
+        self._stop_requested.set()
         self._wake.set()
         self._slot_free.set()
 
@@ -210,9 +214,10 @@ class Worker:
         finally:
             for task in self._background:
                 task.cancel()
-            for task in self._background:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            if self._background:
+                # bounded: a loop cancelled in the middle of a call on a dead connection must not hold
+                # the exit (its connection is terminated, see _db)
+                await asyncio.wait(self._background, timeout=5)
             for timer in self._timers:
                 timer.cancel()
             if self._pool is not None:
@@ -262,6 +267,11 @@ class Worker:
                 conn.terminate()
                 await self._pool.expire_connections()
                 raise
+            except asyncio.CancelledError:
+                # the call may still be waiting for its answer: releasing the connection would wait for
+                # that too (for good, on a dead connection), so it is dropped instead
+                conn.terminate()
+                raise
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake early when stopping."""
@@ -310,10 +320,10 @@ class Worker:
             self._wake.clear()
             started = time.monotonic()
             try:
-                jobs = await self._db(
+                jobs = await self._claim_unless_stopped(self._db(
                     client.consume, self.worker_id, queues=self.queues, batch=asked,
                     lease_seconds=self.lease_seconds, tasks=self.tasks, handlers=handlers, kinds=kinds,
-                )
+                ))
                 delay = 0.5
             except CONNECTION_ERRORS as exc:
                 log.warning("claim failed, database unavailable (%s); retrying in %.1fs", _oneline(exc), delay)
@@ -333,6 +343,24 @@ class Worker:
             if len(jobs) < asked:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+
+    async def _claim_unless_stopped(self, claim: Any) -> list[ClaimedJob]:
+        """The claimed jobs; none when stop() comes first and the claim gives no answer within
+        STOP_CLAIM_GRACE seconds (a stalled connection: without this, stopping waited call_timeout for
+        it; jobs it may have leased are recovered when their leases expire)."""
+        task = asyncio.ensure_future(claim)
+        stopped = asyncio.ensure_future(self._stop_requested.wait())
+        try:
+            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                await asyncio.wait({task}, timeout=STOP_CLAIM_GRACE)
+            if task.done():
+                return task.result()
+            task.cancel()
+            await asyncio.wait({task}, timeout=5)
+            return []
+        finally:
+            stopped.cancel()
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         """Payload: "<queue>" for a job due now, "<queue> <epoch seconds>" for one due later."""

@@ -229,6 +229,31 @@ async def test_an_ack_whose_answer_was_lost_is_retried_and_logged_unconfirmed_no
     assert record.outcome == "unconfirmed" and "first try committed" in record.error
 
 
+async def test_stop_does_not_wait_for_a_claim_that_never_answers(dsn, pool, monkeypatch):
+    """A claim on a connection that died silently gets no answer until the call timeout (30 s); a
+    SIGTERM must not wait for it: the worker abandons the claim STOP_CLAIM_GRACE seconds after stop()."""
+    from pgrelay.worker import STOP_CLAIM_GRACE
+
+    claims = 0
+
+    async def consume_that_hangs(*args, **kwargs):
+        nonlocal claims
+        claims += 1
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(client, "consume", consume_that_hangs)
+    router = pgrelay.Router()
+    router.task("never.runs")(lambda ctx: None)
+    worker = pgrelay.Worker(dsn, router, poll_interval=0.05)
+    task = asyncio.create_task(worker.run())
+    while not claims:
+        await asyncio.sleep(0.01)
+    stopped_at = asyncio.get_running_loop().time()
+    worker.stop()
+    await asyncio.wait_for(task, timeout=STOP_CLAIM_GRACE + 5)
+    assert asyncio.get_running_loop().time() - stopped_at < STOP_CLAIM_GRACE + 5 < worker.call_timeout
+
+
 async def test_stop_acks_the_successes_still_waiting_for_their_batch(dsn, pool):
     router = pgrelay.Router()
     ran = 0
