@@ -148,7 +148,7 @@ async def verify(conn: asyncpg.Connection, side: Side, expected: int, fill: int)
         got = await conn.fetchval(f"SELECT count(*) FROM {table}")
     elif side.verify == "acked":
         got = await conn.fetchval("SELECT count(*) FROM pgrelay._finished WHERE status = 'succeeded'")
-        leased = await conn.fetchval("SELECT count(*) FROM pgrelay._jobs WHERE status = 'leased'")
+        leased = await conn.fetchval("SELECT count(*) FROM pgrelay._jobs WHERE leased_by IS NOT NULL")
         if leased:
             raise BenchError(f"{side.script}: {leased} jobs were left leased (an ack did not land)")
     else:

@@ -157,7 +157,7 @@ def call(conn: psycopg.Connection, function: str, args: dict[str, Any], *, rows:
 _SNAPSHOT = """
 SELECT
   (SELECT count(*) FROM pgrelay._jobs),
-  (SELECT md5(coalesce(string_agg(concat_ws(',', id, queue, task, kind, status, priority, run_at, attempt,
+  (SELECT md5(coalesce(string_agg(concat_ws(',', id, queue, task, kind, priority, run_at, attempt,
           max_attempts, timeout_seconds, leased_by, leased_at, lease_expires_at, idempotency_key, dedupe_key,
           trace_id, replayed_from, last_error, cancel_requested_at, md5(payload::text)), '|' ORDER BY id), ''))
    FROM pgrelay._jobs),

@@ -75,7 +75,7 @@ async def test_many_consumers_and_producers_on_one_limited_queue(dsn):
         try:
             while not stop.is_set():
                 leased = await conn.fetchval(
-                    "SELECT count(*) FROM pgrelay._jobs WHERE queue = $1 AND status = 'leased'", QUEUE)
+                    "SELECT count(*) FROM pgrelay._jobs WHERE queue = $1 AND leased_by IS NOT NULL", QUEUE)
                 max_leased = max(max_leased, leased)
         finally:
             await conn.close()

@@ -722,7 +722,7 @@ def is_held(db: psycopg.Connection, job_id: Any, attempt: Any) -> bool:
     """Whether (job_id, attempt) is a current lease (False for values that are not even integers of the type)."""
     if not (isinstance(job_id, int) and isinstance(attempt, int)) or int_overflow(job_id, bits=64) or int_overflow(attempt):
         return False
-    return db.execute("SELECT EXISTS (SELECT 1 FROM pgrelay._jobs WHERE id = %s AND attempt = %s AND status = 'leased')",
+    return db.execute("SELECT EXISTS (SELECT 1 FROM pgrelay._jobs WHERE id = %s AND attempt = %s AND leased_by IS NOT NULL)",
                       [job_id, attempt]).fetchone()[0]
 
 

@@ -172,7 +172,7 @@ def expire(conn: psycopg.Connection, *jobs: Job, ago_seconds: float = 1.0) -> No
     ids = [j.id for j in jobs]
     cur = conn.execute(
         """UPDATE pgrelay._jobs SET lease_expires_at = now() - make_interval(secs => %s)
-           WHERE id = ANY (%s) AND status = 'leased'""",
+           WHERE id = ANY (%s) AND leased_by IS NOT NULL""",
         (ago_seconds, ids),
     )
     assert cur.rowcount == len(ids), f"not all of {ids} are leased"
@@ -182,7 +182,7 @@ def make_due(conn: psycopg.Connection, *jobs: Job) -> None:
     """White box: end the wait (backoff or schedule) of these pending jobs."""
     ids = [j.id for j in jobs]
     cur = conn.execute(
-        "UPDATE pgrelay._jobs SET run_at = now() - interval '1 second' WHERE id = ANY (%s) AND status = 'pending'",
+        "UPDATE pgrelay._jobs SET run_at = now() - interval '1 second' WHERE id = ANY (%s) AND leased_by IS NULL",
         (ids,),
     )
     assert cur.rowcount == len(ids), f"not all of {ids} are pending"

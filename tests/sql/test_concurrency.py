@@ -181,7 +181,7 @@ def test_concurrency_limit_holds_across_many_workers_at_every_instant(db, connec
     per_claim: list[int] = []  # leases of q a single consume returned
     acked: set[int] = set()
     lock = threading.Lock()
-    count_leased = "SELECT count(*) FROM pgrelay._jobs WHERE queue = 'q' AND status = 'leased'"
+    count_leased = "SELECT count(*) FROM pgrelay._jobs WHERE queue = 'q' AND leased_by IS NOT NULL"
 
     def sampler() -> None:
         conn = conns[workers]
@@ -404,7 +404,7 @@ def test_late_acks_racing_recover_either_win_or_are_refused_never_both(db, conne
         conn = conns[workers]
         while not stop.is_set() and active_in(conn, "q"):
             call(conn, "recover")
-            conn.execute("UPDATE pgrelay._jobs SET run_at = now() WHERE status = 'pending' AND run_at > now()")
+            conn.execute("UPDATE pgrelay._jobs SET run_at = now() WHERE leased_by IS NULL AND run_at > now()")
 
     assert_no_errors(run_concurrently([recoverer] + [worker(i) for i in range(workers)], stop=stop))
 

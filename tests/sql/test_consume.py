@@ -184,7 +184,7 @@ def test_a_batch_across_queues_is_the_first_jobs_in_claim_order_and_locks_no_oth
     with db.transaction():
         rows = consume(db, queues=queues, batch=5)
         # a row locked but not leased would be skipped by every other consumer until this commits
-        free = other.execute("SELECT count(*) FROM (SELECT 1 FROM pgrelay._jobs WHERE status = 'pending'"
+        free = other.execute("SELECT count(*) FROM (SELECT 1 FROM pgrelay._jobs WHERE leased_by IS NULL"
                              " FOR UPDATE SKIP LOCKED) t").fetchone()[0]
         other.rollback()
 
@@ -465,3 +465,17 @@ def test_after_recover_the_job_is_leased_with_the_next_attempt(db):
 
     assert row["id"] == job.id
     assert row["attempt"] == 2
+
+
+@pytest.mark.parametrize("change", [
+    "leased_by = 'someone'",                                     # a worker without a lease
+    "lease_expires_at = now() + interval '30 seconds'",          # an expiry without a worker
+    "leased_by = 'w', leased_at = now(), lease_expires_at = now()",  # a lease at attempt 0
+])
+def test_the_hot_table_refuses_half_a_lease(db, change):
+    """A job's lease is all there (worker, start, expiry, an attempt) or not at all: the table itself
+    refuses anything in between, whatever writes it (white box: only pgrelay's functions do)."""
+    job = enqueue(db)
+    with raises_sqlstate("23514"):
+        db.execute(f"UPDATE pgrelay._jobs SET {change} WHERE id = %s", (job.id,))
+    assert get_job(db, job)["status"] == "pending"
