@@ -290,7 +290,8 @@ def plan(args: argparse.Namespace, dsns: dict[str, str], pgrelay: Pgrelay, workd
                 Entry("pgmq", f"pgbench -t {tx}: pgmq.read(queue, 30, 100); pgmq.archive(queue, ids)",
                       lambda i, c=clients: peers.pgmq_pgbench(dsns["pgmq"], "read_archive_100", c, wd("pgmq"),
                                                               transactions=tx)),
-            ], note="no handler and no worker process: the SQL cost of a batched claim-and-complete cycle"))
+            ], note="no handler and no worker process: the SQL cost of a batched claim-and-complete cycle",
+            runs=max(args.runs, args.sql_runs)))
     for count in (1, 2):
         for tuning in ("default", "tuned"):
             pg_args = () if tuning == "default" else args.pgrelay_tuned
@@ -481,7 +482,8 @@ def render(meta: dict[str, Any], figures: list[Figure], goals: list[dict[str, An
     lines.append("- installed with: " + "; ".join(f"{k}: {v}" for k, v in meta["installed_with"].items()))
     p = meta["parameters"]
     lines.append(f"- parameters: {p['runs']} runs per figure, alternating across systems; enqueue windows "
-                 f"{p['seconds']} s; SQL consume -t {p['transactions']} per client; drains N = {p['jobs']:,} "
+                 f"{p['seconds']} s; SQL consume -t {p['transactions']} per client, "
+                 f"{p.get('sql_runs', p['runs'])} runs; drains N = {p['jobs']:,} "
                  f"(Procrastinate N = {p['procrastinate_jobs']:,}: at a few hundred jobs/s a larger N only "
                  f"costs time); latency {p['probes']} probes {p['probe_gap_ms']:.0f} ms apart; steady load "
                  f"{p['steady_rate']:,} jobs/s for {p['steady_seconds']:,} s, {p['steady_workers']} worker(s), "
@@ -498,7 +500,8 @@ def render(meta: dict[str, Any], figures: list[Figure], goals: list[dict[str, An
             lines.append(f"| {g['target']} | {pg} | {peer} | {r} | {'yes' if g['met'] else '**no**'} |")
         lines.append("")
     lines += ["## All figures", "",
-              f"Median of {p['runs']} runs (min–max). pgrelay ÷ this: pgrelay's like-for-like entry in the same "
+              f"Median of {p['runs']} runs (SQL consume: {p.get('sql_runs', p['runs'])}) (min–max). "
+              "pgrelay ÷ this: pgrelay's like-for-like entry in the same "
               "group (its SQL under pgbench for pgmq, its Python client for the Python APIs, its worker for "
               "drains and latency) over this one; for latency, this one's p50 over pgrelay's (> 1: pgrelay is "
               "better).", "",
@@ -766,7 +769,8 @@ async def run(args: argparse.Namespace) -> int:
             "versions": {"pgrelay": metadata.version("pgrelay"), **peers.versions(), "pgbench": pgbench_version,
                          "asyncpg": metadata.version("asyncpg"), "psycopg": metadata.version("psycopg")},
             "installed_with": installed, "load_start": load_start,
-            "parameters": {"runs": args.runs, "seconds": args.seconds, "transactions": args.transactions,
+            "parameters": {"runs": args.runs, "sql_runs": max(args.runs, args.sql_runs), "seconds": args.seconds,
+                           "transactions": args.transactions,
                            "jobs": args.jobs, "procrastinate_jobs": args.procrastinate_jobs,
                            "probes": worker_bench.PROBES, "probe_gap_ms": worker_bench.PROBE_GAP * 1000,
                            "pgrelay_tuned": list(args.pgrelay_tuned), "worker_configs": peers.WORKER_CONFIGS,
@@ -818,7 +822,10 @@ def main() -> int:
                         help="N per Procrastinate drain (quick 2,000; full 10,000)")
     parser.add_argument("--seconds", type=int, default=None, help="enqueue windows (quick 3 s; full 10 s)")
     parser.add_argument("--transactions", type=int, default=None,
-                        help="SQL consume: pgbench -t per client (quick 150; full 500)")
+                        help="SQL consume: pgbench -t per client (quick 500; full 2000)")
+    parser.add_argument("--sql-runs", type=int, default=7,
+                        help="SQL consume: runs of each figure, at least --runs (default 7: a run lasts seconds, "
+                             "and on a shared VM single runs move by 20%%)")
     parser.add_argument("--pgrelay-tuned", default=shlex.join(PGRELAY_TUNED),
                         help=f"jobs-worker options for the tuned drains (default {shlex.join(PGRELAY_TUNED)!r})")
     parser.add_argument("--only", nargs="+", choices=["pgrelay", *peers.PEERS], default=None,
@@ -841,8 +848,8 @@ def main() -> int:
                         help="extra server options appended to the defaults, e.g. '-c synchronous_commit=off'")
     parser.add_argument("--out", type=Path, default=BENCH / "results", help="where the report goes")
     args = parser.parse_args()
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
+    if args.runs < 1 or args.sql_runs < 1:
+        parser.error("--runs and --sql-runs must be at least 1")
     if args.steady_runs < 1 or args.steady_rate < 1 or (args.steady_seconds is not None and args.steady_seconds < 1):
         parser.error("--steady-runs, --steady-rate and --steady-seconds must be at least 1")
     if args.steady_sample_seconds <= 0:
@@ -852,7 +859,7 @@ def main() -> int:
     args.jobs = args.jobs or (100_000 if args.full else 20_000)
     args.procrastinate_jobs = args.procrastinate_jobs or (10_000 if args.full else 2_000)
     args.seconds = args.seconds or (10 if args.full else 3)
-    args.transactions = args.transactions or (500 if args.full else 150)
+    args.transactions = args.transactions or (2000 if args.full else 500)
     args.consume_clients = (1, 2) if args.full else (1,)
     target = "make bench" if args.full else "make bench-quick"
     extra = [a for a in sys.argv[1:] if a not in ("--full", "--quick")]

@@ -1,6 +1,6 @@
 """Count the CPU instructions one claim-100-and-complete cycle costs pgrelay and pgmq, with callgrind.
 
-    make bench-instructions                 # about 2 minutes; needs valgrind (apt-get install valgrind)
+    make bench-instructions                 # about a minute; needs valgrind (apt-get install valgrind)
 
 Wall-clock figures on a shared 2-core VM move by 20% from one run to the next (bench/compare.py's
 min-max columns show it), more than the differences a change to the SQL makes. Instructions do not:
@@ -8,8 +8,10 @@ the same statements on the same data execute the same instructions, give or take
 So this counts them:
 
 1. a throwaway cluster gets pgrelay (the real installer) and pgmq (its SQL from the PyPI package, as
-   bench/peers.py installs it), both pre-filled with due jobs, vacuumed and checkpointed; then it is
-   stopped;
+   bench/peers.py installs it), both pre-filled with due jobs; each system then completes 20,000 of
+   them with the same cycle, so that it is measured as a queue in service (a history in the archive
+   table, a hot table that has churned) rather than freshly installed; then the cluster is vacuumed,
+   checkpointed and stopped;
 2. for each system and for two lengths (``--cycles``, default 10 and 40), a fresh copy of that data
    directory runs one single-user backend (``postgres --single``) under ``valgrind --tool=callgrind``,
    reading one statement per cycle, each its own transaction:
@@ -46,6 +48,7 @@ from tests.harness.cluster import pg_bindir, throwaway_cluster  # noqa: E402
 
 QUEUE = "bench"
 BATCH = 100
+HISTORY = 20_000
 CYCLE = {
     "pgrelay": (f"SELECT pgrelay.ack_many(array_agg(id), array_agg(attempt)) "
                 f"FROM pgrelay.consume('bench-worker', queues => '{{{QUEUE}}}', batch => {BATCH});"),
@@ -56,7 +59,7 @@ CYCLE = {
 ANSWER = re.compile(r'^\s*1: (?:ack_many|count) = "(\d+)"', re.MULTILINE)
 
 
-async def prepare(dsn: str, jobs: int) -> None:
+async def prepare(dsn: str, jobs: int, history: int) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn)
@@ -71,6 +74,11 @@ async def prepare(dsn: str, jobs: int) -> None:
                         FROM generate_series(1, $2::int) i))""", QUEUE, n)
         await conn.execute("SELECT count(*) FROM pgmq.send_batch($1, (SELECT array_agg(jsonb_build_object('n', i))"
                            " FROM generate_series(1, $2::int) i))", QUEUE, jobs)
+        # a queue in service: both systems first complete `history` jobs the same way (so the archive
+        # tables hold history and the hot tables have churned), then autovacuum's work is done
+        for _ in range(history // BATCH):
+            for cycle in CYCLE.values():
+                await conn.execute(cycle)
         await conn.execute("VACUUM ANALYZE")
         await conn.execute("CHECKPOINT")
     finally:
@@ -108,6 +116,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cycles", type=int, nargs=2, default=(10, 40), metavar=("SHORT", "LONG"))
     parser.add_argument("--keep", type=Path, help="keep callgrind's output files in this directory")
+    parser.add_argument("--history", type=int, default=HISTORY,
+                        help=f"jobs each system completes before the count (default {HISTORY:,}; 0: a fresh install)")
     args = parser.parse_args()
     short, long = sorted(args.cycles)
     if shutil.which("valgrind") is None:
@@ -115,7 +125,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="pgrelay-instructions-"))
     try:
         with throwaway_cluster() as cluster:
-            asyncio.run(prepare(cluster.dsn(), BATCH * long + 1000))
+            asyncio.run(prepare(cluster.dsn(), args.history + BATCH * long + 1000, args.history))
             cluster.executor.stop()
             cluster.executor.stop = lambda *args, **kwargs: None  # stopped: leaving the block has nothing to stop
             datadir = Path(cluster.executor.datadir)
