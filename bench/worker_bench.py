@@ -181,8 +181,9 @@ def tail(log: Path, lines: int = 20) -> str:
 # -- database --------------------------------------------------------------------------------
 
 async def fresh(conn: asyncpg.Connection) -> None:
+    # (_counts too: queue_stats reads it, and the steady-load check compares it with what was enqueued)
     await conn.execute("TRUNCATE pgrelay._jobs, pgrelay._finished, pgrelay._attempts, pgrelay._idempotency_keys,"
-                       " pgrelay._workers")
+                       " pgrelay._workers, pgrelay._counts")
     await conn.execute("SELECT pgrelay.resume($1)", QUEUE)
 
 
@@ -249,7 +250,7 @@ async def probe_latencies(conn: asyncpg.Connection, *, during_backlog: bool) -> 
     next_at = time.monotonic()
     while sent < PROBES:
         if during_backlog and not await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM pgrelay._jobs WHERE task = 'bench.noop' AND status = 'pending')"):
+                "SELECT EXISTS (SELECT 1 FROM pgrelay._jobs WHERE task = 'bench.noop' AND leased_by IS NULL)"):
             break
         await conn.execute(sql)
         sent += 1
