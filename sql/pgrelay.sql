@@ -658,7 +658,8 @@ CREATE TRIGGER _finished_count_removed AFTER DELETE ON pgrelay._finished
 -- For several, a first pass reads (without locking) the first p_limit due jobs of each queue and
 -- counts how many of the first p_limit in the merged claim order each queue holds; each queue then
 -- locks that many, skipping locked rows. So the batch follows the claim order across queues without
--- locking p_limit rows in every queue. (The two queries carry the same filters.)
+-- locking p_limit rows in every queue. (The two queries carry the same filters.) Returns the locked
+-- jobs' ids, queues and ctids (all NULL when it locked none).
 CREATE FUNCTION pgrelay._pick(
     p_queues text[], p_excluded text[], p_limit integer, p_tasks text[], p_handlers text[], p_kinds text[])
 RETURNS pgrelay._picked
