@@ -132,3 +132,17 @@ def test_the_idempotency_key_of_a_cancelled_job_still_holds(db):
     call(db, "cancel", id=job.id)
 
     assert enqueue(db, idempotency_key="once").id == job.id
+
+
+@pytest.mark.parametrize("state", ["pending", "retrying"])
+def test_a_pending_job_cancelled_counts_once_and_adds_no_attempt(db, state):
+    """cancel() of a job that is not running moves it to the history through the same statement as
+    every other finish: queue_stats counts it as cancelled, and no attempt is invented for it."""
+    job = make_job(db, state, queue="mail")
+    before = attempts(db, job)
+
+    call(db, "cancel", id=job.id)
+
+    stats = db.execute("SELECT cancelled, succeeded, dead_letter FROM pgrelay.queue_stats WHERE queue = 'mail'").fetchone()
+    assert tuple(stats) == (1, 0, 0)
+    assert attempts(db, job) == before
