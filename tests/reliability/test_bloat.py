@@ -137,6 +137,7 @@ CONFIGURATIONS = {
     "vacuum often": "autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000",
     "often, unthrottled": "autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,"
                           " autovacuum_vacuum_cost_delay = 0",
+    "often, 5% of the live rows": "autovacuum_vacuum_scale_factor = 0.05, autovacuum_vacuum_threshold = 1000",
     "often, unthrottled, fillfactor 70": "autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000,"
                                          " autovacuum_vacuum_cost_delay = 0, fillfactor = 70",
 }
@@ -146,8 +147,11 @@ def _measure(server_settings: str, jobs: int, names: list[str], backlog: tuple[i
     with throwaway_cluster(server_settings) as measured:
         for name in names:
             with new_database(measured) as db, tempfile.TemporaryDirectory() as logs:
-                if CONFIGURATIONS[name]:
-                    with db.connect() as conn:
+                with db.connect() as conn:
+                    # from the server's defaults, not from the settings pgrelay's install chose
+                    conn.execute("ALTER TABLE pgrelay._jobs RESET (autovacuum_enabled, autovacuum_vacuum_scale_factor,"
+                                 " autovacuum_vacuum_threshold, autovacuum_vacuum_cost_delay, fillfactor)")
+                    if CONFIGURATIONS[name]:
                         conn.execute(f"ALTER TABLE pgrelay._jobs SET ({CONFIGURATIONS[name]})")
                 started = time.monotonic()
                 _ids, samples = steady_load(db, jobs, Path(logs), timeout=3600, backlog=backlog)
