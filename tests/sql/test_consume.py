@@ -202,6 +202,30 @@ def test_a_batch_comes_back_in_claim_order(db):
     assert [r["id"] for r in rows] == [high.id, mid.id, low.id]
 
 
+@pytest.mark.parametrize("limited", [False, True], ids=["unlimited", "one-queue-limited"])
+@pytest.mark.parametrize("queues", [["a"], None, ["a", "b", "c"]], ids=["one-queue", "all-queues", "three-queues"])
+def test_a_large_batch_comes_back_in_claim_order_whatever_the_insert_order(db, queues, limited):
+    # consume returns its rows without sorting them: they must come in claim order from the way they
+    # are picked and leased, across queues and a limited queue's separate pick too
+    if limited:
+        call(db, "configure_queue", queue="b", concurrency=50)
+    names = queues or ["a", "b", "c"]
+    rng = random.Random(11)
+    jobs = []
+    for i in range(60):
+        priority, ago = rng.choice([-2, 0, 0, 3, 7]), rng.choice([5, 40, 40, 90])
+        job = enqueue(db, queue=names[i % len(names)], priority=priority, run_in=-ago)
+        run_at = scalar(db, "SELECT run_at FROM pgrelay.jobs WHERE id = %s", (job.id,))
+        jobs.append((job.id, priority, run_at))
+    expected = [job_id for job_id, _, _ in sorted(jobs, key=lambda j: (-j[1], j[2], j[0]))]
+
+    first = consume(db, queues=queues, batch=25)
+    rest = consume(db, queues=queues, batch=100)
+
+    assert [r["id"] for r in first] == expected[:25]
+    assert [r["id"] for r in rest] == expected[25:]
+
+
 def test_batch_limits_how_many_are_leased(db):
     for _ in range(7):
         enqueue(db)
