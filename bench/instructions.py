@@ -20,6 +20,9 @@ So this counts them:
 3. instructions per cycle = (count for the long run - count for the short one) / (difference in
    cycles): start-up and shut-down cancel out.
 
+It also reports the bytes of WAL a cycle writes (``pg_current_wal_insert_lsn()`` before the first cycle
+and after the last, the same difference of two lengths): the I/O side, which every commit waits for.
+
 This is the CPU side of the SQL-only "claim 100 + complete" figure (commits, fsync and the network are
 not in it): use it to see whether a change to the SQL makes the hot path cheaper, and by how much.
 ``callgrind_annotate --inclusive=yes`` on the kept output files (``--keep DIR``) shows where.
@@ -55,6 +58,9 @@ CYCLE = {
     "pgmq": (f"SELECT count(*) FROM pgmq.archive('{QUEUE}', "
              f"(SELECT array_agg(msg_id) FROM pgmq.read('{QUEUE}', 30, {BATCH})));"),
 }
+# the WAL position, before the first cycle and after the last: the bytes of WAL the cycles wrote
+WAL_POSITION = "SELECT pg_current_wal_insert_lsn() AS wal;"
+WAL_ANSWER = re.compile(r'^\s*1: wal = "([0-9A-F]+)/([0-9A-F]+)"', re.MULTILINE)
 # what each cycle must answer: the jobs completed (a run that completes fewer did not measure a cycle)
 ANSWER = re.compile(r'^\s*1: (?:ack_many|count) = "(\d+)"', re.MULTILINE)
 
@@ -85,12 +91,13 @@ async def prepare(dsn: str, jobs: int, history: int) -> None:
         await conn.close()
 
 
-def count_instructions(datadir: Path, system: str, cycles: int, workdir: Path) -> int:
-    """Instructions a single-user backend executes for ``cycles`` cycles, on a fresh copy of ``datadir``."""
+def count_instructions(datadir: Path, system: str, cycles: int, workdir: Path) -> tuple[int, int]:
+    """Instructions a single-user backend executes for ``cycles`` cycles, on a fresh copy of ``datadir``,
+    and the bytes of WAL the cycles write."""
     run_dir = workdir / f"data-{system}-{cycles}"
     shutil.copytree(datadir, run_dir, symlinks=True)
     script = workdir / f"{system}-{cycles}.sql"
-    script.write_text("\n".join([CYCLE[system]] * cycles) + "\n")
+    script.write_text("\n".join([WAL_POSITION, *[CYCLE[system]] * cycles, WAL_POSITION]) + "\n")
     out_file = workdir / f"callgrind.{system}-{cycles}.out"
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}",
                str(Path(pg_bindir()) / "postgres"), "--single", "-D", str(run_dir), "postgres"]
@@ -109,7 +116,8 @@ def count_instructions(datadir: Path, system: str, cycles: int, workdir: Path) -
     if collected is None:
         raise SystemExit(f"callgrind printed no total:\n{proc.stderr[-2000:]}")
     shutil.rmtree(run_dir)
-    return int(collected.group(1))
+    start, end = (int(high, 16) << 32 | int(low, 16) for high, low in WAL_ANSWER.findall(proc.stdout))
+    return int(collected.group(1)), end - start
 
 
 def main() -> int:
@@ -129,15 +137,18 @@ def main() -> int:
             cluster.executor.stop()
             cluster.executor.stop = lambda *args, **kwargs: None  # stopped: leaving the block has nothing to stop
             datadir = Path(cluster.executor.datadir)
-            per_cycle = {}
+            per_cycle, wal = {}, {}
             for system in CYCLE:
                 counts = {n: count_instructions(datadir, system, n, workdir) for n in (short, long)}
-                per_cycle[system] = (counts[long] - counts[short]) / (long - short)
+                per_cycle[system] = (counts[long][0] - counts[short][0]) / (long - short)
+                wal[system] = (counts[long][1] - counts[short][1]) / (long - short)
                 print(f"{system:8} {per_cycle[system] / 1e6:7.2f} M instructions per cycle "
-                      f"({per_cycle[system] / BATCH / 1000:5.1f} k per job)", flush=True)
+                      f"({per_cycle[system] / BATCH / 1000:5.1f} k per job); "
+                      f"{wal[system] / 1000:5.1f} kB of WAL per cycle ({wal[system] / BATCH:4.0f} B per job)", flush=True)
         ratio = per_cycle["pgmq"] / per_cycle["pgrelay"]
         print(f"\npgrelay does a cycle in {1 / ratio:.2f}x pgmq's instructions: at equal instructions per second"
-              f" that is {ratio:.2f}x pgmq's rate (claim {BATCH} + complete, CPU only)")
+              f" that is {ratio:.2f}x pgmq's rate (claim {BATCH} + complete, CPU only)."
+              f" It writes {wal['pgrelay'] / wal['pgmq']:.2f}x pgmq's WAL per cycle.")
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
             for out in workdir.glob("callgrind.*.out"):
