@@ -203,12 +203,14 @@ def test_a_batch_comes_back_in_claim_order(db):
 
 
 @pytest.mark.parametrize("limited", [False, True], ids=["unlimited", "one-queue-limited"])
-@pytest.mark.parametrize("queues", [["a"], None, ["a", "b", "c"]], ids=["one-queue", "all-queues", "three-queues"])
+@pytest.mark.parametrize("queues", [["a"], ["b"], None, ["a", "b", "c"]],
+                         ids=["one-queue", "queue-b", "all-queues", "three-queues"])
 def test_a_large_batch_comes_back_in_claim_order_whatever_the_insert_order(db, queues, limited):
     # consume returns its rows without sorting them: they must come in claim order from the way they
-    # are picked and leased, across queues and a limited queue's separate pick too
+    # are picked and leased, across queues and a limited queue's separate pick too (queue b, when
+    # limited, is picked on its own: alone, or merged with the others)
     if limited:
-        call(db, "configure_queue", queue="b", concurrency=50)
+        call(db, "configure_queue", queue="b", concurrency=100)  # (a limit that never binds here)
     names = queues or ["a", "b", "c"]
     rng = random.Random(11)
     jobs = []
