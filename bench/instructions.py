@@ -116,8 +116,10 @@ def count_instructions(datadir: Path, system: str, cycles: int, workdir: Path) -
     if collected is None:
         raise SystemExit(f"callgrind printed no total:\n{proc.stderr[-2000:]}")
     shutil.rmtree(run_dir)
-    start, end = (int(high, 16) << 32 | int(low, 16) for high, low in WAL_ANSWER.findall(proc.stdout))
-    return int(collected.group(1)), end - start
+    positions = [int(high, 16) << 32 | int(low, 16) for high, low in WAL_ANSWER.findall(proc.stdout)]
+    if len(positions) != 2:
+        raise SystemExit(f"{system}, {cycles} cycles: expected the WAL position before and after, got {positions}")
+    return int(collected.group(1)), positions[1] - positions[0]
 
 
 def main() -> int:

@@ -1208,11 +1208,10 @@ BEGIN
     IF v_picked.ids IS NULL THEN
         RETURN;
     ELSIF cardinality(v_picked.ids) > v_batch OR v_picked.queues[1] <> ANY (v_picked.queues) THEN
-        -- (the rows are locked by this transaction, so their claim-order keys are as _pick saw them)
-        SELECT array_agg(t.id ORDER BY t.priority DESC, t.run_at, t.id),
-               array_agg(t.queue ORDER BY t.priority DESC, t.run_at, t.id),
-               array_agg(t.ctid ORDER BY t.priority DESC, t.run_at, t.id) INTO v_picked
-        FROM (SELECT j.id, j.queue, j.ctid, j.priority, j.run_at FROM pgrelay._jobs j WHERE j.id = ANY (v_picked.ids)
+        -- (the rows are locked by this transaction, so their claim-order keys are as _pick saw them;
+        -- the aggregates read the sorted subquery in its order, as _pick's do its index scan)
+        SELECT array_agg(t.id), array_agg(t.queue), array_agg(t.ctid) INTO v_picked
+        FROM (SELECT j.id, j.queue, j.ctid FROM pgrelay._jobs j WHERE j.id = ANY (v_picked.ids)
               ORDER BY j.priority DESC, j.run_at, j.id LIMIT v_batch) t;
     END IF;
     -- Lease them. The plan is pinned (the SET clauses above) to a loop over the jobs that fetches each
