@@ -147,7 +147,7 @@ async def verify(conn: asyncpg.Connection, side: Side, expected: int, fill: int)
         table = "pgrelay._jobs" if side.script.startswith("enqueue") else "plain_jobs"
         got = await conn.fetchval(f"SELECT count(*) FROM {table}")
     elif side.verify == "acked":
-        got = await conn.fetchval("SELECT count(*) FROM pgrelay._finished WHERE status = 'succeeded'")
+        got = await conn.fetchval("SELECT count(*) FROM pgrelay._finished WHERE status = 's'")
         leased = await conn.fetchval("SELECT count(*) FROM pgrelay._jobs WHERE leased_by IS NOT NULL")
         if leased:
             raise BenchError(f"{side.script}: {leased} jobs were left leased (an ack did not land)")

@@ -263,7 +263,7 @@ async def probe_latencies(conn: asyncpg.Connection, *, during_backlog: bool) -> 
         await asyncio.sleep(0.05)
     rows = await conn.fetch(
         """SELECT ((result ->> 't')::float8 - extract(epoch FROM created_at)::float8) * 1000 AS ms
-           FROM pgrelay._finished WHERE task = 'bench.probe' AND status = 'succeeded' AND attempt = 1""")
+           FROM pgrelay._finished WHERE task = 'bench.probe' AND status = 's' AND attempt = 1""")
     if len(rows) != sent:
         raise BenchError(f"{sent} probes sent, {len(rows)} succeeded at their first attempt")
     return [r["ms"] for r in rows]

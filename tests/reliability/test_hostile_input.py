@@ -395,7 +395,7 @@ def test_enqueue_http_stores_the_request_as_sent_and_the_executor_never_reaches_
     if prior_key is not None:
         assert job_id == prior_key[0] and snapshot(db)["jobs"] == before["jobs"]  # the key's job, nothing new
         return
-    payload, kind = db.execute("SELECT payload, kind FROM pgrelay._jobs WHERE id = %s", [job_id]).fetchone()
+    payload, kind = db.execute("SELECT payload, pgrelay._kind_name(kind) FROM pgrelay._jobs WHERE id = %s", [job_id]).fetchone()
     assert kind == "http"
     assert payload["url"] == url
     assert payload["method"] == db.execute("SELECT upper(%s)", [nvl(method, "POST")]).fetchone()[0]
