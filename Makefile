@@ -21,7 +21,7 @@ help:
 	@echo "make test-reliability   the crash, restart, contention and hostile-input suite at full size"
 	@echo "make bench-sql          pgbench the SQL hot path against plain-SQL baselines"
 	@echo "make bench-worker       drain throughput and pickup latency of real jobs-worker processes"
-	@echo "make bench-instructions CPU instructions of pgrelay's and pgmq's claim-and-complete cycle (callgrind)"
+	@echo "make bench-instructions instructions, cache misses and WAL of pgrelay's and pgmq's claim-and-complete cycle (callgrind)"
 	@echo "make bench-quick        pgrelay against PgQueuer, Procrastinate and pgmq, side by side (about 20 minutes)"
 	@echo "make bench              the same, full size (N = 100,000 jobs per drain, 10-minute steady-load runs)"
 	@echo "                        BENCH_ARGS='--figures trigger_ latency_loaded steady_ --steady-seconds 60' runs only"

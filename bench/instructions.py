@@ -13,12 +13,21 @@ So this counts them:
    table, a hot table that has churned) rather than freshly installed; then the cluster is vacuumed,
    checkpointed and stopped;
 2. for each system and for two lengths (``--cycles``, default 10 and 40), a fresh copy of that data
-   directory runs one single-user backend (``postgres --single``) under ``valgrind --tool=callgrind``,
-   reading one statement per cycle, each its own transaction:
-       pgrelay: SELECT pgrelay.ack_many(array_agg(id), array_agg(attempt)) FROM pgrelay.consume(..., batch => 100)
-       pgmq:    SELECT count(*) FROM pgmq.archive(q, (SELECT array_agg(msg_id) FROM pgmq.read(q, 30, 100)))
-3. instructions per cycle = (count for the long run - count for the short one) / (difference in
-   cycles): start-up and shut-down cancel out.
+   directory runs one single-user backend (``postgres --single``) under ``valgrind --tool=callgrind``
+   with its cache simulation, reading the statements of bench/compare.py's pgbench scripts, two
+   transactions per cycle, the ids (and pgrelay's attempts) passed on as text as pgbench's ``\gset``
+   does (here through a session setting, the same way for both):
+       pgrelay: SELECT ... array_to_string(array_agg(id), ','), ... attempt ... FROM pgrelay.consume(..., batch => 100)
+                SELECT pgrelay.ack_many(string_to_array(<ids>, ',')::bigint[], string_to_array(<attempts>, ',')::int[])
+       pgmq:    SELECT ... array_to_string(array_agg(msg_id), ',') FROM pgmq.read(q, 30, 100)
+                SELECT count(*) FROM pgmq.archive(q, string_to_array(<ids>, ',')::bigint[])
+3. per cycle = (count for the long run - count for the short one) / (difference in cycles): start-up
+   and shut-down cancel out.
+
+Instructions alone misjudge the CPU time: a cycle that touches more code and data misses the caches
+more often. So it also reports L1 cache misses and KCachegrind's cycle estimate (instructions + 10 per
+L1 miss + 100 per last-level miss), a rough model of a core, but the same for both systems and, like
+the instructions, the same on every run.
 
 It also reports the bytes of WAL a cycle writes (``pg_current_wal_insert_lsn()`` before the first cycle
 and after the last, the same difference of two lengths): the I/O side, which every commit waits for.
@@ -52,12 +61,24 @@ from tests.harness.cluster import pg_bindir, throwaway_cluster  # noqa: E402
 QUEUE = "bench"
 BATCH = 100
 HISTORY = 20_000
+# one cycle: its statements, each its own transaction (bench/pgbench/consume_ack_100.sql and
+# bench/peers.py's read_archive_100, with \gset's variables kept in session settings)
 CYCLE = {
-    "pgrelay": (f"SELECT pgrelay.ack_many(array_agg(id), array_agg(attempt)) "
-                f"FROM pgrelay.consume('bench-worker', queues => '{{{QUEUE}}}', batch => {BATCH});"),
-    "pgmq": (f"SELECT count(*) FROM pgmq.archive('{QUEUE}', "
-             f"(SELECT array_agg(msg_id) FROM pgmq.read('{QUEUE}', 30, {BATCH})));"),
+    "pgrelay": [
+        "SELECT set_config('bench.ids', array_to_string(array_agg(id), ','), false) AS ids,"
+        " set_config('bench.atts', array_to_string(array_agg(attempt), ','), false) AS atts"
+        f" FROM pgrelay.consume('bench-worker', queues => '{{{QUEUE}}}', batch => {BATCH});",
+        "SELECT pgrelay.ack_many(string_to_array(current_setting('bench.ids'), ',')::bigint[],"
+        " string_to_array(current_setting('bench.atts'), ',')::int[]);",
+    ],
+    "pgmq": [
+        "SELECT set_config('bench.ids', array_to_string(array_agg(msg_id), ','), false) AS ids"
+        f" FROM pgmq.read('{QUEUE}', 30, {BATCH});",
+        f"SELECT count(*) FROM pgmq.archive('{QUEUE}', string_to_array(current_setting('bench.ids'), ',')::bigint[]);",
+    ],
 }
+# callgrind's events with --cache-sim=yes, in the order it prints them
+EVENTS = ["Ir", "Dr", "Dw", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw"]
 # the WAL position, before the first cycle and after the last: the bytes of WAL the cycles wrote
 WAL_POSITION = "SELECT pg_current_wal_insert_lsn() AS wal;"
 WAL_ANSWER = re.compile(r'^\s*1: wal = "([0-9A-F]+)/([0-9A-F]+)"', re.MULTILINE)
@@ -84,22 +105,23 @@ async def prepare(dsn: str, jobs: int, history: int) -> None:
         # tables hold history and the hot tables have churned), then autovacuum's work is done
         for _ in range(history // BATCH):
             for cycle in CYCLE.values():
-                await conn.execute(cycle)
+                for statement in cycle:
+                    await conn.execute(statement)
         await conn.execute("VACUUM ANALYZE")
         await conn.execute("CHECKPOINT")
     finally:
         await conn.close()
 
 
-def count_instructions(datadir: Path, system: str, cycles: int, workdir: Path) -> tuple[int, int]:
-    """Instructions a single-user backend executes for ``cycles`` cycles, on a fresh copy of ``datadir``,
-    and the bytes of WAL the cycles write."""
+def count_instructions(datadir: Path, system: str, cycles: int, workdir: Path) -> tuple[dict[str, int], int]:
+    """callgrind's events (EVENTS) for a single-user backend running ``cycles`` cycles on a fresh copy
+    of ``datadir``, and the bytes of WAL the cycles write."""
     run_dir = workdir / f"data-{system}-{cycles}"
     shutil.copytree(datadir, run_dir, symlinks=True)
     script = workdir / f"{system}-{cycles}.sql"
-    script.write_text("\n".join([WAL_POSITION, *[CYCLE[system]] * cycles, WAL_POSITION]) + "\n")
+    script.write_text("\n".join([WAL_POSITION, *CYCLE[system] * cycles, WAL_POSITION]) + "\n")
     out_file = workdir / f"callgrind.{system}-{cycles}.out"
-    command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}",
+    command = ["valgrind", "--tool=callgrind", "--cache-sim=yes", f"--callgrind-out-file={out_file}",
                str(Path(pg_bindir()) / "postgres"), "--single", "-D", str(run_dir), "postgres"]
     if os.geteuid() == 0:  # postgres refuses root: run it as the cluster's owner, as tests/harness/pg_ctl does
         owner = os.environ.get("PGRELAY_PG_OS_USER", "postgres")
@@ -112,14 +134,14 @@ def count_instructions(datadir: Path, system: str, cycles: int, workdir: Path) -
     if proc.returncode != 0 or answers != [BATCH] * cycles:
         raise SystemExit(f"{system}, {cycles} cycles: expected {cycles} answers of {BATCH}, got {answers[:5]}..."
                          f" (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
-    collected = re.search(r"Collected : (\d+)", proc.stderr)
-    if collected is None:
-        raise SystemExit(f"callgrind printed no total:\n{proc.stderr[-2000:]}")
+    collected = re.search(r"Collected :((?: \d+)+)", proc.stderr)
+    if collected is None or len(collected.group(1).split()) != len(EVENTS):
+        raise SystemExit(f"callgrind printed no totals of {' '.join(EVENTS)}:\n{proc.stderr[-2000:]}")
     shutil.rmtree(run_dir)
     positions = [int(high, 16) << 32 | int(low, 16) for high, low in WAL_ANSWER.findall(proc.stdout)]
     if len(positions) != 2:
         raise SystemExit(f"{system}, {cycles} cycles: expected the WAL position before and after, got {positions}")
-    return int(collected.group(1)), positions[1] - positions[0]
+    return dict(zip(EVENTS, map(int, collected.group(1).split()))), positions[1] - positions[0]
 
 
 def main() -> int:
@@ -142,14 +164,21 @@ def main() -> int:
             per_cycle, wal = {}, {}
             for system in CYCLE:
                 counts = {n: count_instructions(datadir, system, n, workdir) for n in (short, long)}
-                per_cycle[system] = (counts[long][0] - counts[short][0]) / (long - short)
+                events = {e: (counts[long][0][e] - counts[short][0][e]) / (long - short) for e in EVENTS}
+                l1_misses = events["I1mr"] + events["D1mr"] + events["D1mw"]
+                events["estimate"] = events["Ir"] + 10 * l1_misses + 100 * (events["ILmr"] + events["DLmr"] + events["DLmw"])
+                per_cycle[system] = events
                 wal[system] = (counts[long][1] - counts[short][1]) / (long - short)
-                print(f"{system:8} {per_cycle[system] / 1e6:7.2f} M instructions per cycle "
-                      f"({per_cycle[system] / BATCH / 1000:5.1f} k per job); "
+                print(f"{system:8} {events['Ir'] / 1e6:7.2f} M instructions per cycle "
+                      f"({events['Ir'] / BATCH / 1000:5.1f} k per job); "
+                      f"{l1_misses / 1000:5.0f} k L1 misses (instructions {events['I1mr'] / 1000:.0f} k, "
+                      f"data {(events['D1mr'] + events['D1mw']) / 1000:.0f} k); "
+                      f"estimated {events['estimate'] / 1e6:6.2f} M cycles; "
                       f"{wal[system] / 1000:5.1f} kB of WAL per cycle ({wal[system] / BATCH:4.0f} B per job)", flush=True)
-        ratio = per_cycle["pgmq"] / per_cycle["pgrelay"]
-        print(f"\npgrelay does a cycle in {1 / ratio:.2f}x pgmq's instructions: at equal instructions per second"
-              f" that is {ratio:.2f}x pgmq's rate (claim {BATCH} + complete, CPU only)."
+        instructions = per_cycle["pgrelay"]["Ir"] / per_cycle["pgmq"]["Ir"]
+        estimate = per_cycle["pgrelay"]["estimate"] / per_cycle["pgmq"]["estimate"]
+        print(f"\npgrelay does a cycle (claim {BATCH} + complete, CPU only) in {instructions:.2f}x pgmq's instructions"
+              f" and an estimated {estimate:.2f}x its CPU cycles: at the same clock that is {1 / estimate:.2f}x pgmq's rate."
               f" It writes {wal['pgrelay'] / wal['pgmq']:.2f}x pgmq's WAL per cycle.")
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
