@@ -332,6 +332,11 @@ CREATE FUNCTION pgrelay._status_name(p_status "char") RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE p_status WHEN 's' THEN 'succeeded' WHEN 'd' THEN 'dead_letter' WHEN 'c' THEN 'cancelled' END
 $$;
+-- ... and back, for _finish, whose callers name the status (NULL for any other name)
+CREATE FUNCTION pgrelay._status_code(p_status text) RETURNS "char"
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE p_status WHEN 'succeeded' THEN 's' WHEN 'dead_letter' THEN 'd' WHEN 'cancelled' THEN 'c' END::"char"
+$$;
 
 -- Wake workers of p_queue: payload "<queue>" when a job is due now, "<queue> <unix time>" for the
 -- time a job becomes due, so a listening worker can set a timer instead of polling.
@@ -578,7 +583,7 @@ CREATE FUNCTION pgrelay._finish(
 RETURNS SETOF bigint
 LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off AS $$
 DECLARE
-    v_status "char" := CASE p_status WHEN 'succeeded' THEN 's' WHEN 'dead_letter' THEN 'd' WHEN 'cancelled' THEN 'c' END;
+    v_status "char" := pgrelay._status_code(p_status);
 BEGIN
     IF v_status IS NULL THEN
         RAISE EXCEPTION 'pgrelay._finish: unknown status %', p_status;
