@@ -685,15 +685,25 @@ $$;
 CREATE TRIGGER _finished_count_removed AFTER DELETE ON pgrelay._finished
     REFERENCING OLD TABLE AS removed FOR EACH STATEMENT EXECUTE FUNCTION pgrelay._count_removed();
 
--- Lock up to p_limit due jobs in claim order, skipping locked rows and the excluded queues.
--- p_queues: the queues to look in (NULL: every queue with pending jobs, found by a loose scan of the
--- claim index, one probe per queue). p_handlers: the handler tasks the caller can run (NULL: any);
--- p_kinds: the kinds it runs (NULL: any). One queue is read straight from its part of the claim index.
+-- Whether a pending job is one a consumer asked for: p_tasks, LIKE patterns of its task (NULL: any);
+-- p_handlers, the handler tasks it can run (NULL: any; HTTP jobs are not affected); p_kinds, the
+-- kinds it runs (NULL: any). An SQL function of one expression, inlined into every claim query (so
+-- they all filter alike); with the arguments NULL the filter costs three tests of a parameter.
+CREATE FUNCTION pgrelay._claimable(p_task text, p_kind "char", p_tasks text[], p_handlers text[], p_kinds text[])
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT (p_tasks IS NULL OR p_task LIKE ANY (p_tasks))
+       AND (p_kinds IS NULL OR pgrelay._kind_name(p_kind) = ANY (p_kinds))
+       AND (p_handlers IS NULL OR p_kind <> 'h' OR p_task = ANY (p_handlers))
+$$;
+
+-- Lock up to p_limit due jobs of p_queues in claim order, skipping locked rows and the excluded
+-- queues, and those _claimable rejects. One queue is read straight from its part of the claim index.
 -- For several, a first pass reads (without locking) the first p_limit due jobs of each queue and
 -- counts how many of the first p_limit in the merged claim order each queue holds; each queue then
 -- locks that many, skipping locked rows. So the batch follows the claim order across queues without
--- locking p_limit rows in every queue. (The two queries carry the same filters.) Returns the locked
--- jobs' ids, queues and ctids (all NULL when it locked none).
+-- locking p_limit rows in every queue. Returns the locked jobs' ids, queues and ctids (all NULL when
+-- it locked none).
 CREATE FUNCTION pgrelay._pick(
     p_queues text[], p_excluded text[], p_limit integer, p_tasks text[], p_handlers text[], p_kinds text[])
 RETURNS pgrelay._picked
@@ -703,16 +713,7 @@ DECLARE
     v_takes integer[];
     v_picked pgrelay._picked;
 BEGIN
-    IF p_queues IS NULL THEN
-        v_queues := ARRAY(
-            WITH RECURSIVE active(queue) AS (
-                (SELECT j.queue FROM pgrelay._jobs j WHERE j.leased_by IS NULL ORDER BY j.queue LIMIT 1)
-                UNION ALL
-                SELECT (SELECT j.queue FROM pgrelay._jobs j
-                        WHERE j.leased_by IS NULL AND j.queue > a.queue ORDER BY j.queue LIMIT 1)
-                FROM active a WHERE a.queue IS NOT NULL)
-            SELECT a.queue FROM active a WHERE a.queue IS NOT NULL AND a.queue <> ALL (p_excluded));
-    ELSIF cardinality(p_queues) = 1 THEN
+    IF cardinality(p_queues) = 1 THEN
         v_queues := CASE WHEN p_queues[1] <> ALL (p_excluded) THEN p_queues ELSE '{}' END;
     ELSE
         v_queues := ARRAY(SELECT DISTINCT q FROM unnest(p_queues) q WHERE q <> ALL (p_excluded));
@@ -727,9 +728,7 @@ BEGIN
               FROM (SELECT c.queue FROM unnest(v_queues) AS q(queue) CROSS JOIN LATERAL (
                         SELECT j.queue, j.priority, j.run_at, j.id FROM pgrelay._jobs j
                         WHERE j.leased_by IS NULL AND j.queue = q.queue AND j.run_at <= now()
-                          AND (p_tasks IS NULL OR j.task LIKE ANY (p_tasks))
-                          AND (p_kinds IS NULL OR pgrelay._kind_name(j.kind) = ANY (p_kinds))
-                          AND (p_handlers IS NULL OR j.kind <> 'h' OR j.task = ANY (p_handlers))
+                          AND pgrelay._claimable(j.task, j.kind, p_tasks, p_handlers, p_kinds)
                         ORDER BY j.priority DESC, j.run_at, j.id
                         LIMIT p_limit) c
                     ORDER BY c.priority DESC, c.run_at, c.id
@@ -743,9 +742,7 @@ BEGIN
         FROM unnest(v_queues, v_takes) AS q(queue, take) CROSS JOIN LATERAL (
             SELECT j.id, j.queue, j.ctid FROM pgrelay._jobs j
             WHERE j.leased_by IS NULL AND j.queue = q.queue AND j.run_at <= now()
-              AND (p_tasks IS NULL OR j.task LIKE ANY (p_tasks))
-              AND (p_kinds IS NULL OR pgrelay._kind_name(j.kind) = ANY (p_kinds))
-              AND (p_handlers IS NULL OR j.kind <> 'h' OR j.task = ANY (p_handlers))
+              AND pgrelay._claimable(j.task, j.kind, p_tasks, p_handlers, p_kinds)
             ORDER BY j.priority DESC, j.run_at, j.id
             LIMIT q.take
             FOR UPDATE OF j SKIP LOCKED) c;
@@ -1166,6 +1163,10 @@ DECLARE
     v_picked pgrelay._picked;
     v_more pgrelay._picked;
     v_name text;
+    v_queues text[];
+    v_special boolean;
+    v_lease_seconds integer;
+    v_max_attempts integer;
 BEGIN
     -- (the checks are written as simple expressions: PL/pgSQL evaluates those without starting an
     -- executor, which a query in an IF costs on every call)
@@ -1199,13 +1200,67 @@ BEGIN
             HINT = 'call it in its own transaction; queue concurrency limits cannot be kept from an older snapshot';
     END IF;
 
+    -- All queues: those with pending jobs, found by a loose scan of the claim index (one probe per
+    -- queue, however large a backlog).
+    IF consume.queues IS NOT NULL THEN
+        v_queues := consume.queues;
+    ELSE
+        v_queues := ARRAY(
+            WITH RECURSIVE active(queue) AS (
+                (SELECT j.queue FROM pgrelay._jobs j WHERE j.leased_by IS NULL ORDER BY j.queue LIMIT 1)
+                UNION ALL
+                SELECT (SELECT j.queue FROM pgrelay._jobs j
+                        WHERE j.leased_by IS NULL AND j.queue > a.queue ORDER BY j.queue LIMIT 1)
+                FROM active a WHERE a.queue IS NOT NULL)
+            SELECT a.queue FROM active a WHERE a.queue IS NOT NULL);
+    END IF;
+    IF cardinality(v_queues) = 0 THEN
+        RETURN;
+    END IF;
+
+    -- The common case, one queue that is neither paused nor limited, takes one statement: the jobs
+    -- are locked (SKIP LOCKED, in claim order) and leased by the same UPDATE, as a loop over the
+    -- locked rows that fetches each where the pick found it (by ctid; the id is compared as well).
+    -- The loop runs in claim order and RETURNING gives the rows as it updates them, so they come back
+    -- in claim order without a sort (tests/sql/test_consume.py checks the order). Through _pick, the
+    -- general path below, a cycle of claiming 100 jobs and acking them took 9% more instructions
+    -- (make bench-instructions: 13.11 M instead of 12.06 M) and an estimated 7% more CPU cycles.
+    -- (A job that another transaction released after this statement's snapshot was taken can be
+    -- locked here but not leased, as its new row is not visible to the snapshot: it stays pending
+    -- for the next claim.)
+    IF cardinality(v_queues) = 1 THEN
+        SELECT q.paused OR q.concurrency IS NOT NULL, q.lease_seconds, q.max_attempts
+            INTO v_special, v_lease_seconds, v_max_attempts
+        FROM pgrelay._queues q WHERE q.queue = v_queues[1];
+        IF v_special IS NOT TRUE THEN
+            RETURN QUERY
+            UPDATE pgrelay._jobs j
+            SET attempt = j.attempt + 1,
+                leased_by = consume.worker,
+                leased_at = now(),
+                lease_expires_at = now() + make_interval(secs => coalesce(
+                    consume.lease_seconds, v_lease_seconds, pgrelay._default_lease_seconds()))
+            FROM (SELECT p.id, p.ctid FROM pgrelay._jobs p
+                  WHERE p.leased_by IS NULL AND p.queue = v_queues[1] AND p.run_at <= now()
+                    AND pgrelay._claimable(p.task, p.kind, consume.tasks, consume.handlers, consume.kinds)
+                  ORDER BY p.priority DESC, p.run_at, p.id
+                  LIMIT v_batch
+                  FOR UPDATE OF p SKIP LOCKED) c
+            WHERE j.ctid = c.ctid AND j.id = c.id
+            RETURNING j.id, j.queue, j.task, pgrelay._kind_name(j.kind), j.payload, j.attempt,
+                      coalesce(j.max_attempts, v_max_attempts, pgrelay._default_max_attempts()),
+                      j.lease_expires_at, j.timeout_seconds, j.trace_id, j.priority, j.run_at, j.created_at,
+                      j.idempotency_key;
+            RETURN;
+        END IF;
+    END IF;
+
     -- paused queues and queues with a concurrency limit are left out of the common pick
     SELECT coalesce(array_agg(q.queue), '{}') INTO v_excluded
     FROM pgrelay._queues q
-    WHERE (q.paused OR q.concurrency IS NOT NULL)
-      AND (consume.queues IS NULL OR q.queue = ANY (consume.queues));
+    WHERE (q.paused OR q.concurrency IS NOT NULL) AND q.queue = ANY (v_queues);
 
-    v_picked := pgrelay._pick(consume.queues, v_excluded, v_batch, consume.tasks, consume.handlers, consume.kinds);
+    v_picked := pgrelay._pick(v_queues, v_excluded, v_batch, consume.tasks, consume.handlers, consume.kinds);
 
     -- A limited queue is picked only under its settings row's lock, so one claimer at a time counts
     -- its leases (those committed before the lock was granted) and takes at most the free slots:
@@ -1215,7 +1270,7 @@ BEGIN
         FOR v_limited IN
             SELECT q.queue, q.concurrency FROM pgrelay._queues q
             WHERE q.concurrency IS NOT NULL AND NOT q.paused
-              AND (consume.queues IS NULL OR q.queue = ANY (consume.queues))
+              AND q.queue = ANY (v_queues)
               AND EXISTS (SELECT 1 FROM pgrelay._jobs j
                           WHERE j.queue = q.queue AND j.leased_by IS NULL AND j.run_at <= now())
             ORDER BY q.queue
@@ -1249,30 +1304,26 @@ BEGIN
     -- saves a primary-key descent per job (the id is compared as well). No other filter on _jobs (the
     -- rows are ours, locked as pending), so no stale selectivity can make a whole-table plan look
     -- cheap. The settings of their queues are read once: an index probe per job cost as much as the
-    -- rest of the lease. The loop runs in the order of v_picked, the claim order, and RETURNING gives
-    -- the rows as it updates them, so they come back in claim order without a sort (a sort of the
-    -- returned rows cost 2% of a claim-and-complete cycle of 100; tests/sql/test_consume.py checks
-    -- the order).
+    -- rest of the lease. As in the one-queue statement above, the loop runs in claim order (that of
+    -- v_picked) and RETURNING keeps it.
     RETURN QUERY
     WITH settings AS MATERIALIZED (
         SELECT q.queue, q.lease_seconds, q.max_attempts FROM pgrelay._queues q WHERE q.queue = ANY (v_picked.queues)
-    ), leased AS (
-        UPDATE pgrelay._jobs j
-        SET attempt = j.attempt + 1,
-            leased_by = consume.worker,
-            leased_at = now(),
-            lease_expires_at = now() + make_interval(secs => coalesce(
-                consume.lease_seconds, c.lease_seconds, pgrelay._default_lease_seconds()))
-        FROM (SELECT u.id, u.ctid, s.lease_seconds, s.max_attempts
-              FROM unnest(v_picked.ids, v_picked.queues, v_picked.ctids) AS u(id, queue, ctid)
-                   LEFT JOIN settings s ON s.queue = u.queue) c
-        WHERE j.ctid = c.ctid AND j.id = c.id
-        RETURNING j.id, j.queue, j.task, pgrelay._kind_name(j.kind), j.payload, j.attempt,
-                  coalesce(j.max_attempts, c.max_attempts, pgrelay._default_max_attempts()) AS max_attempts,
-                  j.lease_expires_at, j.timeout_seconds, j.trace_id, j.priority, j.run_at, j.created_at,
-                  j.idempotency_key
     )
-    SELECT l.* FROM leased l;
+    UPDATE pgrelay._jobs j
+    SET attempt = j.attempt + 1,
+        leased_by = consume.worker,
+        leased_at = now(),
+        lease_expires_at = now() + make_interval(secs => coalesce(
+            consume.lease_seconds, c.lease_seconds, pgrelay._default_lease_seconds()))
+    FROM (SELECT u.id, u.ctid, s.lease_seconds, s.max_attempts
+          FROM unnest(v_picked.ids, v_picked.queues, v_picked.ctids) AS u(id, queue, ctid)
+               LEFT JOIN settings s ON s.queue = u.queue) c
+    WHERE j.ctid = c.ctid AND j.id = c.id
+    RETURNING j.id, j.queue, j.task, pgrelay._kind_name(j.kind), j.payload, j.attempt,
+              coalesce(j.max_attempts, c.max_attempts, pgrelay._default_max_attempts()),
+              j.lease_expires_at, j.timeout_seconds, j.trace_id, j.priority, j.run_at, j.created_at,
+              j.idempotency_key;
 END
 $$;
 COMMENT ON FUNCTION pgrelay.consume(text, text[], integer, integer, text[], text[], text[]) IS
