@@ -571,34 +571,45 @@ $$;
 -- a queue table's statistics are nearly always stale, and planned as "almost empty" a 100,000-row
 -- backlog was scanned on every claim and every ack; the indexes are always the right plan here.)
 -- Move leased jobs (matched by id AND attempt, the fencing token) out of the hot table into the
--- history in one statement, recording how the attempt ended, and count them (see _counts). Returns
--- the ids that moved. With p_leased false it moves pending jobs instead (cancel()), recording no attempt.
+-- history in one statement, and count them (see _counts); an attempt that did not succeed is
+-- recorded first (a success is recorded by its _finished row). Returns the ids that moved ('{}' when
+-- none did: an array, not a set of rows, which would cross one more result set). With p_leased false
+-- it moves pending jobs instead (cancel()), recording no attempt.
 -- Every job that finishes goes through here, so this statement keeps the counters: an AFTER INSERT
 -- trigger on _finished did the same with a second statement and a copy of every row, 0.7% of a
--- claim-and-complete cycle.
+-- claim-and-complete cycle. The attempts are a statement of their own, run only for failures: as a
+-- part of the move that never wrote a row on success, it still opened _attempts and its index for
+-- every ack (1% of a claim-and-complete cycle, with the array result).
 CREATE FUNCTION pgrelay._finish(
     p_ids bigint[], p_attempts integer[], p_status text, p_outcome text,
     p_results jsonb[] DEFAULT NULL, p_errors text[] DEFAULT NULL, p_details jsonb[] DEFAULT NULL,
     p_leased boolean DEFAULT true)
-RETURNS SETOF bigint
+RETURNS bigint[]
 LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off AS $$
 DECLARE
     v_status "char" := pgrelay._status_code(p_status);
+    v_ids bigint[];
 BEGIN
     IF v_status IS NULL THEN
         RAISE EXCEPTION 'pgrelay._finish: unknown status %', p_status;
     END IF;
-    RETURN QUERY
+    IF v_status <> 's' AND p_leased THEN
+        -- (locking the jobs it records, so the move below finds the same ones)
+        INSERT INTO pgrelay._attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, details)
+        SELECT j.id, j.attempt, j.leased_by, j.leased_at, pg_catalog.now(), p_outcome, u.error, u.details
+        FROM unnest(p_ids, p_attempts, p_errors, p_details) AS u(id, attempt, error, details)
+             JOIN pgrelay._jobs j ON j.id = u.id AND j.attempt = u.attempt AND j.leased_by IS NOT NULL
+        FOR UPDATE OF j;
+    END IF;
     WITH input AS (
-        SELECT u.id, u.attempt, u.result, u.error, u.details
-        FROM unnest(p_ids, p_attempts, p_results, p_errors, p_details)
-             AS u(id, attempt, result, error, details)
+        SELECT u.id, u.attempt, u.result, u.error
+        FROM unnest(p_ids, p_attempts, p_results, p_errors) AS u(id, attempt, result, error)
         WHERE u.id IS NOT NULL
     ), done AS (
         DELETE FROM pgrelay._jobs j
         USING input i
         WHERE j.id = i.id AND j.attempt = i.attempt AND (j.leased_by IS NOT NULL) = p_leased
-        RETURNING j.*, i.result AS new_result, i.error AS new_error, i.details AS new_details
+        RETURNING j.*, i.result AS new_result, i.error AS new_error
     ), archived AS (
         INSERT INTO pgrelay._finished (id, queue, task, kind, status, priority, run_at, attempt, max_attempts,
                                        timeout_seconds, payload, idempotency_key, dedupe_key, trace_id,
@@ -609,11 +620,6 @@ BEGIN
                d.replayed_from, coalesce(d.new_error, d.last_error), d.new_result, d.leased_by, d.leased_at,
                d.created_at, pg_catalog.now()
         FROM done d
-    ), attempts AS (
-        INSERT INTO pgrelay._attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, details)
-        SELECT d.id, d.attempt, d.leased_by, d.leased_at, pg_catalog.now(), p_outcome, d.new_error, d.new_details
-        FROM done d
-        WHERE v_status <> 's' AND p_leased
     ), counted AS (
         INSERT INTO pgrelay._counts AS c (queue, minute, backend, succeeded, dead_letter, cancelled)
         SELECT d.queue, pg_catalog.date_trunc('minute', pg_catalog.now()), pg_catalog.pg_backend_pid(),
@@ -625,7 +631,8 @@ BEGIN
         SET succeeded = c.succeeded + excluded.succeeded, dead_letter = c.dead_letter + excluded.dead_letter,
             cancelled = c.cancelled + excluded.cancelled
     )
-    SELECT d.id FROM done d;
+    SELECT coalesce(array_agg(d.id), '{}') INTO v_ids FROM done d;
+    RETURN v_ids;
 END
 $$;
 
@@ -1363,7 +1370,7 @@ BEGIN
     IF v_error IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = v_error;
     END IF;
-    RETURN QUERY SELECT * FROM pgrelay._finish(ack_each.ids, ack_each.attempts, 'succeeded', 'succeeded', ack_each.results);
+    RETURN QUERY SELECT unnest(pgrelay._finish(ack_each.ids, ack_each.attempts, 'succeeded', 'succeeded', ack_each.results));
 END
 $$;
 COMMENT ON FUNCTION pgrelay.ack_each(bigint[], integer[], jsonb[]) IS
@@ -1383,7 +1390,7 @@ BEGIN
     IF v_error IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = v_error;
     END IF;
-    RETURN (SELECT count(*) FROM pgrelay._finish(ack_many.ids, ack_many.attempts, 'succeeded', 'succeeded', ack_many.results));
+    RETURN cardinality(pgrelay._finish(ack_many.ids, ack_many.attempts, 'succeeded', 'succeeded', ack_many.results));
 END
 $$;
 COMMENT ON FUNCTION pgrelay.ack_many(bigint[], integer[], jsonb[]) IS
@@ -1402,7 +1409,7 @@ BEGIN
     IF ack.id IS NULL OR ack.attempt IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'id and attempt are required (both come from consume)';
     END IF;
-    RETURN (SELECT count(*) = 1 FROM pgrelay._finish(ARRAY[ack.id], ARRAY[ack.attempt], 'succeeded', 'succeeded', ARRAY[ack.result]));
+    RETURN cardinality(pgrelay._finish(ARRAY[ack.id], ARRAY[ack.attempt], 'succeeded', 'succeeded', ARRAY[ack.result])) = 1;
 END
 $$;
 COMMENT ON FUNCTION pgrelay.ack(bigint, integer, jsonb) IS
@@ -1572,8 +1579,8 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pgrelay._jobs j
                WHERE j.id = release.id AND j.attempt = release.attempt AND j.leased_by IS NOT NULL
                  AND j.cancel_requested_at IS NOT NULL) THEN
-        RETURN EXISTS (SELECT 1 FROM pgrelay._finish(ARRAY[release.id], ARRAY[release.attempt], 'cancelled', 'cancelled',
-                                                     NULL, ARRAY[left(coalesce(release.reason, 'released by the worker'), 10000)]));
+        RETURN cardinality(pgrelay._finish(ARRAY[release.id], ARRAY[release.attempt], 'cancelled', 'cancelled',
+                                           NULL, ARRAY[left(coalesce(release.reason, 'released by the worker'), 10000)])) > 0;
     END IF;
     SELECT r.queue INTO v_queue
     FROM pgrelay._retry(ARRAY[release.id], ARRAY[release.attempt], 'cancelled',
