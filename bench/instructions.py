@@ -10,8 +10,8 @@ So this counts them:
 1. a throwaway cluster gets pgrelay (the real installer) and pgmq (its SQL from the PyPI package, as
    bench/peers.py installs it), both pre-filled with due jobs; each system then completes 20,000 of
    them with the same cycle, so that it is measured as a queue in service (a history in the archive
-   table, a hot table that has churned) rather than freshly installed; then the cluster is vacuumed,
-   checkpointed and stopped;
+   table, a hot table that has churned) rather than freshly installed; then the cluster is vacuumed
+   (not with ``--unvacuumed``: a drain's state before autovacuum comes by), checkpointed and stopped;
 2. for each system and for two lengths (``--cycles``, default 10 and 40), a fresh copy of that data
    directory runs one single-user backend (``postgres --single``) under ``valgrind --tool=callgrind``
    with its cache simulation, reading the statements of bench/compare.py's pgbench scripts, two
@@ -86,7 +86,7 @@ WAL_ANSWER = re.compile(r'^\s*1: wal = "([0-9A-F]+)/([0-9A-F]+)"', re.MULTILINE)
 ANSWER = re.compile(r'^\s*1: (?:ack_many|count) = "(\d+)"', re.MULTILINE)
 
 
-async def prepare(dsn: str, jobs: int, history: int) -> None:
+async def prepare(dsn: str, jobs: int, history: int, vacuum: bool = True) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn)
@@ -102,12 +102,13 @@ async def prepare(dsn: str, jobs: int, history: int) -> None:
         await conn.execute("SELECT count(*) FROM pgmq.send_batch($1, (SELECT array_agg(jsonb_build_object('n', i))"
                            " FROM generate_series(1, $2::int) i))", QUEUE, jobs)
         # a queue in service: both systems first complete `history` jobs the same way (so the archive
-        # tables hold history and the hot tables have churned), then autovacuum's work is done
+        # tables hold history and the hot tables have churned), then autovacuum's work is done, unless
+        # the indexes are to keep the entries of those jobs, as a drain leaves them until it comes by
         for _ in range(history // BATCH):
             for cycle in CYCLE.values():
                 for statement in cycle:
                     await conn.execute(statement)
-        await conn.execute("VACUUM ANALYZE")
+        await conn.execute("VACUUM ANALYZE" if vacuum else "ANALYZE")
         await conn.execute("CHECKPOINT")
     finally:
         await conn.close()
@@ -150,6 +151,9 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, help="keep callgrind's output files in this directory")
     parser.add_argument("--history", type=int, default=HISTORY,
                         help=f"jobs each system completes before the count (default {HISTORY:,}; 0: a fresh install)")
+    parser.add_argument("--unvacuumed", action="store_true",
+                        help="no VACUUM after the history: the indexes keep the entries of the jobs it completed, as a "
+                             "drain leaves them until autovacuum comes by (with --history 100000: a long drain)")
     args = parser.parse_args()
     short, long = sorted(args.cycles)
     if shutil.which("valgrind") is None:
@@ -157,7 +161,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="pgrelay-instructions-"))
     try:
         with throwaway_cluster() as cluster:
-            asyncio.run(prepare(cluster.dsn(), args.history + BATCH * long + 1000, args.history))
+            asyncio.run(prepare(cluster.dsn(), args.history + BATCH * long + 1000, args.history, not args.unvacuumed))
             cluster.executor.stop()
             cluster.executor.stop = lambda *args, **kwargs: None  # stopped: leaving the block has nothing to stop
             datadir = Path(cluster.executor.datadir)
