@@ -61,69 +61,94 @@ def test_returns_nothing_when_no_job_is_due(db):
     assert consume(db, batch=10) == []
 
 
-def test_max_attempts_defaults_to_ten(db):
-    enqueue(db)
-
-    [row] = consume(db)
-
-    assert row["max_attempts"] == 10
+# consume has two ways to lease: one statement for a single queue that is neither paused nor limited,
+# and _pick with a lease per queue's settings for the rest. The settings must come out the same.
+CLAIM_PATHS = ["one-queue", "several-queues", "limited-queue"]
 
 
-def test_max_attempts_comes_from_the_queue_setting(db):
-    call(db, "configure_queue", queue="mail", max_attempts=4)
-    enqueue(db, queue="mail")
-
-    [row] = consume(db, queues=["mail"])
-
-    assert row["max_attempts"] == 4
-
-
-def test_max_attempts_of_the_job_wins_over_the_queue_setting(db):
-    call(db, "configure_queue", queue="mail", max_attempts=4)
-    enqueue(db, queue="mail", max_attempts=2)
-
-    [row] = consume(db, queues=["mail"])
-
-    assert row["max_attempts"] == 2
+def _claim(db, path, queue, **consume_args):
+    """Lease the one due job of ``queue`` (the only one, or the first in claim order) through ``path``."""
+    queues = [queue]
+    if path == "several-queues":
+        enqueue(db, queue="zz-other", priority=-1)
+        queues.append("zz-other")
+    elif path == "limited-queue":
+        call(db, "configure_queue", queue=queue, concurrency=100)   # (settings merge: the others stay)
+    [row] = consume(db, queues=queues, **consume_args)
+    assert row["queue"] == queue
+    return row
 
 
-def _lease_expiry_and_now(db, **consume_args):
+def _lease_expiry_and_now(db, path, queue, **consume_args):
     with db.transaction():
-        [row] = consume(db, **consume_args)
+        row = _claim(db, path, queue, **consume_args)
         now = scalar(db, "SELECT now()")
     return row["lease_expires_at"], now
 
 
-def test_lease_defaults_to_30_seconds(db):
-    enqueue(db)
+@pytest.mark.parametrize("path", CLAIM_PATHS)
+def test_max_attempts_defaults_to_ten(db, path):
+    enqueue(db, queue="mail")
 
-    expires_at, now = _lease_expiry_and_now(db)
+    row = _claim(db, path, "mail")
+
+    assert row["max_attempts"] == 10
+
+
+@pytest.mark.parametrize("path", CLAIM_PATHS)
+def test_max_attempts_comes_from_the_queue_setting(db, path):
+    call(db, "configure_queue", queue="mail", max_attempts=4)
+    enqueue(db, queue="mail")
+
+    row = _claim(db, path, "mail")
+
+    assert row["max_attempts"] == 4
+
+
+@pytest.mark.parametrize("path", CLAIM_PATHS)
+def test_max_attempts_of_the_job_wins_over_the_queue_setting(db, path):
+    call(db, "configure_queue", queue="mail", max_attempts=4)
+    enqueue(db, queue="mail", max_attempts=2)
+
+    row = _claim(db, path, "mail")
+
+    assert row["max_attempts"] == 2
+
+
+@pytest.mark.parametrize("path", CLAIM_PATHS)
+def test_lease_defaults_to_30_seconds(db, path):
+    enqueue(db, queue="mail")
+
+    expires_at, now = _lease_expiry_and_now(db, path, "mail")
 
     assert expires_at == now + timedelta(seconds=30)
 
 
-def test_lease_seconds_argument_sets_the_lease(db):
-    enqueue(db)
+@pytest.mark.parametrize("path", CLAIM_PATHS)
+def test_lease_seconds_argument_sets_the_lease(db, path):
+    enqueue(db, queue="mail")
 
-    expires_at, now = _lease_expiry_and_now(db, lease_seconds=90)
+    expires_at, now = _lease_expiry_and_now(db, path, "mail", lease_seconds=90)
 
     assert expires_at == now + timedelta(seconds=90)
 
 
-def test_lease_comes_from_the_queue_setting(db):
+@pytest.mark.parametrize("path", CLAIM_PATHS)
+def test_lease_comes_from_the_queue_setting(db, path):
     call(db, "configure_queue", queue="slow", lease_seconds=600)
     enqueue(db, queue="slow")
 
-    expires_at, now = _lease_expiry_and_now(db)
+    expires_at, now = _lease_expiry_and_now(db, path, "slow")
 
     assert expires_at == now + timedelta(seconds=600)
 
 
-def test_lease_seconds_argument_wins_over_the_queue_setting(db):
+@pytest.mark.parametrize("path", CLAIM_PATHS)
+def test_lease_seconds_argument_wins_over_the_queue_setting(db, path):
     call(db, "configure_queue", queue="slow", lease_seconds=600)
     enqueue(db, queue="slow")
 
-    expires_at, now = _lease_expiry_and_now(db, lease_seconds=5)
+    expires_at, now = _lease_expiry_and_now(db, path, "slow", lease_seconds=5)
 
     assert expires_at == now + timedelta(seconds=5)
 
