@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import pytest
+from psycopg.types.json import Jsonb
 
-from tests.sql.factory import call, call_rows, consume, enqueue, get_job, make_job, raises_sqlstate
+from tests.sql.factory import (
+    call,
+    call_rows,
+    connect_in_transaction,
+    consume,
+    enqueue,
+    get_job,
+    make_job,
+    raises_sqlstate,
+    scalar,
+)
 
 DEFAULTS = {
     "paused": False,
@@ -301,3 +314,71 @@ def test_resume_of_a_paused_queue_wakes_the_workers(db, connect):
     payloads = [n.payload for n in listener.notifies(timeout=5, stop_after=1)]
     payloads += [n.payload for n in listener.notifies(timeout=0.2)]
     assert payloads == ["mail"]
+
+
+
+# ---------------------------------------------------------------------------------------------
+# A queue's row: made by its first job, shared by concurrent first jobs
+# ---------------------------------------------------------------------------------------------
+
+
+def _enqueue_waiting_for(first, connect, queue):
+    """Start enqueueing into `queue` from another connection while `first` holds the queue's new,
+    uncommitted row; returns the future, after checking that it waits."""
+    pool = ThreadPoolExecutor(1)
+    second = pool.submit(lambda: enqueue(connect(), queue=queue))
+    pool.shutdown(wait=False)
+    with pytest.raises(FutureTimeout):
+        second.result(0.5)
+    return second
+
+
+def test_first_jobs_of_a_new_queue_from_two_transactions_both_land_in_it(db, connect):
+    first = connect_in_transaction(connect)
+    one = enqueue(first, queue="fresh")
+    second = _enqueue_waiting_for(first, connect, "fresh")
+    first.commit()
+    two = second.result(10)
+    assert sorted(row["id"] for row in consume(db, queues=["fresh"], batch=10)) == sorted([one.id, two.id])
+    assert scalar(db, "SELECT count(*) FROM pgrelay._queues WHERE queue = 'fresh'") == 1
+
+
+def test_a_queue_row_rolled_back_with_its_first_job_is_made_again_by_the_next(db, connect):
+    first = connect_in_transaction(connect)
+    enqueue(first, queue="fresh")
+    second = _enqueue_waiting_for(first, connect, "fresh")
+    first.rollback()
+    job = second.result(10)
+    assert [row["id"] for row in consume(db, queues=["fresh"], batch=10)] == [job.id]
+    assert [row["id"] for row in consume(db, batch=10)] == []
+
+
+@pytest.mark.parametrize("path", ["enqueue", "keyed", "bulk", "many", "statement_trigger", "replay"])
+def test_every_way_in_files_the_job_under_its_queue(db, path):
+    queue = f"q-{path}"
+    if path == "enqueue":
+        enqueue(db, queue=queue)
+    elif path == "keyed":
+        enqueue(db, queue=queue, dedupe_key="k", idempotency_key="key")
+    elif path == "bulk":
+        call(db, "enqueue_bulk", jobs=Jsonb([{"task": "a", "queue": queue}, {"task": "b", "queue": "q-other"},
+                                             {"task": "c", "queue": queue}]))
+    elif path == "many":
+        call(db, "enqueue_many", task="a", payloads=[Jsonb({}), Jsonb({})], queue=queue)
+    elif path == "statement_trigger":
+        db.execute(f"""
+            CREATE TABLE items (id int);
+            CREATE TRIGGER enqueue AFTER INSERT ON items REFERENCING NEW TABLE AS new_rows
+                FOR EACH STATEMENT EXECUTE FUNCTION pgrelay.enqueue_trigger('items.added', '{queue}');
+            INSERT INTO items VALUES (1), (2);
+        """)
+    else:
+        make_job(db, "dead_letter", queue=queue)
+        assert call(db, "replay_dead_letters", queue=queue) == 1
+    # the claim index is keyed by the queue's id: a job filed under another queue's id would be
+    # claimed from that queue, or never
+    assert scalar(db, """SELECT count(*) FROM pgrelay._jobs j LEFT JOIN pgrelay._queues q ON q.id = j.queue_id
+                         WHERE q.queue IS DISTINCT FROM j.queue""") == 0
+    filed = scalar(db, "SELECT count(*) FROM pgrelay._jobs WHERE queue = %s AND leased_by IS NULL", (queue,))
+    assert filed >= 1
+    assert len(consume(db, queues=[queue], batch=10)) == filed
