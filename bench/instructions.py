@@ -1,6 +1,6 @@
 """Count the CPU instructions one claim-100-and-complete cycle costs pgrelay and pgmq, with callgrind.
 
-    make bench-instructions                 # about a minute; needs valgrind (apt-get install valgrind)
+    make bench-instructions                 # about 10 minutes; needs valgrind (apt-get install valgrind)
 
 Wall-clock figures on a shared 2-core VM move by 20% from one run to the next (bench/compare.py's
 min-max columns show it), more than the differences a change to the SQL makes. Instructions do not:
@@ -8,11 +8,12 @@ the same statements on the same data execute the same instructions, give or take
 So this counts them:
 
 1. a throwaway cluster gets pgrelay (the real installer) and pgmq (its SQL from the PyPI package, as
-   bench/peers.py installs it), both pre-filled with due jobs; each system then completes 20,000 of
-   them with the same cycle, so that it is measured as a queue in service (a history in the archive
-   table, a hot table that has churned) rather than freshly installed; then the cluster is vacuumed
-   (not with ``--unvacuumed``: a drain's state before autovacuum comes by), checkpointed and stopped;
-2. for each system and for two lengths (``--cycles``, default 10 and 40), a fresh copy of that data
+   bench/peers.py installs it), both pre-filled with due jobs (100 per cycle of the long run, + 1,000);
+   with ``--history N`` each system first completes N of them with the same cycle, to be measured as
+   a queue in service (a history in the archive table, a hot table that has churned); then the
+   cluster is vacuumed (not with ``--unvacuumed``: a drain's state before autovacuum comes by),
+   checkpointed and stopped;
+2. for each system and for two lengths (``--cycles``, default 1 and 500), a fresh copy of that data
    directory runs one single-user backend (``postgres --single``) under ``valgrind --tool=callgrind``
    with its cache simulation, reading the statements of bench/compare.py's pgbench scripts, two
    transactions per cycle, the ids (and pgrelay's attempts) passed on as text as pgbench's ``\gset``
@@ -34,6 +35,14 @@ and after the last, the same difference of two lengths): the I/O side, which eve
 
 This is the CPU side of the SQL-only "claim 100 + complete" figure (commits, fsync and the network are
 not in it): use it to see whether a change to the SQL makes the hot path cheaper, and by how much.
+The defaults count what one run of that figure does: bench/compare.py fills a fresh queue with
+55,000 jobs and drains 50,000 of them (``--transactions 500``), so here a fresh queue of 51,000
+drains 50,000, and cycles 2 to 500 are counted: early ones (a clean claim index) and late ones (one
+that holds the entries of the jobs already taken) alike. The state matters, and not only to pgrelay: pgmq plans
+every read afresh, and over a smaller queue its planner picks a sequential scan and a hash join. The
+old default (20,000 jobs completed, then cycles 10 to 40 over a queue of 24,000) caught that plan:
+pgmq took 13.5 M instructions a cycle there, 12.0 M here, and the counts put pgrelay 12% ahead where
+a pgbench run found it behind.
 ``callgrind_annotate --inclusive=yes`` on the kept output files (``--keep DIR``) shows where.
 """
 
@@ -60,7 +69,7 @@ from tests.harness.cluster import pg_bindir, throwaway_cluster  # noqa: E402
 
 QUEUE = "bench"
 BATCH = 100
-HISTORY = 20_000
+HISTORY = 0
 # one cycle: its statements, each its own transaction (bench/pgbench/consume_ack_100.sql and
 # bench/peers.py's read_archive_100, with \gset's variables kept in session settings)
 CYCLE = {
@@ -147,7 +156,7 @@ def count_instructions(datadir: Path, system: str, cycles: int, workdir: Path) -
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cycles", type=int, nargs=2, default=(10, 40), metavar=("SHORT", "LONG"))
+    parser.add_argument("--cycles", type=int, nargs=2, default=(1, 500), metavar=("SHORT", "LONG"))
     parser.add_argument("--keep", type=Path, help="keep callgrind's output files in this directory")
     parser.add_argument("--history", type=int, default=HISTORY,
                         help=f"jobs each system completes before the count (default {HISTORY:,}; 0: a fresh install)")
