@@ -439,19 +439,23 @@ def pgrelay_like_for_like(figure: Figure, entry: Entry) -> Entry | None:
 
 
 def targets(figures: list[Figure]) -> list[dict[str, Any]]:
-    """The issue's targets, from this run's figures (each side: its best median among the given entries)."""
+    """The issue's targets, from this run's figures (each side: its best median among the given entries;
+    the SQL target once per number of clients)."""
     def best(prefix: str, systems: tuple[str, ...], python_only: bool = False) -> tuple[float, str] | None:
         found = [(e.summary()["median"], f"{NAMES[e.system]}, {f.title}: {e.how}")
                  for f in figures if f.id.startswith(prefix) for e in f.entries
                  if e.system in systems and e.runs and not (python_only and e.how.startswith("SQL"))]
         return max(found) if found else None
 
+    # (the SQL target is like for like, once per number of clients: the same pgbench run shape)
+    sql = [(f"SQL only, claim 100 + complete, {f.id.rsplit('_', 1)[1]} client(s): pgrelay ≥ pgmq read + archive",
+            f.id, ("pgmq",), False, 1) for f in figures if f.id.startswith("consume_100_")]
     out = []
     for target, prefix, peer_systems, python_only, factor in (
             ("drain: pgrelay ≥ 2× the best job-queue peer", "drain_", ("pgqueuer", "procrastinate"), False, 2),
             ("bulk enqueue, Python APIs: pgrelay ≥ 2× the best job-queue peer", "enqueue_bulk_",
              ("pgqueuer", "procrastinate"), True, 2),
-            ("SQL only, claim 100 + complete: pgrelay ≥ pgmq read + archive", "consume_100_", ("pgmq",), False, 1)):
+            *sql):
         pg, peer = best(prefix, ("pgrelay",), python_only), best(prefix, peer_systems)
         if pg and peer:
             out.append({"target": target, "pgrelay": pg, "peer": peer, "ratio": pg[0] / peer[0],
