@@ -59,9 +59,9 @@ CREATE TABLE pgrelay._jobs (
     -- with it, so their keys are all fixed-width. With the name there, every key test of a claim scan
     -- compared text and found run_at behind a variable-length value, and every lease compared text as
     -- it was added to the lease index: a claim-and-complete cycle of 100 jobs took 2.8% more
-    -- instructions (make bench-instructions BENCH_ARGS='--history 0 --cycles 1 500': 13.01 M against
-    -- 12.66 M), and enqueue_bulk of 1,000 jobs 2.4% more. Written once,
-    -- with the name, by every insert; no foreign key, which would look _queues up again for each row.
+    -- instructions (make bench-instructions: 13.01 M against 12.66 M), and enqueue_bulk of 1,000
+    -- jobs 2.4% more. Written once, with the name, by every insert; no foreign key, which would look
+    -- _queues up again for each row.
     queue_id         integer NOT NULL,
     queue            text COLLATE "C" NOT NULL,
     task             text COLLATE "C" NOT NULL,
