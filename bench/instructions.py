@@ -1,6 +1,7 @@
 """Count the CPU instructions one claim-100-and-complete cycle costs pgrelay and pgmq, with callgrind.
 
     make bench-instructions                 # about 10 minutes; needs valgrind (apt-get install valgrind)
+    make bench-instructions BENCH_ARGS='--only pgrelay'   # half that: to try a change to the SQL
 
 Wall-clock figures on a shared 2-core VM move by 20% from one run to the next (bench/compare.py's
 min-max columns show it), more than the differences a change to the SQL makes. Instructions do not:
@@ -158,6 +159,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cycles", type=int, nargs=2, default=(1, 500), metavar=("SHORT", "LONG"))
     parser.add_argument("--keep", type=Path, help="keep callgrind's output files in this directory")
+    parser.add_argument("--only", choices=list(CYCLE), help="count one system (half the time: to try a change)")
     parser.add_argument("--history", type=int, default=HISTORY,
                         help=f"jobs each system completes before the count (default {HISTORY:,}; 0: a fresh install)")
     parser.add_argument("--unvacuumed", action="store_true",
@@ -175,7 +177,7 @@ def main() -> int:
             cluster.executor.stop = lambda *args, **kwargs: None  # stopped: leaving the block has nothing to stop
             datadir = Path(cluster.executor.datadir)
             per_cycle, wal = {}, {}
-            for system in CYCLE:
+            for system in [args.only] if args.only else CYCLE:
                 counts = {n: count_instructions(datadir, system, n, workdir) for n in (short, long)}
                 events = {e: (counts[long][0][e] - counts[short][0][e]) / (long - short) for e in EVENTS}
                 l1_misses = events["I1mr"] + events["D1mr"] + events["D1mw"]
@@ -188,15 +190,17 @@ def main() -> int:
                       f"data {(events['D1mr'] + events['D1mw']) / 1000:.0f} k); "
                       f"estimated {events['estimate'] / 1e6:6.2f} M cycles; "
                       f"{wal[system] / 1000:5.1f} kB of WAL per cycle ({wal[system] / BATCH:4.0f} B per job)", flush=True)
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for out in workdir.glob("callgrind.*.out"):
+                shutil.copy(out, args.keep / out.name)
+        if args.only:
+            return 0
         instructions = per_cycle["pgrelay"]["Ir"] / per_cycle["pgmq"]["Ir"]
         estimate = per_cycle["pgrelay"]["estimate"] / per_cycle["pgmq"]["estimate"]
         print(f"\npgrelay does a cycle (claim {BATCH} + complete, CPU only) in {instructions:.2f}x pgmq's instructions"
               f" and an estimated {estimate:.2f}x its CPU cycles: at the same clock that is {1 / estimate:.2f}x pgmq's rate."
               f" It writes {wal['pgrelay'] / wal['pgmq']:.2f}x pgmq's WAL per cycle.")
-        if args.keep:
-            args.keep.mkdir(parents=True, exist_ok=True)
-            for out in workdir.glob("callgrind.*.out"):
-                shutil.copy(out, args.keep / out.name)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
