@@ -1795,10 +1795,8 @@ CREATE VIEW pgrelay.queue_stats AS
                                             AND c.minute < date_trunc('minute', now())) AS dead_letter_last_hour
         FROM pgrelay._counts c GROUP BY c.queue
     ), names AS (
-        SELECT queue FROM active UNION SELECT queue FROM counted
-        UNION SELECT q.queue FROM pgrelay._queues q  -- (every queue used has a row: those with a setting)
-        WHERE q.paused OR num_nonnulls(q.concurrency, q.max_attempts, q.lease_seconds, q.backoff_base_seconds,
-                                       q.backoff_max_seconds, q.retention_succeeded_days, q.retention_dead_letter_days) > 0
+        -- (every queue a job has named has a _queues row; it also has active jobs or counters)
+        SELECT queue FROM active UNION SELECT queue FROM counted UNION SELECT queue FROM pgrelay._queues
     )
     SELECT n.queue,
            coalesce(a.pending, 0) AS pending,
