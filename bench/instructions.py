@@ -159,7 +159,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cycles", type=int, nargs=2, default=(1, 500), metavar=("SHORT", "LONG"))
     parser.add_argument("--keep", type=Path, help="keep callgrind's output files in this directory")
-    parser.add_argument("--only", choices=list(CYCLE), help="count one system (half the time: to try a change)")
+    parser.add_argument("--only", choices=list(CYCLE), help="count one system (half the time: to try a change); both are still installed and filled, "
+                             "so its count is the one a full run gives")
     parser.add_argument("--history", type=int, default=HISTORY,
                         help=f"jobs each system completes before the count (default {HISTORY:,}; 0: a fresh install)")
     parser.add_argument("--unvacuumed", action="store_true",
