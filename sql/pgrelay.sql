@@ -623,11 +623,18 @@ $$;
 -- recorded first (a success is recorded by its _finished row). Returns the ids that moved ('{}' when
 -- none did: an array, not a set of rows, which would cross one more result set). With p_leased false
 -- it moves pending jobs instead (cancel()), recording no attempt.
--- Every job that finishes goes through here, so this statement keeps the counters: an AFTER INSERT
+-- Every job that finishes goes through here, so this function keeps the counters: an AFTER INSERT
 -- trigger on _finished did the same with a second statement and a copy of every row, 0.7% of a
--- claim-and-complete cycle. The attempts are a statement of their own, run only for failures: as a
--- part of the move that never wrote a row on success, it still opened _attempts and its index for
--- every ack (1% of a claim-and-complete cycle, with the array result).
+-- claim-and-complete cycle. The pass that collects the ids also finds whether the jobs share one
+-- queue (nearly always: a worker's batch comes from one queue); then one counter row is added to,
+-- by the number of ids. Jobs of several queues are counted per queue from their new history rows.
+-- As a GROUP BY over the moved rows inside the move, counting cost the cycle 2.2% (make
+-- bench-instructions: 12.66 M against 12.38 M without counting). This way, with the move returning
+-- only the columns the history takes, the cycle is 1.8% cheaper (12.37 M against 12.60 M); the
+-- same upsert as one more part of the move measured the same (12.39 M).
+-- The attempts are a statement of their own, run only for failures: as a part of the move that
+-- never wrote a row on success, it still opened _attempts and its index for every ack (1% of a
+-- claim-and-complete cycle, with the array result).
 CREATE FUNCTION pgrelay._finish(
     p_ids bigint[], p_attempts integer[], p_status text, p_outcome text,
     p_results jsonb[] DEFAULT NULL, p_errors text[] DEFAULT NULL, p_details jsonb[] DEFAULT NULL,
@@ -637,6 +644,8 @@ LANGUAGE plpgsql SET enable_seqscan = off SET enable_bitmapscan = off AS $$
 DECLARE
     v_status "char" := pgrelay._status_code(p_status);
     v_ids bigint[];
+    v_first text;   -- the first and the last queue (in name order) of the jobs that moved
+    v_last text;
 BEGIN
     IF v_status IS NULL THEN
         RAISE EXCEPTION 'pgrelay._finish: unknown status %', p_status;
@@ -657,7 +666,9 @@ BEGIN
         DELETE FROM pgrelay._jobs j
         USING input i
         WHERE j.id = i.id AND j.attempt = i.attempt AND (j.leased_by IS NOT NULL) = p_leased
-        RETURNING j.*, i.result AS new_result, i.error AS new_error
+        RETURNING j.id, j.queue, j.task, j.kind, j.priority, j.run_at, j.attempt, j.max_attempts,
+                  j.timeout_seconds, j.payload, j.idempotency_key, j.dedupe_key, j.trace_id, j.replayed_from,
+                  coalesce(i.error, j.last_error) AS last_error, i.result, j.leased_by, j.leased_at, j.created_at
     ), archived AS (
         INSERT INTO pgrelay._finished (id, queue, task, kind, status, priority, run_at, attempt, max_attempts,
                                        timeout_seconds, payload, idempotency_key, dedupe_key, trace_id,
@@ -665,21 +676,30 @@ BEGIN
                                        finished_at)
         SELECT d.id, d.queue, d.task, d.kind, v_status, d.priority, d.run_at, d.attempt, d.max_attempts,
                d.timeout_seconds, d.payload, d.idempotency_key, d.dedupe_key, d.trace_id,
-               d.replayed_from, coalesce(d.new_error, d.last_error), d.new_result, d.leased_by, d.leased_at,
-               d.created_at, pg_catalog.now()
+               d.replayed_from, d.last_error, d.result, d.leased_by, d.leased_at, d.created_at, pg_catalog.now()
         FROM done d
-    ), counted AS (
+    )
+    SELECT coalesce(array_agg(d.id), '{}'), min(d.queue), max(d.queue) INTO v_ids, v_first, v_last FROM done d;
+    IF v_first = v_last THEN
         INSERT INTO pgrelay._counts AS c (queue, minute, backend, succeeded, dead_letter, cancelled)
-        SELECT d.queue, pg_catalog.date_trunc('minute', pg_catalog.now()), pg_catalog.pg_backend_pid(),
+        VALUES (v_first, pg_catalog.date_trunc('minute', pg_catalog.now()), pg_catalog.pg_backend_pid(),
+                CASE v_status WHEN 's' THEN cardinality(v_ids) ELSE 0 END,
+                CASE v_status WHEN 'd' THEN cardinality(v_ids) ELSE 0 END,
+                CASE v_status WHEN 'c' THEN cardinality(v_ids) ELSE 0 END)
+        ON CONFLICT ON CONSTRAINT _counts_pkey DO UPDATE
+        SET succeeded = c.succeeded + excluded.succeeded, dead_letter = c.dead_letter + excluded.dead_letter,
+            cancelled = c.cancelled + excluded.cancelled;
+    ELSIF v_first IS NOT NULL THEN
+        INSERT INTO pgrelay._counts AS c (queue, minute, backend, succeeded, dead_letter, cancelled)
+        SELECT f.queue, pg_catalog.date_trunc('minute', pg_catalog.now()), pg_catalog.pg_backend_pid(),
                CASE v_status WHEN 's' THEN count(*) ELSE 0 END,
                CASE v_status WHEN 'd' THEN count(*) ELSE 0 END,
                CASE v_status WHEN 'c' THEN count(*) ELSE 0 END
-        FROM done d GROUP BY d.queue
+        FROM pgrelay._finished f WHERE f.id = ANY (v_ids) GROUP BY f.queue
         ON CONFLICT ON CONSTRAINT _counts_pkey DO UPDATE
         SET succeeded = c.succeeded + excluded.succeeded, dead_letter = c.dead_letter + excluded.dead_letter,
-            cancelled = c.cancelled + excluded.cancelled
-    )
-    SELECT coalesce(array_agg(d.id), '{}') INTO v_ids FROM done d;
+            cancelled = c.cancelled + excluded.cancelled;
+    END IF;
     RETURN v_ids;
 END
 $$;

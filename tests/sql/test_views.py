@@ -312,6 +312,22 @@ def test_queue_stats_counts_finished_jobs_without_reading_the_history(db):
     assert "_counts" in plan
 
 
+def test_queue_stats_counts_one_call_that_finishes_jobs_of_several_queues(db):
+    # one ack_many over three queues, and one recover() that dead-letters jobs of two: each queue
+    # gets its own count (a batch of one queue is counted another way than a mixed one)
+    acked = [make_job(db, "leased", queue=q) for q in ("b", "a", "b", "c", "b")]
+    assert call(db, "ack_many", ids=[j.id for j in acked], attempts=[j.attempt for j in acked]) == 5
+    exhausted = [make_job(db, "leased", queue=q, max_attempts=1) for q in ("a", "c", "c")]
+    expire(db, *exhausted)
+    assert call(db, "recover") == 3
+    single = make_job(db, "leased", queue="d")
+    assert call(db, "ack_many", ids=[single.id], attempts=[single.attempt]) == 1
+
+    counted = {q: (r["succeeded"], r["dead_letter"]) for q, r in stats(db).items()}
+
+    assert counted == {"a": (1, 1), "b": (3, 0), "c": (1, 2), "d": (1, 0)}
+
+
 def test_queue_stats_throughput_counts_whole_minutes(db):
     for _ in range(3):
         make_job(db, "succeeded", queue="q")
