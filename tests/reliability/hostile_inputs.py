@@ -158,8 +158,8 @@ _SNAPSHOT = """
 SELECT
   (SELECT count(*) FROM pgrelay._jobs),
   (SELECT md5(coalesce(string_agg(concat_ws(',', id, queue, task, kind, priority, run_at, attempt,
-          max_attempts, timeout_seconds, leased_by, leased_at, lease_expires_at, idempotency_key, dedupe_key,
-          trace_id, replayed_from, last_error, cancel_requested_at, md5(payload::text)), '|' ORDER BY id), ''))
+          options, leased_by, leased_at, lease_expires_at, last_error, cancel_requested_at, md5(payload::text)),
+          '|' ORDER BY id), ''))
    FROM pgrelay._jobs),
   (SELECT count(*) FROM pgrelay._finished),
   (SELECT md5(coalesce(string_agg(concat_ws(',', id, status, attempt, last_error, md5(result::text), finished_at,

@@ -231,7 +231,7 @@ def test_enqueue_stores_exactly_what_it_accepts_and_refuses_without_a_trace(db, 
             prior_key = db.execute("SELECT job_id FROM pgrelay._idempotency_keys WHERE key = %s",
                                    [idempotency_key]).fetchone()
         if dedupe_key is not None:
-            prior_duplicate = db.execute("SELECT id FROM pgrelay._jobs WHERE queue = %s AND dedupe_key = %s",
+            prior_duplicate = db.execute("SELECT id FROM pgrelay._jobs WHERE queue = %s AND (options).dedupe_key = %s",
                                          [nvl(queue, "default"), dedupe_key]).fetchone()
     before = snapshot(db)
 
