@@ -469,6 +469,22 @@ def targets(figures: list[Figure]) -> list[dict[str, Any]]:
     return out
 
 
+def paired(figure: Figure) -> str | None:
+    """pgrelay against pgmq run by run, for a figure whose runs alternate one for one (the SQL figures):
+    how many of the pairs pgrelay won and the geometric mean of the pair ratios. A run of each, taken
+    back to back, shares the machine's speed at that moment, which the medians of noisy runs do not."""
+    pg = next((e for e in figure.entries if e.system == "pgrelay" and e.runs), None)
+    peer = next((e for e in figure.entries if e.system == "pgmq" and e.runs), None)
+    if pg is None or peer is None or len(pg.values) != len(peer.values):
+        return None
+    ratios = [a / b for a, b in zip(pg.values, peer.values, strict=True) if a > 0 and b > 0]
+    if not ratios:
+        return None
+    won = sum(r > 1 for r in ratios)
+    return (f"{figure.title}: pgrelay faster in {won} of {len(ratios)} pairs (pgrelay's run i against pgmq's run i); "
+            f"geometric mean of the pair ratios {statistics.geometric_mean(ratios):.2f}×")
+
+
 def render(meta: dict[str, Any], figures: list[Figure], goals: list[dict[str, Any]]) -> str:
     lines = [f"# pgrelay against its peers — {meta['date']} ({meta['mode']})", ""]
     lines += [f"Command: `{meta['command']}`", ""]
@@ -525,6 +541,9 @@ def render(meta: dict[str, Any], figures: list[Figure], goals: list[dict[str, An
             r = "" if e.system == "pgrelay" or base is None else ratio(base.summary(), e.summary(), f.higher_is_better)
             lines.append(f"| {f.title} | {NAMES[e.system]} | {e.how} | {result} | {r} |")
     lines.append("")
+    pairs = [line for line in (paired(f) for f in figures if f.id.startswith("consume_100_")) if line]
+    if pairs:
+        lines += ["Pairs (SQL figures, alternating runs):", ""] + [f"- {line}" for line in pairs] + [""]
     notes = [f for f in figures if f.note]
     if notes:
         lines += ["Notes:", ""] + [f"- {f.title}: {f.note}" for f in notes] + [""]
