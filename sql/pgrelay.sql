@@ -652,7 +652,8 @@ $$;
 -- As a GROUP BY over the moved rows inside the move, counting cost the cycle 2.2% (make
 -- bench-instructions: 12.66 M against 12.38 M without counting). This way, with the move returning
 -- only the columns the history takes, the cycle is 1.8% cheaper (12.37 M against 12.60 M); the
--- same upsert as one more part of the move measured the same (12.39 M).
+-- same upsert as one more part of the move measured the same (12.39 M). (Two upserts, not one over
+-- a UNION ALL of both sources: starting the unused branch cost the cycle 0.4%.)
 -- The attempts are a statement of their own, run only for failures: as a part of the move that
 -- never wrote a row on success, it still opened _attempts and its index for every ack (1% of a
 -- claim-and-complete cycle, with the array result).
