@@ -382,3 +382,33 @@ def test_every_way_in_files_the_job_under_its_queue(db, path):
     filed = scalar(db, "SELECT count(*) FROM pgrelay._jobs WHERE queue = %s AND leased_by IS NULL", (queue,))
     assert filed >= 1
     assert len(consume(db, queues=[queue], batch=10)) == filed
+
+
+@pytest.mark.parametrize("path", ["enqueue", "bulk", "many", "statement_trigger"])
+def test_a_job_that_sets_no_option_stores_no_options_value(db, path):
+    # white box: the rarely set fields live in one composite column, which must be SQL NULL for a
+    # job that sets none of them. A row of NULLs would also pass "options IS NULL", but it is stored
+    # (and walked) in every copy of the row, so the test looks at the stored size.
+    queue = f"q-{path}"
+    if path == "enqueue":
+        enqueue(db, queue=queue)
+    elif path == "bulk":
+        call(db, "enqueue_bulk", jobs=Jsonb([{"task": "a", "queue": queue}, {"task": "b", "queue": queue}]))
+    elif path == "many":
+        call(db, "enqueue_many", task="a", payloads=[Jsonb({}), Jsonb({})], queue=queue)
+    else:
+        db.execute(f"""
+            CREATE TABLE items (id int);
+            CREATE TRIGGER enqueue AFTER INSERT ON items REFERENCING NEW TABLE AS new_rows
+                FOR EACH STATEMENT EXECUTE FUNCTION pgrelay.enqueue_trigger('items.added', '{queue}');
+            INSERT INTO items VALUES (1), (2);
+        """)
+    enqueue(db, queue=queue, trace_id="t-1")
+
+    stored = db.execute("SELECT pg_column_size(options), (options).trace_id FROM pgrelay._jobs WHERE queue = %s ORDER BY id",
+                        (queue,)).fetchall()
+
+    assert [size is None for size, _ in stored] == [True] * (len(stored) - 1) + [False]
+    assert stored[-1][1] == "t-1"
+    [claimed] = [j for j in consume(db, queues=[queue], batch=10) if j["trace_id"] is not None]
+    assert (claimed["trace_id"], claimed["max_attempts"], claimed["timeout_seconds"]) == ("t-1", 10, None)
