@@ -62,9 +62,9 @@ CREATE TYPE pgrelay._job_options AS (
 -- The hot table: only active jobs, so claiming stays fast however long the history grows.
 CREATE TABLE pgrelay._jobs (
     -- fixed-width, never NULL columns first: their offsets are the same in every row, so reading
-    -- them needs no walk over the row. Queue and task names compare
-    -- bytewise (COLLATE "C", in every table that holds them): they are identifiers, and under a libc
-    -- collation every comparison in the claim index looked up the locale.
+    -- them needs no walk over the row. Queue and task names compare bytewise (COLLATE "C", in every
+    -- table that holds them): they are identifiers, and under a libc collation every comparison in
+    -- the claim index looked up the locale.
     id               bigint PRIMARY KEY DEFAULT pg_catalog.nextval('pgrelay._job_id_seq'),
     priority         integer NOT NULL DEFAULT 0,
     attempt          integer NOT NULL DEFAULT 0,
