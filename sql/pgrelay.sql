@@ -144,31 +144,33 @@ ALTER TABLE pgrelay._jobs SET (autovacuum_vacuum_scale_factor = 0, autovacuum_va
 CREATE UNIQUE INDEX _jobs_dedupe_key_idx ON pgrelay._jobs (queue_id, ((options).dedupe_key))
     WHERE (options).dedupe_key IS NOT NULL;
 
--- Finished jobs. Rows arrive here in one statement with the delete from _jobs.
+-- Finished jobs. Rows arrive here in one statement with the delete from _jobs, copies of its rows
+-- made by _finish, the only writer (and so with the values _jobs holds NOT NULL). Like the hot
+-- table's, its constraints are in the functions that write it: ten NOT NULL columns and one CHECK
+-- cost a claim-and-complete cycle of 100 jobs 1.1% of its instructions (make bench-instructions),
+-- each statement re-reading the CHECK's expression and taking every checked row apart column by
+-- column. No index on finished_at either: purge() walks the history in id order (see there). A BRIN
+-- index cost that cycle 2.6% (PostgreSQL 15 reads its metapage and revmap again for each row).
 CREATE TABLE pgrelay._finished (
     id               bigint PRIMARY KEY,
-    queue            text COLLATE "C" NOT NULL,
-    task             text COLLATE "C" NOT NULL,
-    kind             "char" NOT NULL,   -- as in _jobs
-    status           "char" NOT NULL,   -- s: succeeded, d: dead_letter, c: cancelled (written only by _finish)
-    priority         integer NOT NULL,
-    run_at           timestamptz NOT NULL,
-    attempt          integer NOT NULL,
-    payload          jsonb NOT NULL,
+    queue            text COLLATE "C",
+    task             text COLLATE "C",
+    kind             "char",   -- as in _jobs
+    status           "char",   -- s: succeeded, d: dead_letter (always with a last_error), c: cancelled
+    priority         integer,
+    run_at           timestamptz,
+    attempt          integer,
+    payload          jsonb,
     options          pgrelay._job_options,   -- as in _jobs
     last_error       text,
     result           jsonb,
     leased_by        text,          -- worker and start of the last attempt (a success has no _attempts row)
     leased_at        timestamptz,
-    created_at       timestamptz NOT NULL,
-    finished_at      timestamptz NOT NULL,
-    replayed_as      bigint,        -- the job replay() created from this one (the latest, when forced again)
-    -- one check, as on _jobs (kind and status are constants of the functions that write them)
-    CONSTRAINT _finished_dead_letter_has_error CHECK (status <> 'd' OR last_error IS NOT NULL)
+    created_at       timestamptz,
+    finished_at      timestamptz,
+    replayed_as      bigint         -- the job replay() created from this one (the latest, when forced again)
 );
 COMMENT ON TABLE pgrelay._finished IS 'Private: succeeded, dead-lettered and cancelled jobs, kept until purged.';
--- Rows arrive in finished_at order, so a BRIN index serves purging by age at almost no write cost.
-CREATE INDEX _finished_finished_at_idx ON pgrelay._finished USING brin (finished_at);
 CREATE INDEX _finished_dead_letter_idx ON pgrelay._finished (queue, finished_at) WHERE status = 'd';
 
 -- One row per ended attempt, except a successful last attempt, which _finished records (leased_by,
@@ -2229,9 +2231,11 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     SET plan_cache_mode = force_generic_plan SET jit = off SET enable_seqscan = off AS $$
 DECLARE
     v_total integer := 0;
-    v_batch integer;
     v_removed integer;
-    v_oldest_kept interval;
+    v_cutoff timestamptz;
+    v_due bigint[];
+    v_after bigint := 0;   -- the walk's place: the last id it read
+    v_past boolean;
     v_max integer := coalesce(purge.max_jobs, 10000);
 BEGIN
     PERFORM pgrelay._check(coalesce(
@@ -2241,35 +2245,49 @@ BEGIN
     IF NOT pg_try_advisory_xact_lock(123589603914343) THEN
         RETURN 0;
     END IF;
-    -- the shortest retention of any queue bounds the scan, so the BRIN index skips newer history
-    v_oldest_kept := make_interval(days => coalesce(purge.older_than_days, least(
+    -- The history is walked in id order, by its primary key, a thousand rows at a time, from the
+    -- oldest job; the due ones among them are removed. Ids are handed out as jobs are created, and a
+    -- job finishes after it is created, so the walk ends at the first thousand that holds a job
+    -- created after the shortest retention of any queue: past it, nothing is due yet. (What a long
+    -- transaction created out of id order is reached by a later purge, whose bound is later.) A job
+    -- kept longer than the rows around it (a dead letter, a queue of longer retention) is read again
+    -- by each purge until its day comes, as any index on finished_at would read it.
+    v_cutoff := now() - make_interval(days => coalesce(purge.older_than_days, least(
         (SELECT min(least(coalesce(q.retention_succeeded_days, pgrelay._default_retention_succeeded_days()),
                           coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days())))
          FROM pgrelay._queues q),
         pgrelay._default_retention_succeeded_days(), pgrelay._default_retention_dead_letter_days())));
     LOOP
-        v_batch := least(1000, v_max - v_total);
-        EXIT WHEN v_batch <= 0;
-        WITH doomed AS (
-            SELECT f.id FROM pgrelay._finished f LEFT JOIN pgrelay._queues q ON q.queue = f.queue
-            WHERE f.finished_at < now() - v_oldest_kept
-              AND f.finished_at < now() - make_interval(days => coalesce(purge.older_than_days,
-                      CASE WHEN f.status = 's'
-                           THEN coalesce(q.retention_succeeded_days, pgrelay._default_retention_succeeded_days())
-                           ELSE coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days()) END))
-            LIMIT v_batch
-            FOR UPDATE OF f SKIP LOCKED
-        ), gone AS (
-            DELETE FROM pgrelay._finished f USING doomed d WHERE f.id = d.id
-            RETURNING f.id, (f.options).idempotency_key
-        ), attempts AS (
-            DELETE FROM pgrelay._attempts a USING gone g WHERE a.job_id = g.id
-        ), keys AS (
-            DELETE FROM pgrelay._idempotency_keys k USING gone g WHERE k.key = g.idempotency_key AND k.job_id = g.id
-        )
-        SELECT count(*) INTO v_removed FROM gone;
-        v_total := v_total + v_removed;
-        EXIT WHEN v_removed < v_batch;
+        SELECT array_agg(c.id) FILTER (WHERE c.due), max(c.id), bool_or(c.created_at >= v_cutoff)
+            INTO v_due, v_after, v_past
+        FROM (SELECT f.id, f.created_at,
+                     f.finished_at < now() - make_interval(days => coalesce(purge.older_than_days,
+                         CASE WHEN f.status = 's'
+                              THEN coalesce(q.retention_succeeded_days, pgrelay._default_retention_succeeded_days())
+                              ELSE coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days()) END))
+                     AS due
+              FROM pgrelay._finished f LEFT JOIN pgrelay._queues q ON q.queue = f.queue
+              WHERE f.id > v_after
+              ORDER BY f.id
+              LIMIT 1000) c;
+        EXIT WHEN v_after IS NULL;
+        IF v_due IS NOT NULL THEN
+            WITH doomed AS (
+                SELECT f.id FROM pgrelay._finished f
+                WHERE f.id = ANY (v_due[1:v_max - v_total])
+                FOR UPDATE SKIP LOCKED
+            ), gone AS (
+                DELETE FROM pgrelay._finished f USING doomed d WHERE f.id = d.id
+                RETURNING f.id, (f.options).idempotency_key
+            ), attempts AS (
+                DELETE FROM pgrelay._attempts a USING gone g WHERE a.job_id = g.id
+            ), keys AS (
+                DELETE FROM pgrelay._idempotency_keys k USING gone g WHERE k.key = g.idempotency_key AND k.job_id = g.id
+            )
+            SELECT count(*) INTO v_removed FROM gone;
+            v_total := v_total + v_removed;
+        END IF;
+        EXIT WHEN v_past OR v_total >= v_max;
     END LOOP;
 
     -- fold the per-minute counters of more than two hours ago into each queue's total row

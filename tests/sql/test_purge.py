@@ -79,18 +79,42 @@ def test_purge_frees_the_idempotency_key_of_the_jobs_it_removes(db):
     assert enqueue(db, idempotency_key="invoice-1").id != job.id
 
 
-def test_purge_stops_after_max_jobs_and_continues_on_the_next_call(db):
+def finish_many(db, n: int, queue: str = "default") -> list[int]:
+    """n jobs enqueued in one call and acked: their ids, in the order they were created."""
     db.execute("""SELECT count(*) FROM pgrelay.enqueue_bulk(
-                      (SELECT jsonb_agg(jsonb_build_object('task', 'bulk')) FROM generate_series(1, 2500)))""")
-    ids = [r["id"] for r in call_rows(db, "consume", worker="w", batch=2500)]
-    attempts_ = [1] * len(ids)
-    assert call(db, "ack_many", ids=ids, attempts=attempts_) == 2500
-    db.execute("UPDATE pgrelay._finished SET finished_at = now() - interval '30 days'")
+                      (SELECT jsonb_agg(jsonb_build_object('task', 'bulk', 'queue', %s::text))
+                       FROM generate_series(1, %s::int)))""", (queue, n))
+    ids = [r["id"] for r in call_rows(db, "consume", worker="w", queues=[queue], batch=n)]
+    assert call(db, "ack_many", ids=ids, attempts=[1] * len(ids)) == n
+    return sorted(ids)
 
+
+def test_purge_stops_after_max_jobs_and_continues_on_the_next_call_oldest_first(db):
+    ids = finish_many(db, 2500)
+    db.execute("UPDATE pgrelay._finished SET finished_at = now() - interval '30 days', created_at = now() - interval '31 days'")
+
+    assert call(db, "purge", max_jobs=1200) == 1200
+    assert finished_ids(db) == set(ids[1200:])
     assert call(db, "purge", max_jobs=1000) == 1000
-    assert call(db, "purge", max_jobs=1000) == 1000
-    assert call(db, "purge", max_jobs=1000) == 500
+    assert call(db, "purge", max_jobs=1000) == 300
     assert call(db, "purge", max_jobs=1000) == 0
+
+
+def test_one_purge_walks_the_whole_due_history_past_jobs_kept_longer(db):
+    """Jobs kept longer than those after them (a dead letter, a queue with a longer retention) do
+    not stop the walk, however many thousands of due jobs follow them."""
+    kept_dead = make_job(db, "dead_letter")
+    call(db, "configure_queue", queue="long", retention_succeeded_days=90)
+    kept_long = finish_many(db, 1500, queue="long")
+    due = finish_many(db, 2500)
+    young = make_job(db, "succeeded")
+    db.execute("UPDATE pgrelay._finished SET finished_at = now() - interval '10 days', created_at = now() - interval '10 days'"
+               " WHERE id <> %s", (young.id,))
+
+    assert call(db, "purge") == 2500
+
+    assert finished_ids(db) == {kept_dead.id, *kept_long, young.id}
+    assert not set(due) & finished_ids(db)
 
 
 def test_queue_stats_count_what_is_left_after_a_purge(db):
