@@ -1,6 +1,6 @@
 """Count the CPU instructions one claim-100-and-complete cycle costs pgrelay and pgmq, with callgrind.
 
-    make bench-instructions                 # about 10 minutes; needs valgrind (apt-get install valgrind)
+    make bench-instructions                 # about 4 minutes; needs valgrind (apt-get install valgrind)
     make bench-instructions BENCH_ARGS='--only pgrelay'   # half that: to try a change to the SQL
 
 Wall-clock figures on a shared 2-core VM move by 20% from one run to the next (bench/compare.py's
