@@ -2,11 +2,11 @@
 
 A producer keeps a small backlog (1,000-3,000 due jobs) in one queue while two ``jobs-worker``
 processes drain it, at most 2,000 jobs a second: 20,000 jobs in make test, 200,000 in make
-test-reliability (more, should they pass before autovacuum has visited the table three times). Every job is one
-insert, one update (the lease) and one delete in the hot table, none of them HOT (the lease columns
-are indexed), so without vacuum the table and its indexes would grow with every job that ever passed
-through; with vacuum keeping up, they hold the live backlog plus what dies between two vacuums. The
-sizes of the table, of each index and the dead tuples are sampled twice a second.
+test-reliability (more, should they pass before autovacuum has visited the table three times). Every
+job is one insert, one update (the lease) and one delete in the hot table, none of them HOT (the
+lease columns are indexed), so without vacuum the table and its indexes would grow with every job
+that ever passed through; with vacuum keeping up, they hold the live backlog plus what dies between
+two vacuums. The sizes of the table, of each index and the dead tuples are sampled twice a second.
 
 The load is compressed in time: a steady stream of hours runs here in a minute or two. Autovacuum's
 pace is compressed with it: the cluster runs with ``autovacuum_naptime = 1s`` (the server's time

@@ -200,14 +200,14 @@ def succeed(conn: psycopg.Connection, job: Job, result: dict[str, Any] | None = 
 STATES = ("pending", "scheduled", "leased", "expired", "succeeded", "retrying", "recovered", "dead_letter", "cancelled")
 
 
-def age_finished(conn: psycopg.Connection, *jobs: Job, days: float) -> None:
+def age_finished(conn: psycopg.Connection, *jobs: Job | int, days: float) -> None:
     """White box: make these finished jobs (and their attempts) look `days` old: finished then, and
     created no later (a job is created before it finishes; purge() relies on it)."""
-    ids = [j.id for j in jobs]
+    ids = [j.id if isinstance(j, Job) else j for j in jobs]
     cur = conn.execute(
-        "UPDATE pgrelay._finished SET finished_at = now() - make_interval(days => %s::int, secs => %s),"
-        " created_at = least(created_at, now() - make_interval(days => %s::int, secs => %s)) WHERE id = ANY (%s)",
-        (int(days), (days - int(days)) * 86400, int(days), (days - int(days)) * 86400, ids),
+        "UPDATE pgrelay._finished SET (finished_at, created_at) = (SELECT t.at, least(created_at, t.at)"
+        " FROM (SELECT now() - make_interval(days => %s::int, secs => %s) AS at) t) WHERE id = ANY (%s)",
+        (int(days), (days - int(days)) * 86400, ids),
     )
     assert cur.rowcount == len(ids), f"not all of {ids} are finished"
     conn.execute(

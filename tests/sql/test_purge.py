@@ -91,7 +91,7 @@ def finish_many(db, n: int, queue: str = "default") -> list[int]:
 
 def test_purge_stops_after_max_jobs_and_continues_on_the_next_call_oldest_first(db):
     ids = finish_many(db, 2500)
-    db.execute("UPDATE pgrelay._finished SET finished_at = now() - interval '30 days', created_at = now() - interval '31 days'")
+    age_finished(db, *ids, days=30)
 
     assert call(db, "purge", max_jobs=1200) == 1200
     assert finished_ids(db) == set(ids[1200:])
@@ -108,8 +108,7 @@ def test_one_purge_walks_the_whole_due_history_past_jobs_kept_longer(db):
     kept_long = finish_many(db, 1500, queue="long")
     due = finish_many(db, 2500)
     young = make_job(db, "succeeded")
-    db.execute("UPDATE pgrelay._finished SET finished_at = now() - interval '10 days', created_at = now() - interval '10 days'"
-               " WHERE id <> %s", (young.id,))
+    age_finished(db, kept_dead, *kept_long, *due, days=10)
 
     assert call(db, "purge") == 2500
 
