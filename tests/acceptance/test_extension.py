@@ -1,15 +1,11 @@
 """`make install-extension` then `CREATE EXTENSION pgrelay` gives the schema jobs-migrate installs, and it works.
 
-The extension files are copied into the server's `pg_config --sharedir`/extension (fine as root, or
-wherever that folder is writable); the test is skipped, saying why, when it is not.
+The extension files are copied into the server's `pg_config --sharedir`/extension (tests/harness/extension.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,41 +14,20 @@ import asyncpg
 import psycopg
 import pytest
 
-from pgrelay.schema import migrate, schema_version
+from pgrelay.schema import migrate, released_versions, schema_version
 from tests.harness.catalog import schema_snapshot, snapshot_differences
-from tests.harness.cluster import pg_bindir
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _pg_config() -> str | None:
-    """The pg_config of the server the tests run (so the files land where that server looks)."""
-    beside_server = Path(pg_bindir()) / "pg_config"
-    if beside_server.is_file() and os.access(beside_server, os.X_OK):
-        return str(beside_server)
-    return shutil.which(os.environ.get("PG_CONFIG", "pg_config"))
+from tests.harness.extension import ROOT, install_extension
 
 
 @pytest.fixture(scope="module")
 def installed_extension() -> str:
-    """Run `make install-extension` for this server; returns the extension folder."""
-    pg_config = _pg_config()
-    if pg_config is None:
-        pytest.skip("pg_config not found, so the server's extension folder is unknown")
-    if shutil.which("make") is None:
-        pytest.skip("make is not installed")
-    sharedir = subprocess.run([pg_config, "--sharedir"], check=True, capture_output=True, text=True).stdout.strip()
-    folder = Path(sharedir) / "extension"
-    existing = folder if folder.exists() else folder.parent
-    if not os.access(existing, os.W_OK):
-        pytest.skip(f"{existing} is not writable by this user, so `make install-extension` cannot install "
-                    f"pgrelay there (run the tests as root or as the owner of the PostgreSQL installation)")
-    result = subprocess.run(["make", "--no-print-directory", "install-extension", f"PG_CONFIG={pg_config}"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
+    """`make install-extension` for this server; returns the extension folder."""
+    folder = install_extension()
     version = schema_version()
     assert (folder / "pgrelay.control").is_file()
     assert (folder / f"pgrelay--{version}.sql").read_text() == (ROOT / "sql" / "pgrelay.sql").read_text()
+    for release in released_versions():
+        assert (folder / f"pgrelay--{release}.sql").read_text() == (ROOT / "sql" / f"pgrelay--{release}.sql").read_text()
     return str(folder)
 
 

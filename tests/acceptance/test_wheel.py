@@ -23,8 +23,11 @@ def test_wheel_installed_alone_runs_jobs_migrate(tmp_path, empty_dsn):
     )
     (wheel,) = wheels.glob("pgrelay-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "pgrelay/sql/pgrelay.sql" in names
-    assert "pgrelay/sql/pgrelay.control" in names
+    sql = sorted(name.removeprefix("pgrelay/sql/") for name in names if name.startswith("pgrelay/sql/"))
+    shipped = sorted(p.name for p in (ROOT / "sql").iterdir()
+                     if p.name in ("pgrelay.sql", "pgrelay.control") or p.name.startswith("pgrelay--"))
+    assert sql == shipped  # the assembled script, the control file, every release and upgrade; not src/
+    assert "pgrelay--0.1.0.sql" in sql and "pgrelay.sql" in sql
     assert not any("__pycache__" in name or name.startswith("tests/") for name in names)
 
     env_dir = tmp_path / "venv"

@@ -21,6 +21,7 @@ schema-qualified, whatever the caller's search_path.
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 import psycopg
@@ -288,4 +289,9 @@ def snapshot_differences(a: Any, b: Any, path: str = "") -> list[str]:
         for i, (x, y) in enumerate(zip(a, b)):
             out.extend(snapshot_differences(x, y, f"{path}[{i}]"))
         return out
-    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+    if a == b:
+        return []
+    if isinstance(a, str) and isinstance(b, str) and "\n" in a + b:  # a function's source: show a diff
+        diff = difflib.unified_diff(a.splitlines(), b.splitlines(), "first", "second", lineterm="", n=1)
+        return [f"{path}:\n    " + "\n    ".join(list(diff)[2:])]
+    return [f"{path}: {a!r} != {b!r}"]

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
 import threading
-from pathlib import Path
 
 import asyncpg
 import psycopg
 import pytest
 
 from pgrelay import client, schema
+from tests.harness.releases import package_with_next_release
 from tests.reliability.conftest import size
 from tests.sql.factory import attempts, call, expire, make_job, status
 
@@ -160,23 +159,13 @@ async def test_purge_beside_busy_workers_loses_nothing_and_never_deadlocks(db, d
 
 @pytest.fixture
 def next_version(tmp_path, monkeypatch):
-    """The package as if it shipped 0.1.1: an upgrade script that alters three tables in an order
-    no worker locks them in, and replaces a function."""
-    files = tmp_path / "sql"
-    shutil.copytree(Path(str(schema.sql_files())), files)
-    control = files / "pgrelay.control"
-    current = schema.schema_version()
-    control.write_text(control.read_text().replace(f"default_version = '{current}'", "default_version = '0.1.1'"))
-    (files / f"pgrelay--{current}--0.1.1.sql").write_text(f"""
+    """The package as if it shipped one more release: an upgrade script that alters three tables in
+    an order no worker locks them in, and replaces a function."""
+    return package_with_next_release(tmp_path, monkeypatch, """
         ALTER TABLE pgrelay._finished ADD COLUMN upgrade_note text;
         ALTER TABLE pgrelay._idempotency_keys ADD COLUMN upgrade_note text;
         ALTER TABLE pgrelay._jobs ADD COLUMN upgrade_note text;
-        CREATE OR REPLACE FUNCTION pgrelay.version() RETURNS text
-        LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT '0.1.1'::text $$;
-        INSERT INTO pgrelay._migrations (version, method) VALUES ('0.1.1', 'jobs-migrate');
     """)
-    monkeypatch.setattr(schema, "sql_files", lambda: files)
-    return "0.1.1"
 
 
 async def test_an_upgrade_under_live_workers_never_deadlocks(db, dsn, next_version):

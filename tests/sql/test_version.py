@@ -2,6 +2,7 @@ import re
 from pathlib import Path
 
 import pgrelay
+from tests.harness.releases import INSTALL, upgrade_chain
 
 
 def test_version_matches_package_and_control_file(db):
@@ -12,5 +13,8 @@ def test_version_matches_package_and_control_file(db):
 
 
 def test_install_is_recorded_in_migrations(db):
-    rows = db.execute("SELECT version, method FROM pgrelay._migrations").fetchall()
-    assert rows == [(pgrelay.__version__, "jobs-migrate")]
+    rows = db.execute("SELECT version, method FROM pgrelay._migrations ORDER BY installed_at, version").fetchall()
+    if INSTALL == "fresh":
+        assert rows == [(pgrelay.__version__, "jobs-migrate")]
+    else:  # the oldest release, then each upgrade
+        assert rows == [(version, "jobs-migrate") for version in upgrade_chain()]

@@ -1,0 +1,294 @@
+-- ---------------------------------------------------------------------------------------------
+-- Operators: replay, cancel, purge, maintenance
+-- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION pgrelay.replay(id bigint, force boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan SET jit = off AS $$
+DECLARE
+    v_job record;
+    v_status text;
+    v_new bigint;
+BEGIN
+    IF replay.id IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'id is required';
+    END IF;
+    SELECT f.queue, f.task, f.kind, f.status, f.payload, f.priority, (f.options).max_attempts,
+           (f.options).timeout_seconds, (f.options).trace_id, f.replayed_as
+    INTO v_job
+    FROM pgrelay._finished f WHERE f.id = replay.id
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        SELECT CASE WHEN j.leased_by IS NULL THEN 'pending' ELSE 'leased' END INTO v_status
+        FROM pgrelay._jobs j WHERE j.id = replay.id;
+        IF FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'PT409',
+                MESSAGE = format('job %s is %s: only finished jobs can be replayed', replay.id, v_status),
+                HINT = 'cancel it first, or wait until it has finished';
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = 'PT404', MESSAGE = format('job %s not found (never enqueued, or purged)', replay.id);
+    END IF;
+    IF NOT coalesce(replay.force, false) THEN
+        IF v_job.status = 's' THEN
+            RAISE EXCEPTION USING ERRCODE = 'PT409',
+                MESSAGE = format('job %s succeeded; replaying it would run it again', replay.id),
+                HINT = 'pass force => true to replay a job that succeeded';
+        END IF;
+        IF v_job.replayed_as IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'PT409',
+                MESSAGE = format('job %s was already replayed as job %s', replay.id, v_job.replayed_as),
+                HINT = format('look at job %s, or pass force => true to replay job %s again', v_job.replayed_as, replay.id);
+        END IF;
+    END IF;
+    -- a new job: its own id, attempts and keys (the original's keys stay with the original)
+    v_new := pgrelay._enqueue(v_job.queue, v_job.task, v_job.kind, v_job.payload, now(), v_job.priority,
+                              v_job.max_attempts, v_job.timeout_seconds, NULL, NULL, v_job.trace_id, replay.id);
+    UPDATE pgrelay._finished f SET replayed_as = v_new WHERE f.id = replay.id;
+    RETURN v_new;
+END
+$$;
+COMMENT ON FUNCTION pgrelay.replay(bigint, boolean) IS
+'Run a finished job again as a new pending job; returns the new job''s id (its replayed_from is id).
+
+Dead-lettered and cancelled jobs replay as they are; a job that succeeded, or one already replayed, only
+with force => true. The new job keeps queue, task, payload, priority, max_attempts, timeout and trace_id; it
+has no idempotency or dedupe key and starts at attempt 0. Errors: PT404 unknown id (HTTP 404 through
+PostgREST), PT409 the job is still active, succeeded or was replayed (HTTP 409).
+
+Example: SELECT pgrelay.replay(101);';
+
+CREATE FUNCTION pgrelay.replay_dead_letters(queue text, task text DEFAULT NULL, since timestamptz DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan SET jit = off AS $$
+DECLARE
+    v_count integer;
+    v_queue_id integer;
+BEGIN
+    PERFORM pgrelay._check(pgrelay._name_error('queue', replay_dead_letters.queue, 128));
+    IF length(replay_dead_letters.task) NOT BETWEEN 1 AND 200 OR pgrelay._bad_like(replay_dead_letters.task) THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = 'task must be a LIKE pattern of 1 to 200 characters, e.g. ''orders.%'', not ending with a lone \, or NULL for all';
+    END IF;
+    IF replay_dead_letters.since IN ('infinity', '-infinity') THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'since must be a point in time (or NULL for all)';
+    END IF;
+    -- (a queue without a row has never had a job, so it has no dead letters)
+    SELECT q.id INTO v_queue_id FROM pgrelay._queues q WHERE q.queue = replay_dead_letters.queue;
+    IF v_queue_id IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- SKIP LOCKED: a dead letter being replayed or purged right now is left to that caller
+    WITH picked AS (
+        SELECT f.id, f.queue, f.task, f.kind, f.payload, f.priority, f.options, f.finished_at
+        FROM pgrelay._finished f
+        WHERE f.status = 'd' AND f.queue = replay_dead_letters.queue AND f.replayed_as IS NULL
+          AND (replay_dead_letters.task IS NULL OR f.task LIKE replay_dead_letters.task)
+          AND (replay_dead_letters.since IS NULL OR f.finished_at >= replay_dead_letters.since)
+        FOR UPDATE OF f SKIP LOCKED
+    ), created AS (
+        INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options)
+        SELECT pg_catalog.nextval('pgrelay._job_id_seq'), v_queue_id, p.queue, p.task, p.kind, p.payload, now(), p.priority,
+               pgrelay._job_options((p.options).max_attempts, (p.options).timeout_seconds, NULL, NULL,
+                                    (p.options).trace_id, p.id)
+        FROM (SELECT * FROM picked ORDER BY finished_at, id) p
+        RETURNING pgrelay._jobs.id, (pgrelay._jobs.options).replayed_from AS replayed_from
+    ), marked AS (
+        UPDATE pgrelay._finished f SET replayed_as = c.id FROM created c WHERE f.id = c.replayed_from
+        RETURNING f.id
+    )
+    SELECT count(*) INTO v_count FROM marked;
+    IF v_count > 0 THEN
+        PERFORM pgrelay._notify(replay_dead_letters.queue, now());
+    END IF;
+    RETURN v_count;
+END
+$$;
+COMMENT ON FUNCTION pgrelay.replay_dead_letters(text, text, timestamptz) IS
+'Replay every dead letter of a queue that has not been replayed yet; returns how many new jobs it created.
+
+task: a LIKE pattern (''orders.%''; NULL: all tasks). since: only jobs dead-lettered at or after this time.
+Each new job is what replay() would create; running it twice replays nothing twice.
+
+Example: SELECT pgrelay.replay_dead_letters(''mail'', since => now() - interval ''1 day'');';
+
+CREATE FUNCTION pgrelay.cancel(id bigint)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan SET jit = off AS $$
+DECLARE
+    v_leased boolean;
+    v_attempt integer;
+BEGIN
+    IF cancel.id IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'id is required';
+    END IF;
+    -- waits for a claim or completion of this job in progress, then acts on what it left
+    SELECT j.leased_by IS NOT NULL, j.attempt INTO v_leased, v_attempt FROM pgrelay._jobs j WHERE j.id = cancel.id FOR UPDATE;
+    IF NOT FOUND THEN
+        IF EXISTS (SELECT 1 FROM pgrelay._finished f WHERE f.id = cancel.id) THEN
+            RETURN false;
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = 'PT404', MESSAGE = format('job %s not found (never enqueued, or purged)', cancel.id);
+    END IF;
+    IF v_leased THEN
+        UPDATE pgrelay._jobs j SET cancel_requested_at = coalesce(j.cancel_requested_at, now()) WHERE j.id = cancel.id;
+        RETURN true;
+    END IF;
+    PERFORM pgrelay._finish(ARRAY[cancel.id], ARRAY[v_attempt], 'cancelled', 'cancelled', p_leased => false);
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION pgrelay.cancel(bigint) IS
+'Cancel a job: true if it was cancelled or its cancellation is under way; false if it had already finished.
+
+A pending job is cancelled at once. A leased job is marked: the worker holding it learns at its next
+heartbeat, which ends the job cancelled and tells the worker to stop the handler (a nack or release of that
+attempt also ends it cancelled; an ack that comes first still succeeds it). PT404 for an unknown id.
+
+Example: SELECT pgrelay.cancel(101);';
+
+CREATE FUNCTION pgrelay.purge(older_than_days integer DEFAULT NULL, max_jobs integer DEFAULT 10000)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan SET jit = off SET enable_seqscan = off AS $$
+DECLARE
+    v_total integer := 0;
+    v_removed integer;
+    v_cutoff timestamptz;
+    v_due bigint[];
+    v_after bigint := 0;   -- the walk's place: the last id it read
+    v_past boolean;
+    v_max integer := coalesce(purge.max_jobs, 10000);
+BEGIN
+    PERFORM pgrelay._check(coalesce(
+        pgrelay._range_error('older_than_days', purge.older_than_days, 0, 36500, ' (or NULL for each queue''s retention)'),
+        pgrelay._range_error('max_jobs', v_max, 1, 10000000, ' (or NULL for 10000)')));
+    -- one purge at a time (a second caller returns 0 at once): the counters it folds stay exact
+    IF NOT pg_try_advisory_xact_lock(123589603914343) THEN
+        RETURN 0;
+    END IF;
+    -- The history is walked in id order, by its primary key, a thousand rows at a time, from the
+    -- oldest job; the due ones among them are removed. Ids are handed out as jobs are created, and a
+    -- job finishes after it is created, so the walk ends at the first thousand that holds a job
+    -- created after the shortest retention of any queue: past it, nothing is due yet. (What a long
+    -- transaction created out of id order is reached by a later purge, whose bound is later.) A job
+    -- kept longer than the rows around it (a dead letter, a queue of longer retention) is read again
+    -- by each purge until its day comes, as any index on finished_at would read it.
+    v_cutoff := now() - make_interval(days => coalesce(purge.older_than_days, least(
+        (SELECT min(least(coalesce(q.retention_succeeded_days, pgrelay._default_retention_succeeded_days()),
+                          coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days())))
+         FROM pgrelay._queues q),
+        pgrelay._default_retention_succeeded_days(), pgrelay._default_retention_dead_letter_days())));
+    LOOP
+        SELECT array_agg(c.id) FILTER (WHERE c.due), max(c.id), bool_or(c.created_at >= v_cutoff)
+            INTO v_due, v_after, v_past
+        FROM (SELECT f.id, f.created_at,
+                     f.finished_at < now() - make_interval(days => coalesce(purge.older_than_days,
+                         CASE WHEN f.status = 's'
+                              THEN coalesce(q.retention_succeeded_days, pgrelay._default_retention_succeeded_days())
+                              ELSE coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days()) END))
+                     AS due
+              FROM pgrelay._finished f LEFT JOIN pgrelay._queues q ON q.queue = f.queue
+              WHERE f.id > v_after
+              ORDER BY f.id
+              LIMIT 1000) c;
+        EXIT WHEN v_after IS NULL;
+        IF v_due IS NOT NULL THEN
+            WITH doomed AS (
+                SELECT f.id FROM pgrelay._finished f
+                WHERE f.id = ANY (v_due[1:v_max - v_total])
+                FOR UPDATE SKIP LOCKED
+            ), gone AS (
+                DELETE FROM pgrelay._finished f USING doomed d WHERE f.id = d.id
+                RETURNING f.id, (f.options).idempotency_key
+            ), attempts AS (
+                DELETE FROM pgrelay._attempts a USING gone g WHERE a.job_id = g.id
+            ), keys AS (
+                DELETE FROM pgrelay._idempotency_keys k USING gone g WHERE k.key = g.idempotency_key AND k.job_id = g.id
+            )
+            SELECT count(*) INTO v_removed FROM gone;
+            v_total := v_total + v_removed;
+        END IF;
+        EXIT WHEN v_past OR v_total >= v_max;
+    END LOOP;
+
+    -- fold the per-minute counters of more than two hours ago into each queue's total row
+    WITH old AS (
+        SELECT c.queue, c.minute, c.backend FROM pgrelay._counts c
+        WHERE c.minute > '-infinity' AND c.minute < date_trunc('minute', now()) - interval '2 hours'
+        FOR UPDATE SKIP LOCKED
+    ), folded AS (
+        DELETE FROM pgrelay._counts c USING old o
+        WHERE c.queue = o.queue AND c.minute = o.minute AND c.backend = o.backend
+        RETURNING c.queue, c.succeeded, c.dead_letter, c.cancelled
+    )
+    INSERT INTO pgrelay._counts AS c (queue, minute, backend, succeeded, dead_letter, cancelled)
+    SELECT f.queue, '-infinity', 0, sum(f.succeeded), sum(f.dead_letter), sum(f.cancelled)
+    FROM folded f GROUP BY f.queue ORDER BY f.queue
+    ON CONFLICT ON CONSTRAINT _counts_pkey DO UPDATE
+    SET succeeded = c.succeeded + excluded.succeeded, dead_letter = c.dead_letter + excluded.dead_letter,
+        cancelled = c.cancelled + excluded.cancelled;
+
+    -- workers gone for a week
+    DELETE FROM pgrelay._workers w WHERE w.last_seen < now() - interval '7 days';
+    RETURN v_total;
+END
+$$;
+COMMENT ON FUNCTION pgrelay.purge(integer, integer) IS
+'Remove finished jobs older than their retention, with their attempts and idempotency keys; returns how many.
+
+older_than_days: NULL for each queue''s retention (configure_queue: retention_succeeded_days, default 7;
+retention_dead_letter_days, default 30, also for cancelled jobs); 0 removes every finished job. Works in
+batches of 1,000 and stops after max_jobs, so it never holds many locks for long: call it again while it
+returns max_jobs. Active jobs are never touched. One purge runs at a time; a concurrent call returns 0.
+
+Example: SELECT pgrelay.purge(older_than_days => 30);';
+
+CREATE FUNCTION pgrelay.maintain(max_jobs integer DEFAULT 10000)
+RETURNS pgrelay.maintenance
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan SET jit = off AS $$
+DECLARE
+    v_done pgrelay.maintenance;
+BEGIN
+    v_done.recovered := pgrelay.recover();
+    v_done.purged := pgrelay.purge(NULL, maintain.max_jobs);
+    RETURN v_done;
+END
+$$;
+COMMENT ON FUNCTION pgrelay.maintain(integer) IS
+'Routine maintenance: recover() expired leases, then purge() finished jobs by each queue''s retention (at
+most max_jobs); returns what it did. Run it from pg_cron every minute, or let the workers run it.
+
+Example: SELECT * FROM pgrelay.maintain();';
+
+CREATE FUNCTION pgrelay.maintenance_scheduled()
+RETURNS boolean
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan SET jit = off AS $$
+DECLARE
+    v_found boolean;
+BEGIN
+    IF pg_catalog.to_regclass('cron.job') IS NULL THEN
+        RETURN false;
+    END IF;
+    BEGIN
+        -- plpgsql_check reads this query against a catalog that may have no pg_cron (the check above
+        -- is what keeps it from running then), so it is not checked:
+        PERFORM 'PRAGMA:DISABLE:CHECK';
+        EXECUTE 'SELECT EXISTS (SELECT 1 FROM cron.job j WHERE j.active AND j.command ~ ''pgrelay\.(maintain|purge)\M'')'
+        INTO v_found;
+        PERFORM 'PRAGMA:ENABLE:CHECK';
+    EXCEPTION WHEN insufficient_privilege THEN
+        RETURN false;
+    END;
+    RETURN v_found;
+END
+$$;
+COMMENT ON FUNCTION pgrelay.maintenance_scheduled() IS
+'True when an active pg_cron job in this database runs pgrelay.maintain() or pgrelay.purge(); the workers
+then leave purging to it.
+
+Example: SELECT pgrelay.maintenance_scheduled();';
