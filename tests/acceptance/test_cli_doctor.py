@@ -17,6 +17,7 @@ from click.testing import CliRunner, Result
 
 import pgrelay
 from pgrelay import cli, schema
+from tests.harness.releases import next_version
 from tests.sql.factory import call, enqueue, expire, lease
 
 BIN = Path(sys.executable).parent
@@ -119,21 +120,30 @@ def test_doctor_warns_about_stuck_leases_and_stale_workers(db, dsn):
     assert doctor(dsn)[1]["leases"][0] == "PASS"
 
 
-def test_doctor_warns_about_a_missing_role(dsn, monkeypatch):
-    monkeypatch.setattr(cli, "ROLES", (*cli.ROLES, "pgrelay_nobody"))
+def test_doctor_warns_about_a_missing_role(db, dsn):
+    # the schema's matrix names a role the cluster does not have (as when the installer lacked CREATEROLE)
+    db.execute("""CREATE OR REPLACE FUNCTION pgrelay._privileges() RETURNS TABLE (role name, object name)
+                  LANGUAGE sql IMMUTABLE AS $$ VALUES ('pgrelay_admin'::name, 'version'::name),
+                                                   ('pgrelay_nobody', 'version') $$""")
     status, detail = doctor(dsn)[1]["roles"]
     assert status == "WARN" and detail.startswith("missing: pgrelay_nobody ")
 
 
+def test_doctor_names_every_role_the_schema_grants_to(dsn):
+    status, detail = doctor(dsn)[1]["roles"]
+    assert (status, detail) == ("PASS", "pgrelay_admin, pgrelay_producer, pgrelay_reader, pgrelay_worker exist")
+
+
 def test_doctor_reports_a_pending_upgrade(dsn, tmp_path, monkeypatch):
-    # this package as if it were 0.2.0 with an upgrade script from the installed version
-    (tmp_path / "pgrelay.control").write_text("default_version = '0.2.0'\n")
-    (tmp_path / f"pgrelay--{pgrelay.__version__}--0.2.0.sql").write_text("")
+    # this package as if it shipped the next release, with an upgrade script from the installed version
+    new = next_version(pgrelay.__version__)
+    (tmp_path / "pgrelay.control").write_text(f"default_version = '{new}'\n")
+    (tmp_path / f"pgrelay--{pgrelay.__version__}--{new}.sql").write_text("")
     monkeypatch.setattr(schema, "sql_files", lambda: tmp_path)
     code, checks = doctor(dsn)
     assert code == 0
-    assert checks["upgrade"] == ("WARN", f"the schema is {pgrelay.__version__}, this package installs 0.2.0 "
-                                         f"(pgrelay--{pgrelay.__version__}--0.2.0.sql); fix: run pgrelay migrate")
+    assert checks["upgrade"] == ("WARN", f"the schema is {pgrelay.__version__}, this package installs {new} "
+                                         f"(pgrelay--{pgrelay.__version__}--{new}.sql); fix: run pgrelay migrate")
 
 
 def test_doctor_fails_on_a_schema_newer_than_the_package(db, dsn):
