@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 export PGRELAY_PG_BINDIR := $(PG_BINDIR)
 export PGRELAY_PG_OS_USER := $(PG_OS_USER)
 
-.PHONY: sql schema-dump test-extras test-reliability help test demo bench bench-quick bench-sql bench-worker bench-instructions install-extension check-postgres venv bench-venv clean
+.PHONY: sql freeze schema-dump test-extras test-reliability help test demo bench bench-quick bench-sql bench-worker bench-instructions install-extension check-postgres venv bench-venv clean
 
 help:
 	@echo "make demo               run the demo on a throwaway PostgreSQL cluster"
@@ -28,6 +28,7 @@ help:
 	@echo "                        figures (3), (5) under load and (6); --only pgrelay pgmq only those systems"
 	@echo "make install-extension  copy pgrelay into $(PG_SHAREDIR)/extension (CREATE EXTENSION pgrelay)"
 	@echo "make sql                assemble sql/pgrelay.sql from sql/src/ (commit the result)"
+	@echo "make freeze             release the current version: freeze sql/pgrelay--VERSION.sql, print checksums to pin"
 	@echo "make schema-dump        rewrite sql/schema-dump.sql, the reviewed dump of the schema (commit the result)"
 
 check-postgres:
@@ -53,6 +54,16 @@ venv: $(VENV)/.installed
 # library only: it runs before any virtualenv exists). The result is committed; a test checks it.
 sql:
 	@$(PYTHON) sql/assemble.py
+
+# Release the current version: freeze its install script next to the upgrade script into it, and
+# print the checksums to pin in tests/upgrade/test_release_files.py. Never overwrites a release.
+freeze: sql
+	@test ! -e sql/pgrelay--$(VERSION).sql || { echo "error: $(VERSION) is released already; raise default_version in sql/pgrelay.control first" >&2; exit 1; }
+	cp sql/pgrelay.sql sql/pgrelay--$(VERSION).sql
+	@echo "pin these in tests/upgrade/test_release_files.py (FROZEN):"
+	@for f in sql/pgrelay--$(VERSION).sql sql/pgrelay--*--$(VERSION).sql; do \
+	  [ -e "$$f" ] && echo "    \"$$(basename $$f)\": \"$$(sha256sum $$f | cut -d' ' -f1)\","; \
+	done; true
 
 # The normalised pg_dump of a fresh install, committed so that review sees every schema change.
 schema-dump: check-postgres venv

@@ -55,6 +55,7 @@ __all__ = [
     "enqueue_http",
     "enqueue_many",
     "existing_roles",
+    "declared_roles",
     "expired_leases",
     "get_attempts",
     "get_job",
@@ -161,6 +162,8 @@ SQL = {
 CATALOG = {
     "server_version": "SELECT current_setting('server_version_num')::integer, current_setting('server_version')",
     "database_name": "SELECT current_database()::text",
+    "declared_roles": """SELECT coalesce(array_agg(DISTINCT m.role::text ORDER BY m.role::text), '{}')
+                         FROM pgrelay._privileges() m""",
     "existing_roles": """SELECT coalesce(array_agg(r.rolname::text ORDER BY r.rolname), '{}')
                          FROM pg_catalog.pg_roles r WHERE r.rolname = ANY ($1::text[])""",
     "autovacuum_settings": """SELECT current_setting('autovacuum')::boolean AS server,
@@ -509,6 +512,11 @@ async def server_version(db: Db) -> tuple[int, str]:
 async def database_name(db: Db) -> str:
     """The name of the connected database."""
     return await _call(db, "fetchval", "database_name")
+
+
+async def declared_roles(db: Db) -> list[str]:
+    """The group roles the schema grants to (``pgrelay._privileges()``, its one matrix)."""
+    return list(await _call(db, "fetchval", "declared_roles"))
 
 
 async def existing_roles(db: Db, names: Sequence[str]) -> list[str]:

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 import pgrelay
+from pgrelay.schema import released_versions
 
 BIN = Path(sys.executable).parent
 
@@ -104,3 +105,28 @@ def test_jobs_worker_exists_as_a_console_script():
     result = run(str(BIN / "jobs-worker"), "--help")
     assert result.returncode == 0
     assert "jobs-worker" in result.stdout
+
+
+def test_jobs_migrate_to_a_release_then_up_the_chain(empty_dsn):
+    oldest = released_versions()[0]
+    first = run(str(BIN / "jobs-migrate"), empty_dsn, "--to", oldest)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == f"jobs-migrate: installed pgrelay {oldest} (pgrelay--{oldest}.sql)"
+    rest = run(str(BIN / "jobs-migrate"), empty_dsn)
+    assert rest.returncode == 0, rest.stderr
+    assert rest.stdout.startswith(f"jobs-migrate: upgraded pgrelay {oldest} -> {pgrelay.__version__} (pgrelay--{oldest}--")
+    with psycopg.connect(empty_dsn) as conn:
+        assert conn.execute("SELECT pgrelay.version()").fetchone()[0] == pgrelay.__version__
+
+
+@pytest.mark.parametrize(("target", "expected"), [
+    ("banana", "'banana' is not a pgrelay version"),
+    ("99.0.0", "this package goes up to pgrelay"),
+])
+def test_jobs_migrate_to_a_version_it_cannot_reach_gives_one_line_and_changes_nothing(empty_dsn, target, expected):
+    result = run(str(BIN / "jobs-migrate"), empty_dsn, "--to", target)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    with psycopg.connect(empty_dsn) as conn:
+        assert conn.execute("SELECT to_regnamespace('pgrelay')").fetchone()[0] is None
