@@ -8,8 +8,9 @@ one release to the next; ``sql/pgrelay.control`` names the current version. A wh
 ``migrate`` runs in one transaction under an advisory lock, so a second run, or two at once,
 changes nothing and succeeds. It walks the upgrade chain one release at a time, and ends every run
 by making the privileges exactly what the schema declares (``pgrelay._apply_privileges()``), so a
-function added since the last run is callable by no one it does not name. An upgrade first takes every pgrelay table's lock at once, giving up
-within ``UPGRADE_LOCK_TIMEOUT`` and trying again (up to ``UPGRADE_LOCK_ATTEMPTS`` times): live
+function added since the last run is callable by no one it does not name.
+
+An upgrade first takes every pgrelay table's lock at once, giving up within ``UPGRADE_LOCK_TIMEOUT`` and trying again (up to ``UPGRADE_LOCK_ATTEMPTS`` times): live
 workers take their locks in other orders, and a migration that waited while holding some of the
 tables could deadlock with them. Giving up before PostgreSQL's deadlock_timeout (1 s) means no
 worker ever sees 40P01; workers only wait, for as long as the upgrade runs.
@@ -29,7 +30,8 @@ import asyncpg
 
 from .errors import SchemaError
 
-__all__ = ["MigrationResult", "install_script", "installed_version", "migrate", "released_versions", "schema_version", "sql_files"]
+__all__ = ["MigrationResult", "install_script", "installed_version", "migrate", "released_versions", "schema_version",
+           "sql_files"]
 
 # pg_advisory_xact_lock key shared by every pgrelay installer: the bytes of "pgrelay".
 ADVISORY_LOCK_KEY = int.from_bytes(b"pgrelay", "big")
@@ -192,8 +194,12 @@ async def _migrate_once(conn: asyncpg.Connection, target: str) -> MigrationResul
             # installed with CREATE EXTENSION: the extension machinery runs the same upgrade scripts,
             # from the server's extension folder (make install-extension puts them there)
             await _lock_for_upgrade(conn)
-            await conn.execute(await conn.fetchval("SELECT format('ALTER EXTENSION pgrelay UPDATE TO %L', $1::text)",
-                                                   target))
+            update = await conn.fetchval("SELECT format('ALTER EXTENSION pgrelay UPDATE TO %L', $1::text)", target)
+            try:
+                async with conn.transaction():  # a savepoint: the error below replaces PostgreSQL's
+                    await conn.execute(update)
+            except asyncpg.InvalidParameterValueError:  # no update path in the server's extension folder
+                pass
             await _apply_privileges(conn)
             now = await installed_version(conn)
             if now != target:

@@ -17,10 +17,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from pgrelay.errors import SchemaError
 from pgrelay.schema import migrate, released_versions, schema_version
 from tests.harness.catalog import schema_snapshot, snapshot_differences
 from tests.harness.extension import install_extension
-from tests.harness.releases import upgrade_chain
+from tests.harness.releases import package_with_next_release, upgrade_chain
 from tests.sql.factory import attempts, call, consume, make_job
 
 OLDEST = released_versions()[0]
@@ -94,7 +95,7 @@ def test_jobs_migrate_walks_the_chain_one_release_at_a_time(databases):
 def test_jobs_migrate_never_goes_back(databases):
     dsn = databases("pgrelay_back")
     migrate_to(dsn)
-    with pytest.raises(Exception, match="never goes back"):
+    with pytest.raises(SchemaError, match="never goes back"):
         migrate_to(dsn, OLDEST)
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert conn.execute("SELECT pgrelay.version()").fetchone() == (schema_version(),)
@@ -171,3 +172,31 @@ def test_a_database_of_the_oldest_release_keeps_every_job_through_the_upgrade(da
         assert statuses[jobs["cancelled"].id] == "cancelled" and statuses[jobs["dead_letter"].id] == "dead_letter"
         assert conn.execute("SELECT result FROM pgrelay.jobs WHERE id = %s", (retried.id,)).fetchone() == (
             {"after": "upgrade"},)
+
+
+def test_jobs_migrate_upgrades_an_extension_install_through_alter_extension(databases):
+    install_extension()
+    dsn = databases("pgrelay_ext_migrate")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE EXTENSION pgrelay VERSION {}").format(sql.Literal(OLDEST)))
+    assert migrate_to(dsn) == "upgraded"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'pgrelay'").fetchone() == (
+            schema_version(),)
+        assert conn.execute("SELECT method FROM pgrelay._migrations ORDER BY installed_at").fetchall()[1:] == [
+            ("jobs-migrate",)] * (len(upgrade_chain()) - 1)
+
+
+def test_jobs_migrate_says_what_to_do_when_the_servers_extension_files_are_older(databases, tmp_path, monkeypatch):
+    install_extension()
+    dsn = databases("pgrelay_ext_stale")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION pgrelay")
+    installed = schema_version()
+    package_with_next_release(tmp_path, monkeypatch, "")  # this package is a release ahead of the server's files
+
+    with pytest.raises(SchemaError, match=f"extension files stop at {installed}; run `make install-extension`"):
+        migrate_to(dsn)
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT pgrelay.version()").fetchone() == (installed,)
