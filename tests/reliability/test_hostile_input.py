@@ -867,7 +867,7 @@ def test_operator_calls_with_hostile_arguments_change_only_what_they_say(db, ope
         rules = (not in_range(args["max_jobs"], 1, 10_000_000)
                  or not in_range(args.get("older_than_days"), 0, 36500))
     judged = call_judged(db, function, args, rows=rows,
-                         refused_with=refusal(driver, data_bad, rules, ("22003", "22007", "22008")))
+                         refused_with=refusal(driver, data_bad, rules, ("22003", "22007", "22008", "22009")))
     if judged is None:
         return
     outcome, before = judged
