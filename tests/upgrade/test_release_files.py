@@ -20,6 +20,9 @@ SQL = Path(__file__).resolve().parents[2] / "sql"
 FROZEN = {
     # 0.1.0: sql/pgrelay.sql as main had it on 2026-12-07, before the source was split
     "pgrelay--0.1.0.sql": "a42e4eca69fb8db1928e76767c9850102e333a0bd35050b6821221280e3aa1d9",
+    # 0.2.0 (2026-12-07): the source split by area, privileges declared once, the upgrade chain
+    "pgrelay--0.2.0.sql": "7f514011ac6bd0496832e2c861befe1008cb5f60e9093dd543ee97bce3903b9a",
+    "pgrelay--0.1.0--0.2.0.sql": "148136078d36b2e3b57edb5a65d32420497f2a73176c48075b3b2cb2c13e3481",
 }
 
 
