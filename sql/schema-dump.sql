@@ -2567,7 +2567,7 @@ Example: SELECT pgrelay.resume(''mail'');';
 
 CREATE FUNCTION pgrelay.version() RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    AS $$ SELECT '0.2.0'::text $$;
+    AS $$ SELECT '0.3.0'::text $$;
 
 ALTER FUNCTION pgrelay.version() OWNER TO postgres;
 
