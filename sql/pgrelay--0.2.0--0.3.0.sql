@@ -4,5 +4,359 @@
 CREATE OR REPLACE FUNCTION pgrelay.version() RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT '0.3.0'::text $$;
 
+-- ---------------------------------------------------------------------------------------------
+-- A replay's deliveries carry the id of the first job of its replay chain (delivery_id)
+-- ---------------------------------------------------------------------------------------------
+
+ALTER TYPE pgrelay._job_options ADD ATTRIBUTE delivery_id text;
+ALTER TYPE pgrelay.claimed_job ADD ATTRIBUTE delivery_id text;
+COMMENT ON TYPE pgrelay.claimed_job IS
+'A job leased by consume(): what a worker needs to run it and to ack/nack it (id + attempt).
+
+delivery_id: set on a replay, the id its deliveries carry: that of the first job of the replay chain (its
+idempotency key, else its id), so a receiver can tell a resent delivery from new work.';
+DROP FUNCTION pgrelay._job_options(integer, integer, text, text, text, bigint);
+
+-- begin: functions whose definition changed (python -m tests.harness.upgrade_draft --write)
+CREATE OR REPLACE FUNCTION pgrelay._delivery_id(p_id bigint, p_options pgrelay._job_options)
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$
+    SELECT coalesce((p_options).delivery_id, (p_options).idempotency_key, p_id::text)
+$function$;
+
+CREATE OR REPLACE FUNCTION pgrelay._job_options(p_max_attempts integer, p_timeout_seconds integer, p_idempotency_key text, p_dedupe_key text, p_trace_id text, p_replayed_from bigint, p_delivery_id text DEFAULT NULL::text)
+ RETURNS pgrelay._job_options
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$
+    SELECT CASE WHEN p_max_attempts IS NOT NULL OR p_timeout_seconds IS NOT NULL OR p_idempotency_key IS NOT NULL
+                  OR p_dedupe_key IS NOT NULL OR p_trace_id IS NOT NULL OR p_replayed_from IS NOT NULL
+                  OR p_delivery_id IS NOT NULL
+           THEN ROW(p_max_attempts, p_timeout_seconds, p_idempotency_key, p_dedupe_key, p_trace_id,
+                    p_replayed_from, p_delivery_id)::pgrelay._job_options
+           END
+$function$;
+
+CREATE OR REPLACE FUNCTION pgrelay.consume(worker text, queues text[] DEFAULT NULL::text[], batch integer DEFAULT 1, lease_seconds integer DEFAULT NULL::integer, tasks text[] DEFAULT NULL::text[], handlers text[] DEFAULT NULL::text[], kinds text[] DEFAULT NULL::text[])
+ RETURNS SETOF pgrelay.claimed_job
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_generic_plan'
+ SET jit TO 'off'
+ SET enable_seqscan TO 'off'
+ SET enable_bitmapscan TO 'off'
+ SET enable_mergejoin TO 'off'
+ SET enable_hashjoin TO 'off'
+AS $function$
+DECLARE
+    v_batch integer := coalesce(consume.batch, 1);
+    v_excluded text[];
+    v_limited record;
+    v_slots integer;
+    v_picked pgrelay._picked;
+    v_more pgrelay._picked;
+    v_name text;
+    v_queues text[];
+    v_queue_id integer;
+    v_special boolean;
+    v_lease_seconds integer;
+    v_max_attempts integer;
+BEGIN
+    -- (the checks are written as simple expressions: PL/pgSQL evaluates those without starting an
+    -- executor, which a query in an IF costs on every call)
+    PERFORM pgrelay._check(pgrelay._name_error('worker', consume.worker, 200, '/@'));
+    IF v_batch NOT BETWEEN 1 AND 10000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('batch must be between 1 and 10000, not %s', v_batch);
+    END IF;
+    IF consume.lease_seconds NOT BETWEEN 1 AND 86400 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('lease_seconds must be between 1 and 86400 (or NULL for the queue''s setting), not %s', consume.lease_seconds);
+    END IF;
+    FOREACH v_name IN ARRAY coalesce(consume.queues, '{}') LOOP
+        PERFORM pgrelay._check(pgrelay._name_error('queue', v_name, 128));
+    END LOOP;
+    FOREACH v_name IN ARRAY coalesce(consume.tasks, '{}') LOOP
+        IF v_name IS NULL OR length(v_name) NOT BETWEEN 1 AND 200 OR pgrelay._bad_like(v_name) THEN
+            RAISE EXCEPTION USING ERRCODE = 'PR001',
+                MESSAGE = 'tasks must be LIKE patterns of 1 to 200 characters, e.g. ''{orders.%}''; end none with a lone \';
+        END IF;
+    END LOOP;
+    IF array_position(consume.handlers, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'handlers must be task names (no NULL elements)';
+    END IF;
+    IF NOT consume.kinds <@ ARRAY['handler', 'http'] OR array_position(consume.kinds, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'kinds may hold handler and http';
+    END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR005',
+            MESSAGE = format('pgrelay.consume needs READ COMMITTED isolation, not %s', current_setting('transaction_isolation')),
+            HINT = 'call it in its own transaction; queue concurrency limits cannot be kept from an older snapshot';
+    END IF;
+
+    -- All queues: those with pending jobs, found by a loose scan of the claim index (one probe per
+    -- queue, however large a backlog).
+    IF consume.queues IS NOT NULL THEN
+        v_queues := consume.queues;
+    ELSE
+        v_queues := ARRAY(
+            WITH RECURSIVE active(queue_id) AS (
+                (SELECT j.queue_id FROM pgrelay._jobs j WHERE j.leased_by IS NULL ORDER BY j.queue_id LIMIT 1)
+                UNION ALL
+                SELECT (SELECT j.queue_id FROM pgrelay._jobs j
+                        WHERE j.leased_by IS NULL AND j.queue_id > a.queue_id ORDER BY j.queue_id LIMIT 1)
+                FROM active a WHERE a.queue_id IS NOT NULL)
+            SELECT q.queue FROM active a JOIN pgrelay._queues q ON q.id = a.queue_id ORDER BY q.queue);
+    END IF;
+    IF cardinality(v_queues) = 0 THEN
+        RETURN;
+    END IF;
+
+    -- The common case, one queue that is neither paused nor limited, takes one statement: the jobs
+    -- are locked (SKIP LOCKED, in claim order) and leased by the same UPDATE, as a loop over the
+    -- locked rows that fetches each where the pick found it (by ctid; the id is compared as well).
+    -- The loop runs in claim order and RETURNING gives the rows as it updates them, so they come back
+    -- in claim order without a sort (tests/sql/test_consume.py checks the order). Through _pick, the
+    -- general path below (a nested call, whose picks are gathered into arrays and unnested again),
+    -- the common claim costs markedly more.
+    -- (A job that another transaction released after this statement's snapshot was taken can be
+    -- locked here but not leased, as its new row is not visible to the snapshot: it stays pending
+    -- for the next claim.)
+    IF cardinality(v_queues) = 1 THEN
+        SELECT q.id, q.paused OR q.concurrency IS NOT NULL, q.lease_seconds, q.max_attempts
+            INTO v_queue_id, v_special, v_lease_seconds, v_max_attempts
+        FROM pgrelay._queues q WHERE q.queue = v_queues[1];
+        IF v_queue_id IS NULL THEN
+            RETURN;  -- a queue without a row has never had a job
+        ELSIF NOT v_special THEN
+            RETURN QUERY
+            UPDATE pgrelay._jobs j
+            SET attempt = j.attempt + 1,
+                leased_by = consume.worker,
+                leased_at = now(),
+                lease_expires_at = now() + make_interval(secs => coalesce(
+                    consume.lease_seconds, v_lease_seconds, pgrelay._default_lease_seconds()))
+            FROM (SELECT p.id, p.ctid FROM pgrelay._jobs p
+                  WHERE p.leased_by IS NULL AND p.queue_id = v_queue_id AND p.run_at <= now()
+                    AND pgrelay._claimable(p.task, p.kind, consume.tasks, consume.handlers, consume.kinds)
+                  ORDER BY p.priority DESC, p.run_at, p.id
+                  LIMIT v_batch
+                  FOR UPDATE OF p SKIP LOCKED) c
+            WHERE j.ctid = c.ctid AND j.id = c.id
+            RETURNING j.id, j.queue, j.task, pgrelay._kind_name(j.kind), j.payload, j.attempt,
+                      coalesce((j.options).max_attempts, v_max_attempts, pgrelay._default_max_attempts()),
+                      j.lease_expires_at, (j.options).timeout_seconds, (j.options).trace_id, j.priority, j.run_at,
+                      j.created_at, (j.options).idempotency_key, (j.options).delivery_id;
+            RETURN;
+        END IF;
+    END IF;
+
+    -- paused queues and queues with a concurrency limit are left out of the common pick
+    SELECT coalesce(array_agg(q.queue), '{}') INTO v_excluded
+    FROM pgrelay._queues q
+    WHERE (q.paused OR q.concurrency IS NOT NULL) AND q.queue = ANY (v_queues);
+
+    v_picked := pgrelay._pick(v_queues, v_excluded, v_batch, consume.tasks, consume.handlers, consume.kinds);
+
+    -- A limited queue is picked only under its settings row's lock, so one claimer at a time counts
+    -- its leases (those committed before the lock was granted) and takes at most the free slots:
+    -- the limit holds across any number of workers. SKIP LOCKED: a claimer never waits for another;
+    -- the one holding the lock takes the free slots.
+    IF v_excluded <> '{}' THEN
+        FOR v_limited IN
+            SELECT q.queue, q.id, q.concurrency FROM pgrelay._queues q
+            WHERE q.concurrency IS NOT NULL AND NOT q.paused
+              AND q.queue = ANY (v_queues)
+              AND EXISTS (SELECT 1 FROM pgrelay._jobs j
+                          WHERE j.queue_id = q.id AND j.leased_by IS NULL AND j.run_at <= now())
+            ORDER BY q.queue
+            FOR UPDATE OF q SKIP LOCKED
+        LOOP
+            SELECT v_limited.concurrency - count(*) INTO v_slots
+            FROM pgrelay._jobs j WHERE j.queue_id = v_limited.id AND j.lease_expires_at IS NOT NULL;  -- leased
+            IF v_slots > 0 THEN
+                v_more := pgrelay._pick(ARRAY[v_limited.queue], '{}', LEAST(v_slots, v_batch), consume.tasks,
+                                        consume.handlers, consume.kinds);
+                v_picked := ROW(v_picked.ids || v_more.ids, v_picked.queues || v_more.queues,
+                                v_picked.ctids || v_more.ctids);
+            END IF;
+        END LOOP;
+    END IF;
+
+    -- One claim order across all picked queues; rows picked but not taken stay unleased. The picks
+    -- of one queue are in claim order already (_pick aggregates its index scan as read); picks of
+    -- several queues follow each other queue by queue, so they are merged here.
+    IF v_picked.ids IS NULL THEN
+        RETURN;
+    ELSIF cardinality(v_picked.ids) > v_batch OR v_picked.queues[1] <> ANY (v_picked.queues) THEN
+        -- (the rows are locked by this transaction, so their claim-order keys are as _pick saw them;
+        -- the aggregates read the sorted subquery in its order, as _pick's do its index scan)
+        SELECT array_agg(t.id), array_agg(t.queue), array_agg(t.ctid) INTO v_picked
+        FROM (SELECT j.id, j.queue, j.ctid FROM pgrelay._jobs j WHERE j.id = ANY (v_picked.ids)
+              ORDER BY j.priority DESC, j.run_at, j.id LIMIT v_batch) t;
+    END IF;
+    -- Lease them. The plan is pinned (the SET clauses above) to a loop over the jobs that fetches each
+    -- row where _pick found it: a row locked by this transaction cannot move, and reading it by ctid
+    -- saves a primary-key descent per job (the id is compared as well). No other filter on _jobs (the
+    -- rows are ours, locked as pending), so no stale selectivity can make a whole-table plan look
+    -- cheap. The settings of their queues are read once: an index probe per job cost as much as the
+    -- rest of the lease. As in the one-queue statement above, the loop runs in claim order (that of
+    -- v_picked) and RETURNING keeps it.
+    RETURN QUERY
+    WITH settings AS MATERIALIZED (
+        SELECT q.queue, q.lease_seconds, q.max_attempts FROM pgrelay._queues q WHERE q.queue = ANY (v_picked.queues)
+    )
+    UPDATE pgrelay._jobs j
+    SET attempt = j.attempt + 1,
+        leased_by = consume.worker,
+        leased_at = now(),
+        lease_expires_at = now() + make_interval(secs => coalesce(
+            consume.lease_seconds, c.lease_seconds, pgrelay._default_lease_seconds()))
+    FROM (SELECT u.id, u.ctid, s.lease_seconds, s.max_attempts
+          FROM unnest(v_picked.ids, v_picked.queues, v_picked.ctids) AS u(id, queue, ctid)
+               LEFT JOIN settings s ON s.queue = u.queue) c
+    WHERE j.ctid = c.ctid AND j.id = c.id
+    RETURNING j.id, j.queue, j.task, pgrelay._kind_name(j.kind), j.payload, j.attempt,
+              coalesce((j.options).max_attempts, c.max_attempts, pgrelay._default_max_attempts()),
+              j.lease_expires_at, (j.options).timeout_seconds, (j.options).trace_id, j.priority, j.run_at,
+              j.created_at, (j.options).idempotency_key, (j.options).delivery_id;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION pgrelay.replay(id bigint, force boolean DEFAULT false)
+ RETURNS bigint
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_generic_plan'
+ SET jit TO 'off'
+AS $function$
+DECLARE
+    v_job record;
+    v_status text;
+    v_new bigint;
+BEGIN
+    IF replay.id IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'id is required';
+    END IF;
+    SELECT f.queue, f.task, f.kind, f.status, f.payload, f.priority, (f.options).max_attempts,
+           (f.options).timeout_seconds, (f.options).trace_id, f.replayed_as,
+           pgrelay._delivery_id(f.id, f.options) AS delivery_id
+    INTO v_job
+    FROM pgrelay._finished f WHERE f.id = replay.id
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        SELECT CASE WHEN j.leased_by IS NULL THEN 'pending' ELSE 'leased' END INTO v_status
+        FROM pgrelay._jobs j WHERE j.id = replay.id;
+        IF FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'PT409',
+                MESSAGE = format('job %s is %s: only finished jobs can be replayed', replay.id, v_status),
+                HINT = 'cancel it first, or wait until it has finished';
+        END IF;
+        RAISE EXCEPTION USING ERRCODE = 'PT404', MESSAGE = format('job %s not found (never enqueued, or purged)', replay.id);
+    END IF;
+    IF NOT coalesce(replay.force, false) THEN
+        IF v_job.status = 's' THEN
+            RAISE EXCEPTION USING ERRCODE = 'PT409',
+                MESSAGE = format('job %s succeeded; replaying it would run it again', replay.id),
+                HINT = 'pass force => true to replay a job that succeeded';
+        END IF;
+        IF v_job.replayed_as IS NOT NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'PT409',
+                MESSAGE = format('job %s was already replayed as job %s', replay.id, v_job.replayed_as),
+                HINT = format('look at job %s, or pass force => true to replay job %s again', v_job.replayed_as, replay.id);
+        END IF;
+    END IF;
+    -- a new job: its own id, attempts and keys (the original's keys stay with the original); its
+    -- deliveries carry the id of the chain's first job
+    v_new := pgrelay._enqueue(v_job.queue, v_job.task, v_job.kind, v_job.payload, now(), v_job.priority,
+                              v_job.max_attempts, v_job.timeout_seconds, NULL, NULL, v_job.trace_id, replay.id);
+    UPDATE pgrelay._jobs j SET options.delivery_id = v_job.delivery_id WHERE j.id = v_new;
+    UPDATE pgrelay._finished f SET replayed_as = v_new WHERE f.id = replay.id;
+    RETURN v_new;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION pgrelay.replay_dead_letters(queue text, task text DEFAULT NULL::text, since timestamp with time zone DEFAULT NULL::timestamp with time zone)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_generic_plan'
+ SET jit TO 'off'
+AS $function$
+DECLARE
+    v_count integer;
+    v_queue_id integer;
+BEGIN
+    PERFORM pgrelay._check(pgrelay._name_error('queue', replay_dead_letters.queue, 128));
+    IF length(replay_dead_letters.task) NOT BETWEEN 1 AND 200 OR pgrelay._bad_like(replay_dead_letters.task) THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = 'task must be a LIKE pattern of 1 to 200 characters, e.g. ''orders.%'', not ending with a lone \, or NULL for all';
+    END IF;
+    IF replay_dead_letters.since IN ('infinity', '-infinity') THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'since must be a point in time (or NULL for all)';
+    END IF;
+    -- (a queue without a row has never had a job, so it has no dead letters)
+    SELECT q.id INTO v_queue_id FROM pgrelay._queues q WHERE q.queue = replay_dead_letters.queue;
+    IF v_queue_id IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- SKIP LOCKED: a dead letter being replayed or purged right now is left to that caller
+    WITH picked AS (
+        SELECT f.id, f.queue, f.task, f.kind, f.payload, f.priority, f.options, f.finished_at
+        FROM pgrelay._finished f
+        WHERE f.status = 'd' AND f.queue = replay_dead_letters.queue AND f.replayed_as IS NULL
+          AND (replay_dead_letters.task IS NULL OR f.task LIKE replay_dead_letters.task)
+          AND (replay_dead_letters.since IS NULL OR f.finished_at >= replay_dead_letters.since)
+        FOR UPDATE OF f SKIP LOCKED
+    ), created AS (
+        INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options)
+        SELECT pg_catalog.nextval('pgrelay._job_id_seq'), v_queue_id, p.queue, p.task, p.kind, p.payload, now(), p.priority,
+               pgrelay._job_options((p.options).max_attempts, (p.options).timeout_seconds, NULL, NULL,
+                                    (p.options).trace_id, p.id, pgrelay._delivery_id(p.id, p.options))
+        FROM (SELECT * FROM picked ORDER BY finished_at, id) p
+        RETURNING pgrelay._jobs.id, (pgrelay._jobs.options).replayed_from AS replayed_from
+    ), marked AS (
+        UPDATE pgrelay._finished f SET replayed_as = c.id FROM created c WHERE f.id = c.replayed_from
+        RETURNING f.id
+    )
+    SELECT count(*) INTO v_count FROM marked;
+    IF v_count > 0 THEN
+        PERFORM pgrelay._notify(replay_dead_letters.queue, now());
+    END IF;
+    RETURN v_count;
+END
+$function$;
+-- end: functions whose definition changed
+
+-- The replays made before 0.3.0, parents first (a replay's id is above its parent's). A parent
+-- purged since gives its own id.
+DO $backfill$
+DECLARE
+    v_replay record;
+    v_delivery text;
+BEGIN
+    FOR v_replay IN
+        SELECT j.id, (j.options).replayed_from AS parent, true AS active FROM pgrelay._jobs j
+        WHERE (j.options).replayed_from IS NOT NULL
+        UNION ALL
+        SELECT f.id, (f.options).replayed_from, false FROM pgrelay._finished f WHERE (f.options).replayed_from IS NOT NULL
+        ORDER BY 1
+    LOOP
+        SELECT pgrelay._delivery_id(f.id, f.options) INTO v_delivery FROM pgrelay._finished f WHERE f.id = v_replay.parent;
+        v_delivery := coalesce(v_delivery, v_replay.parent::text);
+        IF v_replay.active THEN
+            UPDATE pgrelay._jobs j SET options.delivery_id = v_delivery WHERE j.id = v_replay.id;
+        ELSE
+            UPDATE pgrelay._finished f SET options.delivery_id = v_delivery WHERE f.id = v_replay.id;
+        END IF;
+    END LOOP;
+END
+$backfill$;
+
 SELECT pgrelay._apply_privileges();
 SELECT pgrelay._record_install('0.3.0');

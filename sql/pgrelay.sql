@@ -66,7 +66,8 @@ CREATE TYPE pgrelay._job_options AS (
     idempotency_key text,      -- also in _idempotency_keys, as long as the job or its history is kept
     dedupe_key      text,      -- unique among the active jobs of a queue (_jobs_dedupe_key_idx)
     trace_id        text,
-    replayed_from   bigint     -- the finished job replay() made this one from
+    replayed_from   bigint,    -- the finished job replay() made this one from
+    delivery_id     text       -- a replay's: the first job's of its replay chain (its idempotency key, else its id)
 );
 
 -- The hot table: only active jobs, so claiming stays fast however long the history grows.
@@ -263,10 +264,14 @@ CREATE TYPE pgrelay.claimed_job AS (
     priority         integer,
     run_at           timestamptz,
     created_at       timestamptz,
-    idempotency_key  text
+    idempotency_key  text,
+    delivery_id      text
 );
 COMMENT ON TYPE pgrelay.claimed_job IS
-'A job leased by consume(): what a worker needs to run it and to ack/nack it (id + attempt).';
+'A job leased by consume(): what a worker needs to run it and to ack/nack it (id + attempt).
+
+delivery_id: set on a replay, the id its deliveries carry: that of the first job of the replay chain (its
+idempotency key, else its id), so a receiver can tell a resent delivery from new work.';
 
 CREATE TYPE pgrelay.attempt AS (
     job_id      bigint,
@@ -566,14 +571,23 @@ $$;
 -- inlined where it is called.
 CREATE FUNCTION pgrelay._job_options(
     p_max_attempts integer, p_timeout_seconds integer, p_idempotency_key text, p_dedupe_key text,
-    p_trace_id text, p_replayed_from bigint)
+    p_trace_id text, p_replayed_from bigint, p_delivery_id text DEFAULT NULL)
 RETURNS pgrelay._job_options
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN p_max_attempts IS NOT NULL OR p_timeout_seconds IS NOT NULL OR p_idempotency_key IS NOT NULL
                   OR p_dedupe_key IS NOT NULL OR p_trace_id IS NOT NULL OR p_replayed_from IS NOT NULL
+                  OR p_delivery_id IS NOT NULL
            THEN ROW(p_max_attempts, p_timeout_seconds, p_idempotency_key, p_dedupe_key, p_trace_id,
-                    p_replayed_from)::pgrelay._job_options
+                    p_replayed_from, p_delivery_id)::pgrelay._job_options
            END
+$$;
+
+-- The id the deliveries of a replay of this finished job carry: that of the first job of the replay
+-- chain, so a receiver can tell a resent delivery from new work (its idempotency key, else its id).
+CREATE FUNCTION pgrelay._delivery_id(p_id bigint, p_options pgrelay._job_options)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce((p_options).delivery_id, (p_options).idempotency_key, p_id::text)
 $$;
 
 -- The one place that inserts a job (enqueue, enqueue_http, keyed enqueue_bulk elements).
@@ -1360,7 +1374,7 @@ BEGIN
             RETURNING j.id, j.queue, j.task, pgrelay._kind_name(j.kind), j.payload, j.attempt,
                       coalesce((j.options).max_attempts, v_max_attempts, pgrelay._default_max_attempts()),
                       j.lease_expires_at, (j.options).timeout_seconds, (j.options).trace_id, j.priority, j.run_at,
-                      j.created_at, (j.options).idempotency_key;
+                      j.created_at, (j.options).idempotency_key, (j.options).delivery_id;
             RETURN;
         END IF;
     END IF;
@@ -1433,7 +1447,7 @@ BEGIN
     RETURNING j.id, j.queue, j.task, pgrelay._kind_name(j.kind), j.payload, j.attempt,
               coalesce((j.options).max_attempts, c.max_attempts, pgrelay._default_max_attempts()),
               j.lease_expires_at, (j.options).timeout_seconds, (j.options).trace_id, j.priority, j.run_at,
-              j.created_at, (j.options).idempotency_key;
+              j.created_at, (j.options).idempotency_key, (j.options).delivery_id;
 END
 $$;
 COMMENT ON FUNCTION pgrelay.consume(text, text[], integer, integer, text[], text[], text[]) IS
@@ -2097,7 +2111,8 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'id is required';
     END IF;
     SELECT f.queue, f.task, f.kind, f.status, f.payload, f.priority, (f.options).max_attempts,
-           (f.options).timeout_seconds, (f.options).trace_id, f.replayed_as
+           (f.options).timeout_seconds, (f.options).trace_id, f.replayed_as,
+           pgrelay._delivery_id(f.id, f.options) AS delivery_id
     INTO v_job
     FROM pgrelay._finished f WHERE f.id = replay.id
     FOR UPDATE;
@@ -2123,9 +2138,11 @@ BEGIN
                 HINT = format('look at job %s, or pass force => true to replay job %s again', v_job.replayed_as, replay.id);
         END IF;
     END IF;
-    -- a new job: its own id, attempts and keys (the original's keys stay with the original)
+    -- a new job: its own id, attempts and keys (the original's keys stay with the original); its
+    -- deliveries carry the id of the chain's first job
     v_new := pgrelay._enqueue(v_job.queue, v_job.task, v_job.kind, v_job.payload, now(), v_job.priority,
                               v_job.max_attempts, v_job.timeout_seconds, NULL, NULL, v_job.trace_id, replay.id);
+    UPDATE pgrelay._jobs j SET options.delivery_id = v_job.delivery_id WHERE j.id = v_new;
     UPDATE pgrelay._finished f SET replayed_as = v_new WHERE f.id = replay.id;
     RETURN v_new;
 END
@@ -2173,7 +2190,7 @@ BEGIN
         INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options)
         SELECT pg_catalog.nextval('pgrelay._job_id_seq'), v_queue_id, p.queue, p.task, p.kind, p.payload, now(), p.priority,
                pgrelay._job_options((p.options).max_attempts, (p.options).timeout_seconds, NULL, NULL,
-                                    (p.options).trace_id, p.id)
+                                    (p.options).trace_id, p.id, pgrelay._delivery_id(p.id, p.options))
         FROM (SELECT * FROM picked ORDER BY finished_at, id) p
         RETURNING pgrelay._jobs.id, (pgrelay._jobs.options).replayed_from AS replayed_from
     ), marked AS (

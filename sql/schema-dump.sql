@@ -19,7 +19,8 @@ CREATE TYPE pgrelay._job_options AS (
 	idempotency_key text,
 	dedupe_key text,
 	trace_id text,
-	replayed_from bigint
+	replayed_from bigint,
+	delivery_id text
 );
 
 ALTER TYPE pgrelay._job_options OWNER TO postgres;
@@ -99,7 +100,8 @@ CREATE TYPE pgrelay.claimed_job AS (
 	priority integer,
 	run_at timestamp with time zone,
 	created_at timestamp with time zone,
-	idempotency_key text
+	idempotency_key text,
+	delivery_id text
 );
 
 ALTER TYPE pgrelay.claimed_job OWNER TO postgres;
@@ -108,7 +110,10 @@ ALTER TYPE pgrelay.claimed_job OWNER TO postgres;
 -- Name: TYPE claimed_job; Type: COMMENT; Schema: pgrelay; Owner: postgres
 --
 
-COMMENT ON TYPE pgrelay.claimed_job IS 'A job leased by consume(): what a worker needs to run it and to ack/nack it (id + attempt).';
+COMMENT ON TYPE pgrelay.claimed_job IS 'A job leased by consume(): what a worker needs to run it and to ack/nack it (id + attempt).
+
+delivery_id: set on a replay, the id its deliveries carry: that of the first job of the replay chain (its
+idempotency key, else its id), so a receiver can tell a resent delivery from new work.';
 
 --
 -- Name: maintenance; Type: TYPE; Schema: pgrelay; Owner: postgres
@@ -483,6 +488,18 @@ CREATE FUNCTION pgrelay._default_retention_succeeded_days() RETURNS integer
 ALTER FUNCTION pgrelay._default_retention_succeeded_days() OWNER TO postgres;
 
 --
+-- Name: _delivery_id(bigint, pgrelay._job_options); Type: FUNCTION; Schema: pgrelay; Owner: postgres
+--
+
+CREATE FUNCTION pgrelay._delivery_id(p_id bigint, p_options pgrelay._job_options) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT coalesce((p_options).delivery_id, (p_options).idempotency_key, p_id::text)
+$$;
+
+ALTER FUNCTION pgrelay._delivery_id(p_id bigint, p_options pgrelay._job_options) OWNER TO postgres;
+
+--
 -- Name: _enqueue(text, text, "char", jsonb, timestamp with time zone, integer, integer, integer, text, text, text, bigint); Type: FUNCTION; Schema: pgrelay; Owner: postgres
 --
 
@@ -704,20 +721,21 @@ $$;
 ALTER FUNCTION pgrelay._job_args_error(p_task text, p_queue text, p_payload jsonb, p_run_at timestamp with time zone, p_priority integer, p_max_attempts integer, p_timeout_seconds integer, p_idempotency_key text, p_dedupe_key text, p_trace_id text) OWNER TO postgres;
 
 --
--- Name: _job_options(integer, integer, text, text, text, bigint); Type: FUNCTION; Schema: pgrelay; Owner: postgres
+-- Name: _job_options(integer, integer, text, text, text, bigint, text); Type: FUNCTION; Schema: pgrelay; Owner: postgres
 --
 
-CREATE FUNCTION pgrelay._job_options(p_max_attempts integer, p_timeout_seconds integer, p_idempotency_key text, p_dedupe_key text, p_trace_id text, p_replayed_from bigint) RETURNS pgrelay._job_options
+CREATE FUNCTION pgrelay._job_options(p_max_attempts integer, p_timeout_seconds integer, p_idempotency_key text, p_dedupe_key text, p_trace_id text, p_replayed_from bigint, p_delivery_id text DEFAULT NULL::text) RETURNS pgrelay._job_options
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$
     SELECT CASE WHEN p_max_attempts IS NOT NULL OR p_timeout_seconds IS NOT NULL OR p_idempotency_key IS NOT NULL
                   OR p_dedupe_key IS NOT NULL OR p_trace_id IS NOT NULL OR p_replayed_from IS NOT NULL
+                  OR p_delivery_id IS NOT NULL
            THEN ROW(p_max_attempts, p_timeout_seconds, p_idempotency_key, p_dedupe_key, p_trace_id,
-                    p_replayed_from)::pgrelay._job_options
+                    p_replayed_from, p_delivery_id)::pgrelay._job_options
            END
 $$;
 
-ALTER FUNCTION pgrelay._job_options(p_max_attempts integer, p_timeout_seconds integer, p_idempotency_key text, p_dedupe_key text, p_trace_id text, p_replayed_from bigint) OWNER TO postgres;
+ALTER FUNCTION pgrelay._job_options(p_max_attempts integer, p_timeout_seconds integer, p_idempotency_key text, p_dedupe_key text, p_trace_id text, p_replayed_from bigint, p_delivery_id text) OWNER TO postgres;
 
 --
 -- Name: _kind_name("char"); Type: FUNCTION; Schema: pgrelay; Owner: postgres
@@ -1393,7 +1411,7 @@ BEGIN
             RETURNING j.id, j.queue, j.task, pgrelay._kind_name(j.kind), j.payload, j.attempt,
                       coalesce((j.options).max_attempts, v_max_attempts, pgrelay._default_max_attempts()),
                       j.lease_expires_at, (j.options).timeout_seconds, (j.options).trace_id, j.priority, j.run_at,
-                      j.created_at, (j.options).idempotency_key;
+                      j.created_at, (j.options).idempotency_key, (j.options).delivery_id;
             RETURN;
         END IF;
     END IF;
@@ -1466,7 +1484,7 @@ BEGIN
     RETURNING j.id, j.queue, j.task, pgrelay._kind_name(j.kind), j.payload, j.attempt,
               coalesce((j.options).max_attempts, c.max_attempts, pgrelay._default_max_attempts()),
               j.lease_expires_at, (j.options).timeout_seconds, (j.options).trace_id, j.priority, j.run_at,
-              j.created_at, (j.options).idempotency_key;
+              j.created_at, (j.options).idempotency_key, (j.options).delivery_id;
 END
 $$;
 
@@ -2410,7 +2428,8 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'id is required';
     END IF;
     SELECT f.queue, f.task, f.kind, f.status, f.payload, f.priority, (f.options).max_attempts,
-           (f.options).timeout_seconds, (f.options).trace_id, f.replayed_as
+           (f.options).timeout_seconds, (f.options).trace_id, f.replayed_as,
+           pgrelay._delivery_id(f.id, f.options) AS delivery_id
     INTO v_job
     FROM pgrelay._finished f WHERE f.id = replay.id
     FOR UPDATE;
@@ -2436,9 +2455,11 @@ BEGIN
                 HINT = format('look at job %s, or pass force => true to replay job %s again', v_job.replayed_as, replay.id);
         END IF;
     END IF;
-    -- a new job: its own id, attempts and keys (the original's keys stay with the original)
+    -- a new job: its own id, attempts and keys (the original's keys stay with the original); its
+    -- deliveries carry the id of the chain's first job
     v_new := pgrelay._enqueue(v_job.queue, v_job.task, v_job.kind, v_job.payload, now(), v_job.priority,
                               v_job.max_attempts, v_job.timeout_seconds, NULL, NULL, v_job.trace_id, replay.id);
+    UPDATE pgrelay._jobs j SET options.delivery_id = v_job.delivery_id WHERE j.id = v_new;
     UPDATE pgrelay._finished f SET replayed_as = v_new WHERE f.id = replay.id;
     RETURN v_new;
 END
@@ -2498,7 +2519,7 @@ BEGIN
         INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options)
         SELECT pg_catalog.nextval('pgrelay._job_id_seq'), v_queue_id, p.queue, p.task, p.kind, p.payload, now(), p.priority,
                pgrelay._job_options((p.options).max_attempts, (p.options).timeout_seconds, NULL, NULL,
-                                    (p.options).trace_id, p.id)
+                                    (p.options).trace_id, p.id, pgrelay._delivery_id(p.id, p.options))
         FROM (SELECT * FROM picked ORDER BY finished_at, id) p
         RETURNING pgrelay._jobs.id, (pgrelay._jobs.options).replayed_from AS replayed_from
     ), marked AS (
@@ -3258,6 +3279,12 @@ GRANT ALL ON FUNCTION pgrelay._default_retention_succeeded_days() TO pgrelay_adm
 GRANT ALL ON FUNCTION pgrelay._default_retention_succeeded_days() TO pgrelay_reader;
 
 --
+-- Name: FUNCTION _delivery_id(p_id bigint, p_options pgrelay._job_options); Type: ACL; Schema: pgrelay; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION pgrelay._delivery_id(p_id bigint, p_options pgrelay._job_options) FROM PUBLIC;
+
+--
 -- Name: FUNCTION _enqueue(p_queue text, p_task text, p_kind "char", p_payload jsonb, p_run_at timestamp with time zone, p_priority integer, p_max_attempts integer, p_timeout_seconds integer, p_idempotency_key text, p_dedupe_key text, p_trace_id text, p_replayed_from bigint); Type: ACL; Schema: pgrelay; Owner: postgres
 --
 
@@ -3282,10 +3309,10 @@ REVOKE ALL ON FUNCTION pgrelay._http_args_error(p_url text, p_method text, p_hea
 REVOKE ALL ON FUNCTION pgrelay._job_args_error(p_task text, p_queue text, p_payload jsonb, p_run_at timestamp with time zone, p_priority integer, p_max_attempts integer, p_timeout_seconds integer, p_idempotency_key text, p_dedupe_key text, p_trace_id text) FROM PUBLIC;
 
 --
--- Name: FUNCTION _job_options(p_max_attempts integer, p_timeout_seconds integer, p_idempotency_key text, p_dedupe_key text, p_trace_id text, p_replayed_from bigint); Type: ACL; Schema: pgrelay; Owner: postgres
+-- Name: FUNCTION _job_options(p_max_attempts integer, p_timeout_seconds integer, p_idempotency_key text, p_dedupe_key text, p_trace_id text, p_replayed_from bigint, p_delivery_id text); Type: ACL; Schema: pgrelay; Owner: postgres
 --
 
-REVOKE ALL ON FUNCTION pgrelay._job_options(p_max_attempts integer, p_timeout_seconds integer, p_idempotency_key text, p_dedupe_key text, p_trace_id text, p_replayed_from bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION pgrelay._job_options(p_max_attempts integer, p_timeout_seconds integer, p_idempotency_key text, p_dedupe_key text, p_trace_id text, p_replayed_from bigint, p_delivery_id text) FROM PUBLIC;
 
 --
 -- Name: FUNCTION _kind_name(p_kind "char"); Type: ACL; Schema: pgrelay; Owner: postgres

@@ -29,14 +29,23 @@ $$;
 -- inlined where it is called.
 CREATE FUNCTION pgrelay._job_options(
     p_max_attempts integer, p_timeout_seconds integer, p_idempotency_key text, p_dedupe_key text,
-    p_trace_id text, p_replayed_from bigint)
+    p_trace_id text, p_replayed_from bigint, p_delivery_id text DEFAULT NULL)
 RETURNS pgrelay._job_options
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN p_max_attempts IS NOT NULL OR p_timeout_seconds IS NOT NULL OR p_idempotency_key IS NOT NULL
                   OR p_dedupe_key IS NOT NULL OR p_trace_id IS NOT NULL OR p_replayed_from IS NOT NULL
+                  OR p_delivery_id IS NOT NULL
            THEN ROW(p_max_attempts, p_timeout_seconds, p_idempotency_key, p_dedupe_key, p_trace_id,
-                    p_replayed_from)::pgrelay._job_options
+                    p_replayed_from, p_delivery_id)::pgrelay._job_options
            END
+$$;
+
+-- The id the deliveries of a replay of this finished job carry: that of the first job of the replay
+-- chain, so a receiver can tell a resent delivery from new work (its idempotency key, else its id).
+CREATE FUNCTION pgrelay._delivery_id(p_id bigint, p_options pgrelay._job_options)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce((p_options).delivery_id, (p_options).idempotency_key, p_id::text)
 $$;
 
 -- The one place that inserts a job (enqueue, enqueue_http, keyed enqueue_bulk elements).

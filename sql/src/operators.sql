@@ -15,7 +15,8 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'id is required';
     END IF;
     SELECT f.queue, f.task, f.kind, f.status, f.payload, f.priority, (f.options).max_attempts,
-           (f.options).timeout_seconds, (f.options).trace_id, f.replayed_as
+           (f.options).timeout_seconds, (f.options).trace_id, f.replayed_as,
+           pgrelay._delivery_id(f.id, f.options) AS delivery_id
     INTO v_job
     FROM pgrelay._finished f WHERE f.id = replay.id
     FOR UPDATE;
@@ -41,9 +42,11 @@ BEGIN
                 HINT = format('look at job %s, or pass force => true to replay job %s again', v_job.replayed_as, replay.id);
         END IF;
     END IF;
-    -- a new job: its own id, attempts and keys (the original's keys stay with the original)
+    -- a new job: its own id, attempts and keys (the original's keys stay with the original); its
+    -- deliveries carry the id of the chain's first job
     v_new := pgrelay._enqueue(v_job.queue, v_job.task, v_job.kind, v_job.payload, now(), v_job.priority,
                               v_job.max_attempts, v_job.timeout_seconds, NULL, NULL, v_job.trace_id, replay.id);
+    UPDATE pgrelay._jobs j SET options.delivery_id = v_job.delivery_id WHERE j.id = v_new;
     UPDATE pgrelay._finished f SET replayed_as = v_new WHERE f.id = replay.id;
     RETURN v_new;
 END
@@ -91,7 +94,7 @@ BEGIN
         INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options)
         SELECT pg_catalog.nextval('pgrelay._job_id_seq'), v_queue_id, p.queue, p.task, p.kind, p.payload, now(), p.priority,
                pgrelay._job_options((p.options).max_attempts, (p.options).timeout_seconds, NULL, NULL,
-                                    (p.options).trace_id, p.id)
+                                    (p.options).trace_id, p.id, pgrelay._delivery_id(p.id, p.options))
         FROM (SELECT * FROM picked ORDER BY finished_at, id) p
         RETURNING pgrelay._jobs.id, (pgrelay._jobs.options).replayed_from AS replayed_from
     ), marked AS (

@@ -22,7 +22,8 @@ CREATE TYPE pgrelay._job_options AS (
     idempotency_key text,      -- also in _idempotency_keys, as long as the job or its history is kept
     dedupe_key      text,      -- unique among the active jobs of a queue (_jobs_dedupe_key_idx)
     trace_id        text,
-    replayed_from   bigint     -- the finished job replay() made this one from
+    replayed_from   bigint,    -- the finished job replay() made this one from
+    delivery_id     text       -- a replay's: the first job's of its replay chain (its idempotency key, else its id)
 );
 
 -- The hot table: only active jobs, so claiming stays fast however long the history grows.

@@ -16,10 +16,14 @@ CREATE TYPE pgrelay.claimed_job AS (
     priority         integer,
     run_at           timestamptz,
     created_at       timestamptz,
-    idempotency_key  text
+    idempotency_key  text,
+    delivery_id      text
 );
 COMMENT ON TYPE pgrelay.claimed_job IS
-'A job leased by consume(): what a worker needs to run it and to ack/nack it (id + attempt).';
+'A job leased by consume(): what a worker needs to run it and to ack/nack it (id + attempt).
+
+delivery_id: set on a replay, the id its deliveries carry: that of the first job of the replay chain (its
+idempotency key, else its id), so a receiver can tell a resent delivery from new work.';
 
 CREATE TYPE pgrelay.attempt AS (
     job_id      bigint,

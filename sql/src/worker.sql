@@ -112,7 +112,7 @@ BEGIN
             RETURNING j.id, j.queue, j.task, pgrelay._kind_name(j.kind), j.payload, j.attempt,
                       coalesce((j.options).max_attempts, v_max_attempts, pgrelay._default_max_attempts()),
                       j.lease_expires_at, (j.options).timeout_seconds, (j.options).trace_id, j.priority, j.run_at,
-                      j.created_at, (j.options).idempotency_key;
+                      j.created_at, (j.options).idempotency_key, (j.options).delivery_id;
             RETURN;
         END IF;
     END IF;
@@ -185,7 +185,7 @@ BEGIN
     RETURNING j.id, j.queue, j.task, pgrelay._kind_name(j.kind), j.payload, j.attempt,
               coalesce((j.options).max_attempts, c.max_attempts, pgrelay._default_max_attempts()),
               j.lease_expires_at, (j.options).timeout_seconds, (j.options).trace_id, j.priority, j.run_at,
-              j.created_at, (j.options).idempotency_key;
+              j.created_at, (j.options).idempotency_key, (j.options).delivery_id;
 END
 $$;
 COMMENT ON FUNCTION pgrelay.consume(text, text[], integer, integer, text[], text[], text[]) IS

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 
 import asyncpg
 import psycopg
 
-from pgrelay.schema import migrate, released_versions
+from pgrelay.schema import migrate, released_versions, schema_version, sql_files
 from tests.harness.catalog import schema_snapshot, snapshot_differences
 from tests.harness.cluster import throwaway_cluster
 
@@ -33,7 +34,42 @@ async def _install(dsn: str, walk: bool) -> None:
         await conn.close()
 
 
-def main() -> int:
+BEGIN_MARK = "-- begin: functions whose definition changed (python -m tests.harness.upgrade_draft --write)\n"
+END_MARK = "-- end: functions whose definition changed\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--write"]:
+        return write()
+    functions, others = draft()
+    print("".join(functions), end="")
+    print("-- other differences, to write by hand:" if others else "-- no other differences")
+    for line in others:
+        print("--   " + line.replace("\n", "\n--   "))
+    return 0
+
+
+def write() -> int:
+    current = schema_version()
+    previous = released_versions()[-1]
+    script = Path(str(sql_files())) / f"pgrelay--{previous}--{current}.sql"
+    text = script.read_text(encoding="utf-8")
+    if previous == current or BEGIN_MARK not in text or END_MARK not in text:
+        print(f"{script.name} needs the two lines {BEGIN_MARK.strip()!r} and {END_MARK.strip()!r}", file=sys.stderr)
+        return 2
+    head, rest = text.split(BEGIN_MARK, 1)
+    _, tail = rest.split(END_MARK, 1)
+    script.write_text(head + BEGIN_MARK + END_MARK + tail, encoding="utf-8")
+    functions, others = draft()
+    script.write_text(head + BEGIN_MARK + "\n".join(functions) + END_MARK + tail, encoding="utf-8")
+    print(f"{script.name}: {len(functions)} function(s) written; other differences: {len(others)}")
+    for line in others:
+        print("  " + line)
+    return 0
+
+
+def draft() -> tuple[list[str], list[str]]:
     with throwaway_cluster() as cluster:
         with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
             admin.execute("CREATE DATABASE upgraded")
@@ -42,7 +78,9 @@ def main() -> int:
         with psycopg.connect(cluster.dsn(), autocommit=True) as fresh, \
                 psycopg.connect(cluster.dsn("upgraded"), autocommit=True) as upgraded:
             differences = snapshot_differences(schema_snapshot(fresh), schema_snapshot(upgraded))
-            functions = sorted({d.split("/")[1] for d in differences if d.startswith("functions/")})
+            functions = sorted({d.split("/")[1].split(": only in the ")[0].removesuffix(":")
+                                for d in differences if d.startswith("functions/")})
+            definitions = []
             for signature in functions:
                 name, args = signature.split("(", 1)
                 row = fresh.execute(
@@ -50,14 +88,11 @@ def main() -> int:
                     "AND p.proname = %s AND pg_get_function_identity_arguments(p.oid) = %s", (name, args[:-1])
                 ).fetchone()
                 if row is None:
-                    print(f"-- {signature}: only in the upgraded database; DROP FUNCTION it\n")
+                    definitions.append(f"-- {signature}: only in the upgraded database; DROP FUNCTION it\n")
                 else:
-                    print(row[0].rstrip() + ";\n")
+                    definitions.append(row[0].rstrip() + ";\n")
             others = [d for d in differences if not d.startswith("functions/")]
-    print("-- other differences, to write by hand:" if others else "-- no other differences")
-    for line in others:
-        print("--   " + line.replace("\n", "\n--   "))
-    return 0
+    return definitions, others
 
 
 if __name__ == "__main__":

@@ -163,3 +163,42 @@ def test_replay_dead_letters_refuses_bad_input_and_replays_nothing(db, args, mes
 def test_replay_dead_letters_refuses_an_infinite_since(db):
     with raises_sqlstate("PR001"):
         db.execute("SELECT pgrelay.replay_dead_letters('mail', since => 'infinity')")
+
+
+def test_every_replay_in_a_chain_is_delivered_with_the_id_of_the_first_job(db):
+    first = make_job(db, "dead_letter", queue="chain")
+    second = call(db, "replay", id=first.id)
+    [claimed] = consume(db, queues=["chain"])
+    assert (claimed["id"], claimed["delivery_id"]) == (second, str(first.id))
+    assert call(db, "nack", id=second, attempt=claimed["attempt"], error="again", permanent=True) == "dead_letter"
+
+    third = call(db, "replay", id=second)
+    [claimed] = consume(db, queues=["chain"])
+
+    assert (claimed["id"], claimed["delivery_id"]) == (third, str(first.id))
+
+
+def test_a_replay_of_a_job_with_an_idempotency_key_is_delivered_with_that_key(db):
+    keyed = make_job(db, "dead_letter", queue="keyed", idempotency_key="order-42")
+    call(db, "replay", id=keyed.id)
+
+    [claimed] = consume(db, queues=["keyed"])
+
+    assert claimed["delivery_id"] == "order-42" and claimed["idempotency_key"] is None
+
+
+def test_a_job_that_is_no_replay_has_no_delivery_id(db):
+    make_job(db, "pending", queue="plain", idempotency_key="k-1")
+    [claimed] = consume(db, queues=["plain"])
+    assert claimed["delivery_id"] is None
+
+
+def test_replay_dead_letters_gives_each_replay_the_delivery_id_of_its_chain(db):
+    first = make_job(db, "dead_letter", queue="bulk")
+    keyed = make_job(db, "dead_letter", queue="bulk", idempotency_key="bulk-key")
+
+    assert call(db, "replay_dead_letters", queue="bulk") == 2
+
+    delivered = {row["replayed_from"]: row["delivery_id"]
+                 for row in dicts(db, "SELECT (options).replayed_from, (options).delivery_id FROM pgrelay._jobs")}
+    assert delivered == {first.id: str(first.id), keyed.id: "bulk-key"}
