@@ -17,6 +17,35 @@ delivery_id: set on a replay, the id its deliveries carry: that of the first job
 idempotency key, else its id), so a receiver can tell a resent delivery from new work.';
 DROP FUNCTION pgrelay._job_options(integer, integer, text, text, text, bigint);
 
+-- ---------------------------------------------------------------------------------------------
+-- Idempotency keys belong to their queue: (queue_id, key) -> job. The keys of 0.2.0 were unique
+-- across queues, so each moves to its job's queue as it is.
+-- ---------------------------------------------------------------------------------------------
+
+ALTER TABLE pgrelay._idempotency_keys ADD COLUMN queue_id integer;
+UPDATE pgrelay._idempotency_keys k SET queue_id = coalesce(j.queue_id, q.id)
+FROM pgrelay._idempotency_keys x
+LEFT JOIN pgrelay._jobs j ON j.id = x.job_id
+LEFT JOIN pgrelay._finished f ON f.id = x.job_id
+LEFT JOIN pgrelay._queues q ON q.queue = f.queue
+WHERE x.key = k.key;
+DELETE FROM pgrelay._idempotency_keys WHERE queue_id IS NULL;  -- a key whose job is gone protects nothing
+ALTER TABLE pgrelay._idempotency_keys ALTER COLUMN queue_id SET NOT NULL,
+    DROP CONSTRAINT _idempotency_keys_pkey,
+    ADD CONSTRAINT _idempotency_keys_pkey PRIMARY KEY (queue_id, key);
+COMMENT ON TABLE pgrelay._idempotency_keys IS 'Private: (queue, idempotency key) -> the job it created.';
+COMMENT ON FUNCTION pgrelay.enqueue(text, jsonb, text, timestamptz, integer, integer, integer, text, text, text) IS
+'Enqueue a job for a handler; returns its id. Runs in the caller''s transaction: a rollback removes the job.
+
+task: handler name (letters, digits, . _ - : /). payload: any JSON. queue: default ''default''.
+An argument passed as NULL takes its default (payload {}, queue default, run_at now, priority 0).
+run_at: not before this time. priority: higher runs first. max_attempts / timeout_seconds: NULL uses the
+queue''s setting / no timeout. idempotency_key: an existing key of the queue returns the job it created
+(kept as long as the job or its history). dedupe_key: an active job of the queue with this key is returned instead.
+Errors: PR001 with a message naming the bad argument.
+
+Example: SELECT pgrelay.enqueue(''orders.created'', jsonb_build_object(''id'', 42), idempotency_key => ''order-42'');';
+
 -- begin: functions whose definition changed (python -m tests.harness.upgrade_draft --write)
 CREATE OR REPLACE FUNCTION pgrelay._delivery_id(p_id bigint, p_options pgrelay._job_options)
  RETURNS text
@@ -24,6 +53,71 @@ CREATE OR REPLACE FUNCTION pgrelay._delivery_id(p_id bigint, p_options pgrelay._
  IMMUTABLE PARALLEL SAFE
 AS $function$
     SELECT coalesce((p_options).delivery_id, (p_options).idempotency_key, p_id::text)
+$function$;
+
+CREATE OR REPLACE FUNCTION pgrelay._enqueue(p_queue text, p_task text, p_kind "char", p_payload jsonb, p_run_at timestamp with time zone, p_priority integer, p_max_attempts integer, p_timeout_seconds integer, p_idempotency_key text, p_dedupe_key text, p_trace_id text, p_replayed_from bigint DEFAULT NULL::bigint)
+ RETURNS bigint
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_id bigint;
+    v_existing bigint;
+    v_queue_id integer;
+BEGIN
+    IF p_idempotency_key IS NULL AND p_dedupe_key IS NULL THEN
+        -- The insert reads the queue's id itself, by a join; only a queue's first job makes its row
+        -- and inserts again. (Cheaper than calling _queue_id first, or reading the id in a subquery.)
+        LOOP
+            INSERT INTO pgrelay._jobs (queue_id, queue, task, kind, payload, run_at, priority, options)
+            SELECT q.id, p_queue, p_task, p_kind, p_payload, p_run_at, p_priority,
+                   pgrelay._job_options(p_max_attempts, p_timeout_seconds, NULL, NULL, p_trace_id, p_replayed_from)
+            FROM pgrelay._queues q WHERE q.queue = p_queue
+            RETURNING id INTO v_id;
+            EXIT WHEN FOUND;
+            PERFORM pgrelay._queue_id(p_queue);
+        END LOOP;
+    ELSE
+        v_queue_id := pgrelay._queue_id(p_queue);
+        LOOP
+            IF p_idempotency_key IS NOT NULL THEN
+                SELECT k.job_id INTO v_existing FROM pgrelay._idempotency_keys k
+                WHERE k.queue_id = v_queue_id AND k.key = p_idempotency_key;
+                IF FOUND THEN
+                    RETURN v_existing;
+                END IF;
+            END IF;
+            v_id := pg_catalog.nextval('pgrelay._job_id_seq');
+            IF p_idempotency_key IS NOT NULL THEN
+                -- waits for a concurrent transaction holding the same key, then skips if it committed
+                INSERT INTO pgrelay._idempotency_keys (queue_id, key, job_id) VALUES (v_queue_id, p_idempotency_key, v_id)
+                ON CONFLICT (queue_id, key) DO NOTHING;
+                CONTINUE WHEN NOT FOUND;
+            END IF;
+            INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options)
+            VALUES (v_id, v_queue_id, p_queue, p_task, p_kind, p_payload, p_run_at, p_priority,
+                    pgrelay._job_options(p_max_attempts, p_timeout_seconds, p_idempotency_key, p_dedupe_key,
+                                         p_trace_id, p_replayed_from))
+            ON CONFLICT (queue_id, ((options).dedupe_key)) WHERE (options).dedupe_key IS NOT NULL DO NOTHING;
+            EXIT WHEN FOUND;
+            SELECT j.id INTO v_existing FROM pgrelay._jobs j
+            WHERE j.queue_id = v_queue_id AND (j.options).dedupe_key = p_dedupe_key;
+            IF FOUND THEN
+                IF p_idempotency_key IS NOT NULL THEN
+                    UPDATE pgrelay._idempotency_keys SET job_id = v_existing
+                    WHERE queue_id = v_queue_id AND key = p_idempotency_key;
+                END IF;
+                RETURN v_existing;
+            END IF;
+            -- the duplicate finished between our insert and our read: undo the key and try again
+            IF p_idempotency_key IS NOT NULL THEN
+                DELETE FROM pgrelay._idempotency_keys
+                WHERE queue_id = v_queue_id AND key = p_idempotency_key AND job_id = v_id;
+            END IF;
+        END LOOP;
+    END IF;
+    PERFORM pgrelay._notify(p_queue, p_run_at);
+    RETURN v_id;
+END
 $function$;
 
 CREATE OR REPLACE FUNCTION pgrelay._job_options(p_max_attempts integer, p_timeout_seconds integer, p_idempotency_key text, p_dedupe_key text, p_trace_id text, p_replayed_from bigint, p_delivery_id text DEFAULT NULL::text)
@@ -223,6 +317,100 @@ BEGIN
               coalesce((j.options).max_attempts, c.max_attempts, pgrelay._default_max_attempts()),
               j.lease_expires_at, (j.options).timeout_seconds, (j.options).trace_id, j.priority, j.run_at,
               j.created_at, (j.options).idempotency_key, (j.options).delivery_id;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION pgrelay.purge(older_than_days integer DEFAULT NULL::integer, max_jobs integer DEFAULT 10000)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_generic_plan'
+ SET jit TO 'off'
+ SET enable_seqscan TO 'off'
+AS $function$
+DECLARE
+    v_total integer := 0;
+    v_removed integer;
+    v_cutoff timestamptz;
+    v_due bigint[];
+    v_after bigint := 0;   -- the walk's place: the last id it read
+    v_past boolean;
+    v_max integer := coalesce(purge.max_jobs, 10000);
+BEGIN
+    PERFORM pgrelay._check(coalesce(
+        pgrelay._range_error('older_than_days', purge.older_than_days, 0, 36500, ' (or NULL for each queue''s retention)'),
+        pgrelay._range_error('max_jobs', v_max, 1, 10000000, ' (or NULL for 10000)')));
+    -- one purge at a time (a second caller returns 0 at once): the counters it folds stay exact
+    IF NOT pg_try_advisory_xact_lock(123589603914343) THEN
+        RETURN 0;
+    END IF;
+    -- The history is walked in id order, by its primary key, a thousand rows at a time, from the
+    -- oldest job; the due ones among them are removed. Ids are handed out as jobs are created, and a
+    -- job finishes after it is created, so the walk ends at the first thousand that holds a job
+    -- created after the shortest retention of any queue: past it, nothing is due yet. (What a long
+    -- transaction created out of id order is reached by a later purge, whose bound is later.) A job
+    -- kept longer than the rows around it (a dead letter, a queue of longer retention) is read again
+    -- by each purge until its day comes, as any index on finished_at would read it.
+    v_cutoff := now() - make_interval(days => coalesce(purge.older_than_days, least(
+        (SELECT min(least(coalesce(q.retention_succeeded_days, pgrelay._default_retention_succeeded_days()),
+                          coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days())))
+         FROM pgrelay._queues q),
+        pgrelay._default_retention_succeeded_days(), pgrelay._default_retention_dead_letter_days())));
+    LOOP
+        SELECT array_agg(c.id) FILTER (WHERE c.due), max(c.id), bool_or(c.created_at >= v_cutoff)
+            INTO v_due, v_after, v_past
+        FROM (SELECT f.id, f.created_at,
+                     f.finished_at < now() - make_interval(days => coalesce(purge.older_than_days,
+                         CASE WHEN f.status = 's'
+                              THEN coalesce(q.retention_succeeded_days, pgrelay._default_retention_succeeded_days())
+                              ELSE coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days()) END))
+                     AS due
+              FROM pgrelay._finished f LEFT JOIN pgrelay._queues q ON q.queue = f.queue
+              WHERE f.id > v_after
+              ORDER BY f.id
+              LIMIT 1000) c;
+        EXIT WHEN v_after IS NULL;
+        IF v_due IS NOT NULL THEN
+            WITH doomed AS (
+                SELECT f.id FROM pgrelay._finished f
+                WHERE f.id = ANY (v_due[1:v_max - v_total])
+                FOR UPDATE SKIP LOCKED
+            ), gone AS (
+                DELETE FROM pgrelay._finished f USING doomed d WHERE f.id = d.id
+                RETURNING f.id, f.queue, (f.options).idempotency_key
+            ), attempts AS (
+                DELETE FROM pgrelay._attempts a USING gone g WHERE a.job_id = g.id
+            ), keys AS (
+                DELETE FROM pgrelay._idempotency_keys k USING gone g, pgrelay._queues q
+                WHERE q.queue = g.queue AND k.queue_id = q.id AND k.key = g.idempotency_key AND k.job_id = g.id
+            )
+            SELECT count(*) INTO v_removed FROM gone;
+            v_total := v_total + v_removed;
+        END IF;
+        EXIT WHEN v_past OR v_total >= v_max;
+    END LOOP;
+
+    -- fold the per-minute counters of more than two hours ago into each queue's total row
+    WITH old AS (
+        SELECT c.queue, c.minute, c.backend FROM pgrelay._counts c
+        WHERE c.minute > '-infinity' AND c.minute < date_trunc('minute', now()) - interval '2 hours'
+        FOR UPDATE SKIP LOCKED
+    ), folded AS (
+        DELETE FROM pgrelay._counts c USING old o
+        WHERE c.queue = o.queue AND c.minute = o.minute AND c.backend = o.backend
+        RETURNING c.queue, c.succeeded, c.dead_letter, c.cancelled
+    )
+    INSERT INTO pgrelay._counts AS c (queue, minute, backend, succeeded, dead_letter, cancelled)
+    SELECT f.queue, '-infinity', 0, sum(f.succeeded), sum(f.dead_letter), sum(f.cancelled)
+    FROM folded f GROUP BY f.queue ORDER BY f.queue
+    ON CONFLICT ON CONSTRAINT _counts_pkey DO UPDATE
+    SET succeeded = c.succeeded + excluded.succeeded, dead_letter = c.dead_letter + excluded.dead_letter,
+        cancelled = c.cancelled + excluded.cancelled;
+
+    -- workers gone for a week
+    DELETE FROM pgrelay._workers w WHERE w.last_seen < now() - interval '7 days';
+    RETURN v_total;
 END
 $function$;
 

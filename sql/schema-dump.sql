@@ -524,9 +524,11 @@ BEGIN
             PERFORM pgrelay._queue_id(p_queue);
         END LOOP;
     ELSE
+        v_queue_id := pgrelay._queue_id(p_queue);
         LOOP
             IF p_idempotency_key IS NOT NULL THEN
-                SELECT k.job_id INTO v_existing FROM pgrelay._idempotency_keys k WHERE k.key = p_idempotency_key;
+                SELECT k.job_id INTO v_existing FROM pgrelay._idempotency_keys k
+                WHERE k.queue_id = v_queue_id AND k.key = p_idempotency_key;
                 IF FOUND THEN
                     RETURN v_existing;
                 END IF;
@@ -534,11 +536,10 @@ BEGIN
             v_id := pg_catalog.nextval('pgrelay._job_id_seq');
             IF p_idempotency_key IS NOT NULL THEN
                 -- waits for a concurrent transaction holding the same key, then skips if it committed
-                INSERT INTO pgrelay._idempotency_keys (key, job_id) VALUES (p_idempotency_key, v_id)
-                ON CONFLICT (key) DO NOTHING;
+                INSERT INTO pgrelay._idempotency_keys (queue_id, key, job_id) VALUES (v_queue_id, p_idempotency_key, v_id)
+                ON CONFLICT (queue_id, key) DO NOTHING;
                 CONTINUE WHEN NOT FOUND;
             END IF;
-            v_queue_id := coalesce(v_queue_id, pgrelay._queue_id(p_queue));
             INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options)
             VALUES (v_id, v_queue_id, p_queue, p_task, p_kind, p_payload, p_run_at, p_priority,
                     pgrelay._job_options(p_max_attempts, p_timeout_seconds, p_idempotency_key, p_dedupe_key,
@@ -549,13 +550,15 @@ BEGIN
             WHERE j.queue_id = v_queue_id AND (j.options).dedupe_key = p_dedupe_key;
             IF FOUND THEN
                 IF p_idempotency_key IS NOT NULL THEN
-                    UPDATE pgrelay._idempotency_keys SET job_id = v_existing WHERE key = p_idempotency_key;
+                    UPDATE pgrelay._idempotency_keys SET job_id = v_existing
+                    WHERE queue_id = v_queue_id AND key = p_idempotency_key;
                 END IF;
                 RETURN v_existing;
             END IF;
             -- the duplicate finished between our insert and our read: undo the key and try again
             IF p_idempotency_key IS NOT NULL THEN
-                DELETE FROM pgrelay._idempotency_keys WHERE key = p_idempotency_key AND job_id = v_id;
+                DELETE FROM pgrelay._idempotency_keys
+                WHERE queue_id = v_queue_id AND key = p_idempotency_key AND job_id = v_id;
             END IF;
         END LOOP;
     END IF;
@@ -1539,8 +1542,8 @@ COMMENT ON FUNCTION pgrelay.enqueue(task text, payload jsonb, queue text, run_at
 task: handler name (letters, digits, . _ - : /). payload: any JSON. queue: default ''default''.
 An argument passed as NULL takes its default (payload {}, queue default, run_at now, priority 0).
 run_at: not before this time. priority: higher runs first. max_attempts / timeout_seconds: NULL uses the
-queue''s setting / no timeout. idempotency_key: an existing key returns the job it created (kept as long as
-the job or its history). dedupe_key: an active job of the queue with this key is returned instead.
+queue''s setting / no timeout. idempotency_key: an existing key of the queue returns the job it created
+(kept as long as the job or its history). dedupe_key: an active job of the queue with this key is returned instead.
 Errors: PR001 with a message naming the bad argument.
 
 Example: SELECT pgrelay.enqueue(''orders.created'', jsonb_build_object(''id'', 42), idempotency_key => ''order-42'');';
@@ -2241,11 +2244,12 @@ BEGIN
                 FOR UPDATE SKIP LOCKED
             ), gone AS (
                 DELETE FROM pgrelay._finished f USING doomed d WHERE f.id = d.id
-                RETURNING f.id, (f.options).idempotency_key
+                RETURNING f.id, f.queue, (f.options).idempotency_key
             ), attempts AS (
                 DELETE FROM pgrelay._attempts a USING gone g WHERE a.job_id = g.id
             ), keys AS (
-                DELETE FROM pgrelay._idempotency_keys k USING gone g WHERE k.key = g.idempotency_key AND k.job_id = g.id
+                DELETE FROM pgrelay._idempotency_keys k USING gone g, pgrelay._queues q
+                WHERE q.queue = g.queue AND k.queue_id = q.id AND k.key = g.idempotency_key AND k.job_id = g.id
             )
             SELECT count(*) INTO v_removed FROM gone;
             v_total := v_total + v_removed;
@@ -2685,7 +2689,8 @@ COMMENT ON TABLE pgrelay._finished IS 'Private: succeeded, dead-lettered and can
 CREATE TABLE pgrelay._idempotency_keys (
     key text NOT NULL,
     job_id bigint NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    queue_id integer NOT NULL
 );
 
 ALTER TABLE pgrelay._idempotency_keys OWNER TO postgres;
@@ -2694,7 +2699,7 @@ ALTER TABLE pgrelay._idempotency_keys OWNER TO postgres;
 -- Name: TABLE _idempotency_keys; Type: COMMENT; Schema: pgrelay; Owner: postgres
 --
 
-COMMENT ON TABLE pgrelay._idempotency_keys IS 'Private: idempotency key -> the job it created.';
+COMMENT ON TABLE pgrelay._idempotency_keys IS 'Private: (queue, idempotency key) -> the job it created.';
 
 --
 -- Name: _job_id_seq; Type: SEQUENCE; Schema: pgrelay; Owner: postgres
@@ -3098,7 +3103,7 @@ ALTER TABLE ONLY pgrelay._finished
 --
 
 ALTER TABLE ONLY pgrelay._idempotency_keys
-    ADD CONSTRAINT _idempotency_keys_pkey PRIMARY KEY (key);
+    ADD CONSTRAINT _idempotency_keys_pkey PRIMARY KEY (queue_id, key);
 
 --
 -- Name: _jobs _jobs_pkey; Type: CONSTRAINT; Schema: pgrelay; Owner: postgres

@@ -49,7 +49,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 
 -- The one place that inserts a job (enqueue, enqueue_http, keyed enqueue_bulk elements).
--- Honours the idempotency key (global, as long as the job or its history is kept) and the
+-- Honours the idempotency key (within the queue, as long as the job or its history is kept) and the
 -- dedupe key (among the queue's active jobs); both return the existing job's id.
 CREATE FUNCTION pgrelay._enqueue(
     p_queue text, p_task text, p_kind "char", p_payload jsonb, p_run_at timestamptz, p_priority integer,
@@ -75,9 +75,11 @@ BEGIN
             PERFORM pgrelay._queue_id(p_queue);
         END LOOP;
     ELSE
+        v_queue_id := pgrelay._queue_id(p_queue);
         LOOP
             IF p_idempotency_key IS NOT NULL THEN
-                SELECT k.job_id INTO v_existing FROM pgrelay._idempotency_keys k WHERE k.key = p_idempotency_key;
+                SELECT k.job_id INTO v_existing FROM pgrelay._idempotency_keys k
+                WHERE k.queue_id = v_queue_id AND k.key = p_idempotency_key;
                 IF FOUND THEN
                     RETURN v_existing;
                 END IF;
@@ -85,11 +87,10 @@ BEGIN
             v_id := pg_catalog.nextval('pgrelay._job_id_seq');
             IF p_idempotency_key IS NOT NULL THEN
                 -- waits for a concurrent transaction holding the same key, then skips if it committed
-                INSERT INTO pgrelay._idempotency_keys (key, job_id) VALUES (p_idempotency_key, v_id)
-                ON CONFLICT (key) DO NOTHING;
+                INSERT INTO pgrelay._idempotency_keys (queue_id, key, job_id) VALUES (v_queue_id, p_idempotency_key, v_id)
+                ON CONFLICT (queue_id, key) DO NOTHING;
                 CONTINUE WHEN NOT FOUND;
             END IF;
-            v_queue_id := coalesce(v_queue_id, pgrelay._queue_id(p_queue));
             INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options)
             VALUES (v_id, v_queue_id, p_queue, p_task, p_kind, p_payload, p_run_at, p_priority,
                     pgrelay._job_options(p_max_attempts, p_timeout_seconds, p_idempotency_key, p_dedupe_key,
@@ -100,13 +101,15 @@ BEGIN
             WHERE j.queue_id = v_queue_id AND (j.options).dedupe_key = p_dedupe_key;
             IF FOUND THEN
                 IF p_idempotency_key IS NOT NULL THEN
-                    UPDATE pgrelay._idempotency_keys SET job_id = v_existing WHERE key = p_idempotency_key;
+                    UPDATE pgrelay._idempotency_keys SET job_id = v_existing
+                    WHERE queue_id = v_queue_id AND key = p_idempotency_key;
                 END IF;
                 RETURN v_existing;
             END IF;
             -- the duplicate finished between our insert and our read: undo the key and try again
             IF p_idempotency_key IS NOT NULL THEN
-                DELETE FROM pgrelay._idempotency_keys WHERE key = p_idempotency_key AND job_id = v_id;
+                DELETE FROM pgrelay._idempotency_keys
+                WHERE queue_id = v_queue_id AND key = p_idempotency_key AND job_id = v_id;
             END IF;
         END LOOP;
     END IF;

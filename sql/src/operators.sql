@@ -205,11 +205,12 @@ BEGIN
                 FOR UPDATE SKIP LOCKED
             ), gone AS (
                 DELETE FROM pgrelay._finished f USING doomed d WHERE f.id = d.id
-                RETURNING f.id, (f.options).idempotency_key
+                RETURNING f.id, f.queue, (f.options).idempotency_key
             ), attempts AS (
                 DELETE FROM pgrelay._attempts a USING gone g WHERE a.job_id = g.id
             ), keys AS (
-                DELETE FROM pgrelay._idempotency_keys k USING gone g WHERE k.key = g.idempotency_key AND k.job_id = g.id
+                DELETE FROM pgrelay._idempotency_keys k USING gone g, pgrelay._queues q
+                WHERE q.queue = g.queue AND k.queue_id = q.id AND k.key = g.idempotency_key AND k.job_id = g.id
             )
             SELECT count(*) INTO v_removed FROM gone;
             v_total := v_total + v_removed;

@@ -35,8 +35,8 @@ COMMENT ON FUNCTION pgrelay.enqueue(text, jsonb, text, timestamptz, integer, int
 task: handler name (letters, digits, . _ - : /). payload: any JSON. queue: default ''default''.
 An argument passed as NULL takes its default (payload {}, queue default, run_at now, priority 0).
 run_at: not before this time. priority: higher runs first. max_attempts / timeout_seconds: NULL uses the
-queue''s setting / no timeout. idempotency_key: an existing key returns the job it created (kept as long as
-the job or its history). dedupe_key: an active job of the queue with this key is returned instead.
+queue''s setting / no timeout. idempotency_key: an existing key of the queue returns the job it created
+(kept as long as the job or its history). dedupe_key: an active job of the queue with this key is returned instead.
 Errors: PR001 with a message naming the bad argument.
 
 Example: SELECT pgrelay.enqueue(''orders.created'', jsonb_build_object(''id'', 42), idempotency_key => ''order-42'');';

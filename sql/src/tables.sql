@@ -19,7 +19,7 @@ CREATE SEQUENCE pgrelay._job_id_seq AS bigint;
 CREATE TYPE pgrelay._job_options AS (
     max_attempts    integer,   -- NULL: the queue's setting
     timeout_seconds integer,
-    idempotency_key text,      -- also in _idempotency_keys, as long as the job or its history is kept
+    idempotency_key text,      -- also in _idempotency_keys (per queue), as long as the job or its history is kept
     dedupe_key      text,      -- unique among the active jobs of a queue (_jobs_dedupe_key_idx)
     trace_id        text,
     replayed_from   bigint,    -- the finished job replay() made this one from
@@ -148,13 +148,17 @@ COMMENT ON TABLE pgrelay._attempts IS 'Private: the audit trail, one row per end
 -- BRIN index, and purge() finds the attempts of the jobs it removes by the primary key.
 CREATE INDEX _attempts_finished_at_idx ON pgrelay._attempts USING brin (finished_at);
 
--- Idempotency keys outlive the active job: they are kept as long as the job or its history is.
+-- Idempotency keys outlive the active job: they are kept as long as the job or its history is. A key
+-- belongs to its queue: the same key in another queue is another job, and no caller learns anything
+-- of another queue's keys.
 CREATE TABLE pgrelay._idempotency_keys (
-    key        text PRIMARY KEY,
+    key        text NOT NULL,
     job_id     bigint NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    queue_id   integer NOT NULL,   -- (last: added by 0.3.0, when keys became the queue's)
+    CONSTRAINT _idempotency_keys_pkey PRIMARY KEY (queue_id, key)
 );
-COMMENT ON TABLE pgrelay._idempotency_keys IS 'Private: idempotency key -> the job it created.';
+COMMENT ON TABLE pgrelay._idempotency_keys IS 'Private: (queue, idempotency key) -> the job it created.';
 
 -- Queues and their settings. A queue exists as soon as a job names it: its row, with its id, is made
 -- then (_queue_id) and never removed, so an id always names the same queue. NULL settings are the

@@ -32,12 +32,37 @@ def test_idempotency_key_still_returns_the_job_after_it_was_acked(db):
     assert job_count(db) == 1
 
 
-def test_idempotency_key_is_global_across_queues_and_tasks(db):
+def test_idempotency_key_holds_across_tasks_and_kinds_within_its_queue(db):
     first = call(db, "enqueue", task="t", queue="mail", idempotency_key="k")
 
-    assert call(db, "enqueue", task="other", queue="billing", idempotency_key="k") == first
-    assert call(db, "enqueue_http", url="https://example.com/", idempotency_key="k") == first
+    assert call(db, "enqueue", task="other", queue="mail", idempotency_key="k") == first
+    assert call(db, "enqueue_http", url="https://example.com/", queue="mail", idempotency_key="k") == first
+    assert call(db, "enqueue_bulk", jobs=[{"task": "bulk", "queue": "mail", "idempotency_key": "k"}]) == first
     assert job_count(db) == 1
+
+
+def test_the_same_idempotency_key_in_another_queue_is_another_job(db):
+    """A key belongs to its queue: a caller of one queue can neither take nor probe another queue's key."""
+    mail = call(db, "enqueue", task="t", queue="mail", idempotency_key="order-42")
+
+    billing = call(db, "enqueue", task="t", queue="billing", idempotency_key="order-42")
+
+    assert billing != mail
+    assert call(db, "enqueue", task="t", queue="billing", idempotency_key="order-42") == billing
+    assert call(db, "enqueue", task="t", queue="mail", idempotency_key="order-42") == mail
+    assert job_count(db) == 2
+
+
+def test_purge_frees_a_key_of_its_own_queue_only(db):
+    mail = call(db, "enqueue", task="t", queue="mail", idempotency_key="k")
+    billing = call(db, "enqueue", task="t", queue="billing", idempotency_key="k")
+    assert db.execute("SELECT pgrelay.cancel(%s)", (mail,)).fetchone() == (True,)
+    assert db.execute("SELECT pgrelay.purge(older_than_days => 0)").fetchone()[0] >= 1
+
+    again = call(db, "enqueue", task="t", queue="mail", idempotency_key="k")
+
+    assert again not in (mail, billing)
+    assert call(db, "enqueue", task="t", queue="billing", idempotency_key="k") == billing
 
 
 def test_different_idempotency_keys_make_different_jobs(db):

@@ -187,6 +187,9 @@ def test_a_database_of_the_oldest_release_keeps_every_job_through_the_upgrade(da
         assert statuses[jobs["cancelled"].id] == "cancelled" and statuses[jobs["dead_letter"].id] == "dead_letter"
         assert conn.execute("SELECT result FROM pgrelay.jobs WHERE id = %s", (retried.id,)).fetchone() == (
             {"after": "upgrade"},)
+        # the key moved to its job's queue: in another queue it is free
+        assert call(conn, "enqueue", task="other", queue="default", idempotency_key="order-42") != keyed.id
+        assert call(conn, "enqueue", task="other", queue="keyed", idempotency_key="order-42") == keyed.id
 
 
 def test_jobs_migrate_upgrades_an_extension_install_through_alter_extension(databases):
