@@ -46,7 +46,56 @@ Errors: PR001 with a message naming the bad argument.
 
 Example: SELECT pgrelay.enqueue(''orders.created'', jsonb_build_object(''id'', 42), idempotency_key => ''order-42'');';
 
+-- ---------------------------------------------------------------------------------------------
+-- Every job records the role that enqueued it; get_job shows a producer only its own jobs. Jobs
+-- enqueued before have no enqueuer: only readers and admins see them.
+-- ---------------------------------------------------------------------------------------------
+
+ALTER TABLE pgrelay._jobs ADD COLUMN enqueued_by oid;
+ALTER TABLE pgrelay._finished ADD COLUMN enqueued_by oid;
+CREATE OR REPLACE VIEW pgrelay.jobs AS
+    SELECT j.id, j.queue, j.task, pgrelay._kind_name(j.kind) AS kind,
+           CASE WHEN j.leased_by IS NULL THEN 'pending' ELSE 'leased' END AS status,
+           j.priority, j.run_at, j.attempt,
+           (j.options).max_attempts, (j.options).timeout_seconds,
+           pgrelay._redact_http_payload(j.kind, j.payload) AS payload,
+           (j.options).idempotency_key, (j.options).dedupe_key, (j.options).trace_id,
+           (j.options).replayed_from, j.last_error, NULL::jsonb AS result, j.leased_by, j.lease_expires_at,
+           j.created_at, NULL::timestamptz AS finished_at, pg_catalog.pg_get_userbyid(j.enqueued_by) AS enqueued_by
+    FROM pgrelay._jobs j
+    UNION ALL
+    SELECT f.id, f.queue, f.task, pgrelay._kind_name(f.kind), pgrelay._status_name(f.status), f.priority, f.run_at, f.attempt,
+           (f.options).max_attempts, (f.options).timeout_seconds, pgrelay._redact_http_payload(f.kind, f.payload),
+           (f.options).idempotency_key, (f.options).dedupe_key, (f.options).trace_id,
+           (f.options).replayed_from, f.last_error, f.result, NULL::text, NULL::timestamptz,
+           f.created_at, f.finished_at, pg_catalog.pg_get_userbyid(f.enqueued_by)
+    FROM pgrelay._finished f;
+COMMENT ON VIEW pgrelay.jobs IS
+'Every job, active or finished, with its status: pending, leased, succeeded, dead_letter or cancelled.
+
+Filter by id or queue; both tables are indexed by id. max_attempts NULL means the queue''s setting.
+enqueued_by: the role that enqueued the job (NULL for jobs enqueued before pgrelay 0.3.0).';
+COMMENT ON FUNCTION pgrelay.get_job(bigint) IS
+'The job with this id as JSON, wherever it is (active or finished); NULL for an unknown id.
+
+A caller who may read the jobs view (pgrelay_reader, pgrelay_admin) reads any job; any other (a producer,
+through PostgREST too) reads only the jobs its role enqueued, and NULL for the others.
+Keys: id, queue, task, kind, status, priority, run_at, attempt, max_attempts, timeout_seconds, payload,
+idempotency_key, dedupe_key, trace_id, replayed_from, last_error, result, leased_by, lease_expires_at,
+created_at, finished_at, enqueued_by.
+
+Example: SELECT pgrelay.get_job(101);';
+
 -- begin: functions whose definition changed (python -m tests.harness.upgrade_draft --write)
+CREATE OR REPLACE FUNCTION pgrelay._caller()
+ RETURNS oid
+ LANGUAGE sql
+ STABLE PARALLEL SAFE
+AS $function$
+    SELECT pg_catalog.quote_ident(CASE WHEN pg_catalog.current_setting('role') = 'none' THEN session_user::text
+                                       ELSE pg_catalog.current_setting('role') END)::regrole::oid
+$function$;
+
 CREATE OR REPLACE FUNCTION pgrelay._delivery_id(p_id bigint, p_options pgrelay._job_options)
  RETURNS text
  LANGUAGE sql
@@ -68,9 +117,10 @@ BEGIN
         -- The insert reads the queue's id itself, by a join; only a queue's first job makes its row
         -- and inserts again. (Cheaper than calling _queue_id first, or reading the id in a subquery.)
         LOOP
-            INSERT INTO pgrelay._jobs (queue_id, queue, task, kind, payload, run_at, priority, options)
+            INSERT INTO pgrelay._jobs (queue_id, queue, task, kind, payload, run_at, priority, options, enqueued_by)
             SELECT q.id, p_queue, p_task, p_kind, p_payload, p_run_at, p_priority,
-                   pgrelay._job_options(p_max_attempts, p_timeout_seconds, NULL, NULL, p_trace_id, p_replayed_from)
+                   pgrelay._job_options(p_max_attempts, p_timeout_seconds, NULL, NULL, p_trace_id, p_replayed_from),
+                   pgrelay._caller()
             FROM pgrelay._queues q WHERE q.queue = p_queue
             RETURNING id INTO v_id;
             EXIT WHEN FOUND;
@@ -93,10 +143,12 @@ BEGIN
                 ON CONFLICT (queue_id, key) DO NOTHING;
                 CONTINUE WHEN NOT FOUND;
             END IF;
-            INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options)
+            INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options,
+                                       enqueued_by)
             VALUES (v_id, v_queue_id, p_queue, p_task, p_kind, p_payload, p_run_at, p_priority,
                     pgrelay._job_options(p_max_attempts, p_timeout_seconds, p_idempotency_key, p_dedupe_key,
-                                         p_trace_id, p_replayed_from))
+                                         p_trace_id, p_replayed_from),
+                    pgrelay._caller())
             ON CONFLICT (queue_id, ((options).dedupe_key)) WHERE (options).dedupe_key IS NOT NULL DO NOTHING;
             EXIT WHEN FOUND;
             SELECT j.id INTO v_existing FROM pgrelay._jobs j
@@ -117,6 +169,72 @@ BEGIN
     END IF;
     PERFORM pgrelay._notify(p_queue, p_run_at);
     RETURN v_id;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION pgrelay._finish(p_ids bigint[], p_attempts integer[], p_status text, p_outcome text, p_results jsonb[] DEFAULT NULL::jsonb[], p_errors text[] DEFAULT NULL::text[], p_details jsonb[] DEFAULT NULL::jsonb[], p_leased boolean DEFAULT true)
+ RETURNS bigint[]
+ LANGUAGE plpgsql
+ SET enable_seqscan TO 'off'
+ SET enable_bitmapscan TO 'off'
+AS $function$
+DECLARE
+    v_status "char" := pgrelay._status_code(p_status);
+    v_ids bigint[];
+    v_first text;   -- the first and the last queue (in name order) of the jobs that moved
+    v_last text;
+BEGIN
+    IF v_status IS NULL THEN
+        RAISE EXCEPTION 'pgrelay._finish: unknown status %', p_status;
+    END IF;
+    IF v_status <> 's' AND p_leased THEN
+        -- (locking the jobs it records, so the move below finds the same ones)
+        INSERT INTO pgrelay._attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, details)
+        SELECT j.id, j.attempt, j.leased_by, j.leased_at, pg_catalog.now(), p_outcome, u.error, u.details
+        FROM unnest(p_ids, p_attempts, p_errors, p_details) AS u(id, attempt, error, details)
+             JOIN pgrelay._jobs j ON j.id = u.id AND j.attempt = u.attempt AND j.leased_by IS NOT NULL
+        FOR UPDATE OF j;
+    END IF;
+    WITH input AS (
+        SELECT u.id, u.attempt, u.result, u.error
+        FROM unnest(p_ids, p_attempts, p_results, p_errors) AS u(id, attempt, result, error)
+        WHERE u.id IS NOT NULL
+    ), done AS (
+        DELETE FROM pgrelay._jobs j
+        USING input i
+        WHERE j.id = i.id AND j.attempt = i.attempt AND (j.leased_by IS NOT NULL) = p_leased
+        RETURNING j.id, j.queue, j.task, j.kind, j.priority, j.run_at, j.attempt, j.payload, j.options,
+                  coalesce(i.error, j.last_error) AS last_error, i.result, j.leased_by, j.leased_at, j.created_at,
+                  j.enqueued_by
+    ), archived AS (
+        INSERT INTO pgrelay._finished (id, queue, task, kind, status, priority, run_at, attempt, payload, options,
+                                       last_error, result, leased_by, leased_at, created_at, finished_at, enqueued_by)
+        SELECT d.id, d.queue, d.task, d.kind, v_status, d.priority, d.run_at, d.attempt, d.payload, d.options,
+               d.last_error, d.result, d.leased_by, d.leased_at, d.created_at, pg_catalog.now(), d.enqueued_by
+        FROM done d
+    )
+    SELECT coalesce(array_agg(d.id), '{}'), min(d.queue), max(d.queue) INTO v_ids, v_first, v_last FROM done d;
+    IF v_first = v_last THEN
+        INSERT INTO pgrelay._counts AS c (queue, minute, backend, succeeded, dead_letter, cancelled)
+        VALUES (v_first, pg_catalog.date_trunc('minute', pg_catalog.now()), pg_catalog.pg_backend_pid(),
+                CASE v_status WHEN 's' THEN cardinality(v_ids) ELSE 0 END,
+                CASE v_status WHEN 'd' THEN cardinality(v_ids) ELSE 0 END,
+                CASE v_status WHEN 'c' THEN cardinality(v_ids) ELSE 0 END)
+        ON CONFLICT ON CONSTRAINT _counts_pkey DO UPDATE
+        SET succeeded = c.succeeded + excluded.succeeded, dead_letter = c.dead_letter + excluded.dead_letter,
+            cancelled = c.cancelled + excluded.cancelled;
+    ELSIF v_first IS NOT NULL THEN
+        INSERT INTO pgrelay._counts AS c (queue, minute, backend, succeeded, dead_letter, cancelled)
+        SELECT f.queue, pg_catalog.date_trunc('minute', pg_catalog.now()), pg_catalog.pg_backend_pid(),
+               CASE v_status WHEN 's' THEN count(*) ELSE 0 END,
+               CASE v_status WHEN 'd' THEN count(*) ELSE 0 END,
+               CASE v_status WHEN 'c' THEN count(*) ELSE 0 END
+        FROM pgrelay._finished f WHERE f.id = ANY (v_ids) GROUP BY f.queue
+        ON CONFLICT ON CONSTRAINT _counts_pkey DO UPDATE
+        SET succeeded = c.succeeded + excluded.succeeded, dead_letter = c.dead_letter + excluded.dead_letter,
+            cancelled = c.cancelled + excluded.cancelled;
+    END IF;
+    RETURN v_ids;
 END
 $function$;
 
@@ -320,6 +438,240 @@ BEGIN
 END
 $function$;
 
+CREATE OR REPLACE FUNCTION pgrelay.enqueue_bulk(jobs jsonb)
+ RETURNS SETOF bigint
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_generic_plan'
+ SET jit TO 'off'
+AS $function$
+DECLARE
+    v_n integer;
+    v_bad_ord bigint;
+    v_bad_error text;
+    v_keyed boolean;
+    v_ids bigint[];
+    v_spec pgrelay._job_spec;
+    v_queues text[];
+    v_run_ats timestamptz[];
+BEGIN
+    IF jobs IS NULL OR jsonb_typeof(jobs) <> 'array' THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = 'jobs must be a JSON array of job objects, e.g. [{"task": "mail.send", "payload": {"to": "a@example.com"}}]';
+    END IF;
+    v_n := jsonb_array_length(jobs);
+    IF v_n = 0 THEN
+        RETURN;
+    END IF;
+    IF v_n > 10000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('enqueue_bulk takes at most 10000 jobs per call, not %s; split the array', v_n);
+    END IF;
+
+    -- One pass parses and checks every element and, when all are good and none carries a key,
+    -- inserts them in the same statement. A value of the wrong type makes a cast raise; then the
+    -- elements are parsed one at a time to name the bad one.
+    BEGIN
+        WITH parsed AS MATERIALIZED (
+            SELECT nextval('pgrelay._job_id_seq') AS id, p.*
+            FROM pgrelay._bulk_parse(jobs) p
+        ), verdict AS (
+            SELECT min(p.ord) FILTER (WHERE p.error IS NOT NULL) AS bad_ord,
+                   coalesce(bool_or(p.idempotency_key IS NOT NULL OR p.dedupe_key IS NOT NULL), false) AS keyed
+            FROM parsed p
+        ), per_queue AS (
+            SELECT p.queue, min(p.run_at) AS run_at FROM parsed p GROUP BY p.queue
+        ), queue_ids AS MATERIALIZED (
+            SELECT q.queue, pgrelay._queue_id(q.queue) AS id
+            FROM per_queue q, verdict v
+            WHERE v.bad_ord IS NULL AND NOT v.keyed
+        ), inserted AS (
+            INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options, enqueued_by)
+            SELECT p.id, q.id, p.queue, p.task, p.kind, p.payload, p.run_at, p.priority,
+                   pgrelay._job_options(p.max_attempts, p.timeout_seconds, NULL, NULL, p.trace_id, NULL),
+                   (SELECT pgrelay._caller())
+            FROM parsed p JOIN queue_ids q ON q.queue = p.queue
+        )
+        SELECT v.bad_ord, (SELECT p.error FROM parsed p WHERE p.ord = v.bad_ord), v.keyed,
+               (SELECT array_agg(p.id ORDER BY p.ord) FROM parsed p),
+               (SELECT array_agg(q.queue) FROM per_queue q),
+               (SELECT array_agg(q.run_at) FROM per_queue q)
+        INTO v_bad_ord, v_bad_error, v_keyed, v_ids, v_queues, v_run_ats
+        FROM verdict v;
+    EXCEPTION WHEN data_exception THEN
+        FOR i IN 0 .. v_n - 1 LOOP
+            BEGIN
+                PERFORM pgrelay._bulk_parse(jsonb_build_array(jobs -> i));
+            EXCEPTION WHEN data_exception THEN
+                RAISE EXCEPTION USING ERRCODE = 'PR002', MESSAGE = format('jobs[%s]: %s', i, SQLERRM),
+                    HINT = 'run_at is an ISO 8601 timestamp; priority, max_attempts and timeout_seconds are integers';
+            END;
+        END LOOP;
+        RAISE;
+    END;
+    IF v_bad_ord IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR002', MESSAGE = format('jobs[%s]: %s', v_bad_ord - 1, v_bad_error),
+            HINT = 'nothing was enqueued; fix the element and send the whole array again';
+    END IF;
+
+    IF v_keyed THEN
+        -- keys need the per-job lookups of _enqueue (which also handles duplicates inside this array)
+        FOR v_spec IN SELECT * FROM pgrelay._bulk_parse(jobs) ORDER BY ord LOOP
+            RETURN NEXT pgrelay._enqueue(v_spec.queue, v_spec.task, v_spec.kind, v_spec.payload, v_spec.run_at,
+                v_spec.priority, v_spec.max_attempts, v_spec.timeout_seconds, v_spec.idempotency_key,
+                v_spec.dedupe_key, v_spec.trace_id);
+        END LOOP;
+        RETURN;
+    END IF;
+
+    PERFORM pgrelay._notify(u.queue, u.run_at) FROM unnest(v_queues, v_run_ats) AS u(queue, run_at);
+    RETURN QUERY SELECT unnest(v_ids);
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION pgrelay.enqueue_many(task text, payloads jsonb[], queue text DEFAULT 'default'::text, run_at timestamp with time zone DEFAULT now(), priority integer DEFAULT 0, max_attempts integer DEFAULT NULL::integer, timeout_seconds integer DEFAULT NULL::integer, trace_id text DEFAULT NULL::text)
+ RETURNS SETOF bigint
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_generic_plan'
+ SET jit TO 'off'
+AS $function$
+DECLARE
+    -- NULL means "the default", as in enqueue
+    v_queue text := coalesce(enqueue_many.queue, 'default');
+    v_queue_id integer;
+    v_options pgrelay._job_options := pgrelay._job_options(enqueue_many.max_attempts, enqueue_many.timeout_seconds,
+                                                           NULL, NULL, enqueue_many.trace_id, NULL);
+    v_run_at timestamptz := coalesce(enqueue_many.run_at, now());
+    v_priority integer := coalesce(enqueue_many.priority, 0);
+BEGIN
+    IF enqueue_many.payloads IS NULL OR array_ndims(enqueue_many.payloads) > 1 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = 'payloads must be a one-dimensional array of JSON values, one per job, e.g. ARRAY[''{"to": 1}'', ''{"to": 2}'']::jsonb[]';
+    END IF;
+    IF cardinality(enqueue_many.payloads) > 10000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('enqueue_many takes at most 10000 payloads per call, not %s; split the array',
+                             cardinality(enqueue_many.payloads));
+    END IF;
+    -- one check for the arguments all jobs share; a NULL element means the default payload {}
+    PERFORM pgrelay._check(pgrelay._job_args_error(enqueue_many.task, v_queue, '{}', v_run_at, v_priority,
+        enqueue_many.max_attempts, enqueue_many.timeout_seconds, NULL, NULL, enqueue_many.trace_id));
+    IF cardinality(enqueue_many.payloads) = 0 THEN
+        RETURN;
+    END IF;
+    v_queue_id := pgrelay._queue_id(v_queue);
+    -- ids are drawn in input order (a volatile output column is computed after the ORDER BY), so
+    -- ordering by id returns them in input order
+    RETURN QUERY
+        WITH inserted AS (
+            INSERT INTO pgrelay._jobs (id, queue_id, queue, task, payload, run_at, priority, options, enqueued_by)
+            SELECT nextval('pgrelay._job_id_seq'), v_queue_id, v_queue, enqueue_many.task, coalesce(u.payload, '{}'), v_run_at,
+                   v_priority, v_options, (SELECT pgrelay._caller())
+            FROM unnest(enqueue_many.payloads) WITH ORDINALITY AS u(payload, n)
+            ORDER BY u.n
+            RETURNING id)
+        SELECT i.id FROM inserted i ORDER BY i.id;
+    PERFORM pgrelay._notify(v_queue, v_run_at);
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION pgrelay.enqueue_trigger()
+ RETURNS trigger
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_generic_plan'
+ SET jit TO 'off'
+AS $function$
+DECLARE
+    v_task text;
+    v_queue text;
+    v_queue_id integer;
+    v_count bigint;
+-- new_rows and old_rows are the transition tables a statement trigger must declare; for plpgsql_check:
+-- @plpgsql_check_options: newtable = new_rows, oldtable = old_rows
+BEGIN
+    IF TG_NARGS < 1 OR TG_NARGS > 2 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('pgrelay.enqueue_trigger takes (task [, queue]); trigger %s on %s.%s passes %s arguments',
+                             TG_NAME, TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_NARGS);
+    END IF;
+    v_task := TG_ARGV[0];
+    v_queue := CASE WHEN TG_NARGS > 1 THEN TG_ARGV[1] ELSE 'default' END;
+    IF TG_LEVEL = 'ROW' THEN
+        PERFORM pgrelay.enqueue(
+            task => v_task,
+            queue => v_queue,
+            payload => jsonb_build_object(
+                'op', TG_OP,
+                'schema', TG_TABLE_SCHEMA,
+                'table', TG_TABLE_NAME,
+                'old', CASE WHEN TG_OP IN ('UPDATE', 'DELETE') THEN to_jsonb(OLD) END,
+                'new', CASE WHEN TG_OP IN ('INSERT', 'UPDATE') THEN to_jsonb(NEW) END));
+        IF TG_OP = 'DELETE' THEN
+            RETURN OLD;
+        END IF;
+        RETURN NEW;
+    END IF;
+
+    -- FOR EACH STATEMENT: every row of the statement in one INSERT, read from the transition table
+    -- (a multi-row statement costs one insert, not one enqueue call per row); same jobs as per row.
+    IF TG_OP NOT IN ('INSERT', 'DELETE') THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('pgrelay.enqueue_trigger FOR EACH STATEMENT handles INSERT and DELETE, not %s (trigger %s on %s.%s)',
+                             TG_OP, TG_NAME, TG_TABLE_SCHEMA, TG_TABLE_NAME),
+            HINT = 'use FOR EACH ROW for UPDATE: a statement trigger cannot pair each old row with its new one';
+    END IF;
+    PERFORM pgrelay._check(pgrelay._job_args_error(v_task, v_queue, '{}', now(), 0, NULL, NULL, NULL, NULL, NULL));
+    v_queue_id := pgrelay._queue_id(v_queue);
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO pgrelay._jobs (queue_id, queue, task, payload, enqueued_by)
+            SELECT v_queue_id, v_queue, v_task, jsonb_build_object('op', TG_OP, 'schema', TG_TABLE_SCHEMA, 'table', TG_TABLE_NAME,
+                                                       'old', NULL, 'new', to_jsonb(r)), (SELECT pgrelay._caller())
+            FROM new_rows r;
+        ELSE
+            INSERT INTO pgrelay._jobs (queue_id, queue, task, payload, enqueued_by)
+            SELECT v_queue_id, v_queue, v_task, jsonb_build_object('op', TG_OP, 'schema', TG_TABLE_SCHEMA, 'table', TG_TABLE_NAME,
+                                                       'old', to_jsonb(r), 'new', NULL), (SELECT pgrelay._caller())
+            FROM old_rows r;
+        END IF;
+    EXCEPTION WHEN undefined_table THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001',
+            MESSAGE = format('pgrelay.enqueue_trigger FOR EACH STATEMENT needs the transition table %s (trigger %s on %s.%s)',
+                             CASE TG_OP WHEN 'INSERT' THEN 'NEW TABLE AS new_rows' ELSE 'OLD TABLE AS old_rows' END,
+                             TG_NAME, TG_TABLE_SCHEMA, TG_TABLE_NAME),
+            HINT = 'CREATE TRIGGER ... AFTER INSERT ON t REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT ...';
+    END;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    IF v_count > 0 THEN
+        PERFORM pgrelay._notify(v_queue, now());
+    END IF;
+    RETURN NULL;
+END
+$function$;
+
+CREATE OR REPLACE FUNCTION pgrelay.get_job(id bigint)
+ RETURNS jsonb
+ LANGUAGE sql
+ STABLE SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+AS $function$
+    SELECT to_jsonb(j) - 'max_attempts'
+           || jsonb_build_object('max_attempts',
+                  coalesce(j.max_attempts, (SELECT q.max_attempts FROM pgrelay._queues q WHERE q.queue = j.queue),
+                           pgrelay._default_max_attempts()))
+    FROM pgrelay.jobs j
+    WHERE j.id = get_job.id
+      -- who may read the jobs view (readers, admins) reads every job; anyone else (a producer) only
+      -- those its role enqueued: another's job is as unknown as a missing one
+      AND (pg_catalog.has_table_privilege(pgrelay._caller(), 'pgrelay.jobs', 'SELECT')
+           OR j.enqueued_by = pg_catalog.pg_get_userbyid(pgrelay._caller()))
+$function$;
+
 CREATE OR REPLACE FUNCTION pgrelay.purge(older_than_days integer DEFAULT NULL::integer, max_jobs integer DEFAULT 10000)
  RETURNS integer
  LANGUAGE plpgsql
@@ -432,7 +784,7 @@ BEGIN
     END IF;
     SELECT f.queue, f.task, f.kind, f.status, f.payload, f.priority, (f.options).max_attempts,
            (f.options).timeout_seconds, (f.options).trace_id, f.replayed_as,
-           pgrelay._delivery_id(f.id, f.options) AS delivery_id
+           pgrelay._delivery_id(f.id, f.options) AS delivery_id, f.enqueued_by
     INTO v_job
     FROM pgrelay._finished f WHERE f.id = replay.id
     FOR UPDATE;
@@ -459,10 +811,11 @@ BEGIN
         END IF;
     END IF;
     -- a new job: its own id, attempts and keys (the original's keys stay with the original); its
-    -- deliveries carry the id of the chain's first job
+    -- deliveries carry the id of the chain's first job, and it is still the original enqueuer's job
     v_new := pgrelay._enqueue(v_job.queue, v_job.task, v_job.kind, v_job.payload, now(), v_job.priority,
                               v_job.max_attempts, v_job.timeout_seconds, NULL, NULL, v_job.trace_id, replay.id);
-    UPDATE pgrelay._jobs j SET options.delivery_id = v_job.delivery_id WHERE j.id = v_new;
+    UPDATE pgrelay._jobs j SET options.delivery_id = v_job.delivery_id, enqueued_by = v_job.enqueued_by
+    WHERE j.id = v_new;
     UPDATE pgrelay._finished f SET replayed_as = v_new WHERE f.id = replay.id;
     RETURN v_new;
 END
@@ -495,17 +848,17 @@ BEGIN
     END IF;
     -- SKIP LOCKED: a dead letter being replayed or purged right now is left to that caller
     WITH picked AS (
-        SELECT f.id, f.queue, f.task, f.kind, f.payload, f.priority, f.options, f.finished_at
+        SELECT f.id, f.queue, f.task, f.kind, f.payload, f.priority, f.options, f.finished_at, f.enqueued_by
         FROM pgrelay._finished f
         WHERE f.status = 'd' AND f.queue = replay_dead_letters.queue AND f.replayed_as IS NULL
           AND (replay_dead_letters.task IS NULL OR f.task LIKE replay_dead_letters.task)
           AND (replay_dead_letters.since IS NULL OR f.finished_at >= replay_dead_letters.since)
         FOR UPDATE OF f SKIP LOCKED
     ), created AS (
-        INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options)
+        INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options, enqueued_by)
         SELECT pg_catalog.nextval('pgrelay._job_id_seq'), v_queue_id, p.queue, p.task, p.kind, p.payload, now(), p.priority,
                pgrelay._job_options((p.options).max_attempts, (p.options).timeout_seconds, NULL, NULL,
-                                    (p.options).trace_id, p.id, pgrelay._delivery_id(p.id, p.options))
+                                    (p.options).trace_id, p.id, pgrelay._delivery_id(p.id, p.options)), p.enqueued_by
         FROM (SELECT * FROM picked ORDER BY finished_at, id) p
         RETURNING pgrelay._jobs.id, (pgrelay._jobs.options).replayed_from AS replayed_from
     ), marked AS (

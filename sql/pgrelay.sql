@@ -105,6 +105,7 @@ CREATE TABLE pgrelay._jobs (
     options          pgrelay._job_options,   -- NULL: none set (never a row of NULLs: _job_options)
     last_error       text,
     cancel_requested_at timestamptz,   -- cancel() of a leased job: it ends cancelled at the next heartbeat
+    enqueued_by      oid,   -- the role that enqueued it (_caller); get_job shows a producer only its own
     -- The one check on the hot table, and it tests only NULLs: PostgreSQL reads and prepares every
     -- CHECK of a table again for each statement that writes it and evaluates it for every row, on
     -- every claim and ack. The values themselves (kind, attempts, timeouts) are checked by the
@@ -168,7 +169,8 @@ CREATE TABLE pgrelay._finished (
     leased_at        timestamptz,
     created_at       timestamptz,
     finished_at      timestamptz,
-    replayed_as      bigint         -- the job replay() created from this one (the latest, when forced again)
+    replayed_as      bigint,        -- the job replay() created from this one (the latest, when forced again)
+    enqueued_by      oid            -- as in _jobs
 );
 COMMENT ON TABLE pgrelay._finished IS 'Private: succeeded, dead-lettered and cancelled jobs, kept until purged.';
 CREATE INDEX _finished_dead_letter_idx ON pgrelay._finished (queue, finished_at) WHERE status = 'd';
@@ -405,6 +407,17 @@ BEGIN
 END
 $$;
 
+-- The role in effect for the caller, who is recorded as a job's enqueuer: the role SET ROLE chose (or
+-- PostgREST, with set_config('role', ...) under its one login), else the login. Not current_user,
+-- which inside a SECURITY DEFINER function is the function's owner. One expression: inlined, and
+-- evaluated once per statement where it stands in a scalar subquery.
+CREATE FUNCTION pgrelay._caller()
+RETURNS oid
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT pg_catalog.quote_ident(CASE WHEN pg_catalog.current_setting('role') = 'none' THEN session_user::text
+                                       ELSE pg_catalog.current_setting('role') END)::regrole::oid
+$$;
+
 -- Raise PR001 when p_error is not NULL.
 CREATE FUNCTION pgrelay._check(p_error text, p_sqlstate text DEFAULT 'PR001', p_hint text DEFAULT NULL)
 RETURNS void
@@ -612,9 +625,10 @@ BEGIN
         -- The insert reads the queue's id itself, by a join; only a queue's first job makes its row
         -- and inserts again. (Cheaper than calling _queue_id first, or reading the id in a subquery.)
         LOOP
-            INSERT INTO pgrelay._jobs (queue_id, queue, task, kind, payload, run_at, priority, options)
+            INSERT INTO pgrelay._jobs (queue_id, queue, task, kind, payload, run_at, priority, options, enqueued_by)
             SELECT q.id, p_queue, p_task, p_kind, p_payload, p_run_at, p_priority,
-                   pgrelay._job_options(p_max_attempts, p_timeout_seconds, NULL, NULL, p_trace_id, p_replayed_from)
+                   pgrelay._job_options(p_max_attempts, p_timeout_seconds, NULL, NULL, p_trace_id, p_replayed_from),
+                   pgrelay._caller()
             FROM pgrelay._queues q WHERE q.queue = p_queue
             RETURNING id INTO v_id;
             EXIT WHEN FOUND;
@@ -637,10 +651,12 @@ BEGIN
                 ON CONFLICT (queue_id, key) DO NOTHING;
                 CONTINUE WHEN NOT FOUND;
             END IF;
-            INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options)
+            INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options,
+                                       enqueued_by)
             VALUES (v_id, v_queue_id, p_queue, p_task, p_kind, p_payload, p_run_at, p_priority,
                     pgrelay._job_options(p_max_attempts, p_timeout_seconds, p_idempotency_key, p_dedupe_key,
-                                         p_trace_id, p_replayed_from))
+                                         p_trace_id, p_replayed_from),
+                    pgrelay._caller())
             ON CONFLICT (queue_id, ((options).dedupe_key)) WHERE (options).dedupe_key IS NOT NULL DO NOTHING;
             EXIT WHEN FOUND;
             SELECT j.id INTO v_existing FROM pgrelay._jobs j
@@ -715,12 +731,13 @@ BEGIN
         USING input i
         WHERE j.id = i.id AND j.attempt = i.attempt AND (j.leased_by IS NOT NULL) = p_leased
         RETURNING j.id, j.queue, j.task, j.kind, j.priority, j.run_at, j.attempt, j.payload, j.options,
-                  coalesce(i.error, j.last_error) AS last_error, i.result, j.leased_by, j.leased_at, j.created_at
+                  coalesce(i.error, j.last_error) AS last_error, i.result, j.leased_by, j.leased_at, j.created_at,
+                  j.enqueued_by
     ), archived AS (
         INSERT INTO pgrelay._finished (id, queue, task, kind, status, priority, run_at, attempt, payload, options,
-                                       last_error, result, leased_by, leased_at, created_at, finished_at)
+                                       last_error, result, leased_by, leased_at, created_at, finished_at, enqueued_by)
         SELECT d.id, d.queue, d.task, d.kind, v_status, d.priority, d.run_at, d.attempt, d.payload, d.options,
-               d.last_error, d.result, d.leased_by, d.leased_at, d.created_at, pg_catalog.now()
+               d.last_error, d.result, d.leased_by, d.leased_at, d.created_at, pg_catalog.now(), d.enqueued_by
         FROM done d
     )
     SELECT coalesce(array_agg(d.id), '{}'), min(d.queue), max(d.queue) INTO v_ids, v_first, v_last FROM done d;
@@ -1072,9 +1089,10 @@ BEGIN
             FROM per_queue q, verdict v
             WHERE v.bad_ord IS NULL AND NOT v.keyed
         ), inserted AS (
-            INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options)
+            INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options, enqueued_by)
             SELECT p.id, q.id, p.queue, p.task, p.kind, p.payload, p.run_at, p.priority,
-                   pgrelay._job_options(p.max_attempts, p.timeout_seconds, NULL, NULL, p.trace_id, NULL)
+                   pgrelay._job_options(p.max_attempts, p.timeout_seconds, NULL, NULL, p.trace_id, NULL),
+                   (SELECT pgrelay._caller())
             FROM parsed p JOIN queue_ids q ON q.queue = p.queue
         )
         SELECT v.bad_ord, (SELECT p.error FROM parsed p WHERE p.ord = v.bad_ord), v.keyed,
@@ -1164,9 +1182,9 @@ BEGIN
     -- ordering by id returns them in input order
     RETURN QUERY
         WITH inserted AS (
-            INSERT INTO pgrelay._jobs (id, queue_id, queue, task, payload, run_at, priority, options)
+            INSERT INTO pgrelay._jobs (id, queue_id, queue, task, payload, run_at, priority, options, enqueued_by)
             SELECT nextval('pgrelay._job_id_seq'), v_queue_id, v_queue, enqueue_many.task, coalesce(u.payload, '{}'), v_run_at,
-                   v_priority, v_options
+                   v_priority, v_options, (SELECT pgrelay._caller())
             FROM unnest(enqueue_many.payloads) WITH ORDINALITY AS u(payload, n)
             ORDER BY u.n
             RETURNING id)
@@ -1231,14 +1249,14 @@ BEGIN
     v_queue_id := pgrelay._queue_id(v_queue);
     BEGIN
         IF TG_OP = 'INSERT' THEN
-            INSERT INTO pgrelay._jobs (queue_id, queue, task, payload)
+            INSERT INTO pgrelay._jobs (queue_id, queue, task, payload, enqueued_by)
             SELECT v_queue_id, v_queue, v_task, jsonb_build_object('op', TG_OP, 'schema', TG_TABLE_SCHEMA, 'table', TG_TABLE_NAME,
-                                                       'old', NULL, 'new', to_jsonb(r))
+                                                       'old', NULL, 'new', to_jsonb(r)), (SELECT pgrelay._caller())
             FROM new_rows r;
         ELSE
-            INSERT INTO pgrelay._jobs (queue_id, queue, task, payload)
+            INSERT INTO pgrelay._jobs (queue_id, queue, task, payload, enqueued_by)
             SELECT v_queue_id, v_queue, v_task, jsonb_build_object('op', TG_OP, 'schema', TG_TABLE_SCHEMA, 'table', TG_TABLE_NAME,
-                                                       'old', to_jsonb(r), 'new', NULL)
+                                                       'old', to_jsonb(r), 'new', NULL), (SELECT pgrelay._caller())
             FROM old_rows r;
         END IF;
     EXCEPTION WHEN undefined_table THEN
@@ -1796,19 +1814,20 @@ CREATE VIEW pgrelay.jobs AS
            pgrelay._redact_http_payload(j.kind, j.payload) AS payload,
            (j.options).idempotency_key, (j.options).dedupe_key, (j.options).trace_id,
            (j.options).replayed_from, j.last_error, NULL::jsonb AS result, j.leased_by, j.lease_expires_at,
-           j.created_at, NULL::timestamptz AS finished_at
+           j.created_at, NULL::timestamptz AS finished_at, pg_catalog.pg_get_userbyid(j.enqueued_by) AS enqueued_by
     FROM pgrelay._jobs j
     UNION ALL
     SELECT f.id, f.queue, f.task, pgrelay._kind_name(f.kind), pgrelay._status_name(f.status), f.priority, f.run_at, f.attempt,
            (f.options).max_attempts, (f.options).timeout_seconds, pgrelay._redact_http_payload(f.kind, f.payload),
            (f.options).idempotency_key, (f.options).dedupe_key, (f.options).trace_id,
            (f.options).replayed_from, f.last_error, f.result, NULL::text, NULL::timestamptz,
-           f.created_at, f.finished_at
+           f.created_at, f.finished_at, pg_catalog.pg_get_userbyid(f.enqueued_by)
     FROM pgrelay._finished f;
 COMMENT ON VIEW pgrelay.jobs IS
 'Every job, active or finished, with its status: pending, leased, succeeded, dead_letter or cancelled.
 
-Filter by id or queue; both tables are indexed by id. max_attempts NULL means the queue''s setting.';
+Filter by id or queue; both tables are indexed by id. max_attempts NULL means the queue''s setting.
+enqueued_by: the role that enqueued the job (NULL for jobs enqueued before pgrelay 0.3.0).';
 
 CREATE FUNCTION pgrelay.get_job(id bigint)
 RETURNS jsonb
@@ -1817,14 +1836,21 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
            || jsonb_build_object('max_attempts',
                   coalesce(j.max_attempts, (SELECT q.max_attempts FROM pgrelay._queues q WHERE q.queue = j.queue),
                            pgrelay._default_max_attempts()))
-    FROM pgrelay.jobs j WHERE j.id = get_job.id
+    FROM pgrelay.jobs j
+    WHERE j.id = get_job.id
+      -- who may read the jobs view (readers, admins) reads every job; anyone else (a producer) only
+      -- those its role enqueued: another's job is as unknown as a missing one
+      AND (pg_catalog.has_table_privilege(pgrelay._caller(), 'pgrelay.jobs', 'SELECT')
+           OR j.enqueued_by = pg_catalog.pg_get_userbyid(pgrelay._caller()))
 $$;
 COMMENT ON FUNCTION pgrelay.get_job(bigint) IS
 'The job with this id as JSON, wherever it is (active or finished); NULL for an unknown id.
 
+A caller who may read the jobs view (pgrelay_reader, pgrelay_admin) reads any job; any other (a producer,
+through PostgREST too) reads only the jobs its role enqueued, and NULL for the others.
 Keys: id, queue, task, kind, status, priority, run_at, attempt, max_attempts, timeout_seconds, payload,
 idempotency_key, dedupe_key, trace_id, replayed_from, last_error, result, leased_by, lease_expires_at,
-created_at, finished_at.
+created_at, finished_at, enqueued_by.
 
 Example: SELECT pgrelay.get_job(101);';
 
@@ -2119,7 +2145,7 @@ BEGIN
     END IF;
     SELECT f.queue, f.task, f.kind, f.status, f.payload, f.priority, (f.options).max_attempts,
            (f.options).timeout_seconds, (f.options).trace_id, f.replayed_as,
-           pgrelay._delivery_id(f.id, f.options) AS delivery_id
+           pgrelay._delivery_id(f.id, f.options) AS delivery_id, f.enqueued_by
     INTO v_job
     FROM pgrelay._finished f WHERE f.id = replay.id
     FOR UPDATE;
@@ -2146,10 +2172,11 @@ BEGIN
         END IF;
     END IF;
     -- a new job: its own id, attempts and keys (the original's keys stay with the original); its
-    -- deliveries carry the id of the chain's first job
+    -- deliveries carry the id of the chain's first job, and it is still the original enqueuer's job
     v_new := pgrelay._enqueue(v_job.queue, v_job.task, v_job.kind, v_job.payload, now(), v_job.priority,
                               v_job.max_attempts, v_job.timeout_seconds, NULL, NULL, v_job.trace_id, replay.id);
-    UPDATE pgrelay._jobs j SET options.delivery_id = v_job.delivery_id WHERE j.id = v_new;
+    UPDATE pgrelay._jobs j SET options.delivery_id = v_job.delivery_id, enqueued_by = v_job.enqueued_by
+    WHERE j.id = v_new;
     UPDATE pgrelay._finished f SET replayed_as = v_new WHERE f.id = replay.id;
     RETURN v_new;
 END
@@ -2187,17 +2214,17 @@ BEGIN
     END IF;
     -- SKIP LOCKED: a dead letter being replayed or purged right now is left to that caller
     WITH picked AS (
-        SELECT f.id, f.queue, f.task, f.kind, f.payload, f.priority, f.options, f.finished_at
+        SELECT f.id, f.queue, f.task, f.kind, f.payload, f.priority, f.options, f.finished_at, f.enqueued_by
         FROM pgrelay._finished f
         WHERE f.status = 'd' AND f.queue = replay_dead_letters.queue AND f.replayed_as IS NULL
           AND (replay_dead_letters.task IS NULL OR f.task LIKE replay_dead_letters.task)
           AND (replay_dead_letters.since IS NULL OR f.finished_at >= replay_dead_letters.since)
         FOR UPDATE OF f SKIP LOCKED
     ), created AS (
-        INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options)
+        INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options, enqueued_by)
         SELECT pg_catalog.nextval('pgrelay._job_id_seq'), v_queue_id, p.queue, p.task, p.kind, p.payload, now(), p.priority,
                pgrelay._job_options((p.options).max_attempts, (p.options).timeout_seconds, NULL, NULL,
-                                    (p.options).trace_id, p.id, pgrelay._delivery_id(p.id, p.options))
+                                    (p.options).trace_id, p.id, pgrelay._delivery_id(p.id, p.options)), p.enqueued_by
         FROM (SELECT * FROM picked ORDER BY finished_at, id) p
         RETURNING pgrelay._jobs.id, (pgrelay._jobs.options).replayed_from AS replayed_from
     ), marked AS (

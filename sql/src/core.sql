@@ -66,9 +66,10 @@ BEGIN
         -- The insert reads the queue's id itself, by a join; only a queue's first job makes its row
         -- and inserts again. (Cheaper than calling _queue_id first, or reading the id in a subquery.)
         LOOP
-            INSERT INTO pgrelay._jobs (queue_id, queue, task, kind, payload, run_at, priority, options)
+            INSERT INTO pgrelay._jobs (queue_id, queue, task, kind, payload, run_at, priority, options, enqueued_by)
             SELECT q.id, p_queue, p_task, p_kind, p_payload, p_run_at, p_priority,
-                   pgrelay._job_options(p_max_attempts, p_timeout_seconds, NULL, NULL, p_trace_id, p_replayed_from)
+                   pgrelay._job_options(p_max_attempts, p_timeout_seconds, NULL, NULL, p_trace_id, p_replayed_from),
+                   pgrelay._caller()
             FROM pgrelay._queues q WHERE q.queue = p_queue
             RETURNING id INTO v_id;
             EXIT WHEN FOUND;
@@ -91,10 +92,12 @@ BEGIN
                 ON CONFLICT (queue_id, key) DO NOTHING;
                 CONTINUE WHEN NOT FOUND;
             END IF;
-            INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options)
+            INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options,
+                                       enqueued_by)
             VALUES (v_id, v_queue_id, p_queue, p_task, p_kind, p_payload, p_run_at, p_priority,
                     pgrelay._job_options(p_max_attempts, p_timeout_seconds, p_idempotency_key, p_dedupe_key,
-                                         p_trace_id, p_replayed_from))
+                                         p_trace_id, p_replayed_from),
+                    pgrelay._caller())
             ON CONFLICT (queue_id, ((options).dedupe_key)) WHERE (options).dedupe_key IS NOT NULL DO NOTHING;
             EXIT WHEN FOUND;
             SELECT j.id INTO v_existing FROM pgrelay._jobs j
@@ -169,12 +172,13 @@ BEGIN
         USING input i
         WHERE j.id = i.id AND j.attempt = i.attempt AND (j.leased_by IS NOT NULL) = p_leased
         RETURNING j.id, j.queue, j.task, j.kind, j.priority, j.run_at, j.attempt, j.payload, j.options,
-                  coalesce(i.error, j.last_error) AS last_error, i.result, j.leased_by, j.leased_at, j.created_at
+                  coalesce(i.error, j.last_error) AS last_error, i.result, j.leased_by, j.leased_at, j.created_at,
+                  j.enqueued_by
     ), archived AS (
         INSERT INTO pgrelay._finished (id, queue, task, kind, status, priority, run_at, attempt, payload, options,
-                                       last_error, result, leased_by, leased_at, created_at, finished_at)
+                                       last_error, result, leased_by, leased_at, created_at, finished_at, enqueued_by)
         SELECT d.id, d.queue, d.task, d.kind, v_status, d.priority, d.run_at, d.attempt, d.payload, d.options,
-               d.last_error, d.result, d.leased_by, d.leased_at, d.created_at, pg_catalog.now()
+               d.last_error, d.result, d.leased_by, d.leased_at, d.created_at, pg_catalog.now(), d.enqueued_by
         FROM done d
     )
     SELECT coalesce(array_agg(d.id), '{}'), min(d.queue), max(d.queue) INTO v_ids, v_first, v_last FROM done d;

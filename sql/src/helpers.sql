@@ -33,6 +33,17 @@ BEGIN
 END
 $$;
 
+-- The role in effect for the caller, who is recorded as a job's enqueuer: the role SET ROLE chose (or
+-- PostgREST, with set_config('role', ...) under its one login), else the login. Not current_user,
+-- which inside a SECURITY DEFINER function is the function's owner. One expression: inlined, and
+-- evaluated once per statement where it stands in a scalar subquery.
+CREATE FUNCTION pgrelay._caller()
+RETURNS oid
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT pg_catalog.quote_ident(CASE WHEN pg_catalog.current_setting('role') = 'none' THEN session_user::text
+                                       ELSE pg_catalog.current_setting('role') END)::regrole::oid
+$$;
+
 -- Raise PR001 when p_error is not NULL.
 CREATE FUNCTION pgrelay._check(p_error text, p_sqlstate text DEFAULT 'PR001', p_hint text DEFAULT NULL)
 RETURNS void

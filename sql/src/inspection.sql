@@ -10,19 +10,20 @@ CREATE VIEW pgrelay.jobs AS
            pgrelay._redact_http_payload(j.kind, j.payload) AS payload,
            (j.options).idempotency_key, (j.options).dedupe_key, (j.options).trace_id,
            (j.options).replayed_from, j.last_error, NULL::jsonb AS result, j.leased_by, j.lease_expires_at,
-           j.created_at, NULL::timestamptz AS finished_at
+           j.created_at, NULL::timestamptz AS finished_at, pg_catalog.pg_get_userbyid(j.enqueued_by) AS enqueued_by
     FROM pgrelay._jobs j
     UNION ALL
     SELECT f.id, f.queue, f.task, pgrelay._kind_name(f.kind), pgrelay._status_name(f.status), f.priority, f.run_at, f.attempt,
            (f.options).max_attempts, (f.options).timeout_seconds, pgrelay._redact_http_payload(f.kind, f.payload),
            (f.options).idempotency_key, (f.options).dedupe_key, (f.options).trace_id,
            (f.options).replayed_from, f.last_error, f.result, NULL::text, NULL::timestamptz,
-           f.created_at, f.finished_at
+           f.created_at, f.finished_at, pg_catalog.pg_get_userbyid(f.enqueued_by)
     FROM pgrelay._finished f;
 COMMENT ON VIEW pgrelay.jobs IS
 'Every job, active or finished, with its status: pending, leased, succeeded, dead_letter or cancelled.
 
-Filter by id or queue; both tables are indexed by id. max_attempts NULL means the queue''s setting.';
+Filter by id or queue; both tables are indexed by id. max_attempts NULL means the queue''s setting.
+enqueued_by: the role that enqueued the job (NULL for jobs enqueued before pgrelay 0.3.0).';
 
 CREATE FUNCTION pgrelay.get_job(id bigint)
 RETURNS jsonb
@@ -31,14 +32,21 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
            || jsonb_build_object('max_attempts',
                   coalesce(j.max_attempts, (SELECT q.max_attempts FROM pgrelay._queues q WHERE q.queue = j.queue),
                            pgrelay._default_max_attempts()))
-    FROM pgrelay.jobs j WHERE j.id = get_job.id
+    FROM pgrelay.jobs j
+    WHERE j.id = get_job.id
+      -- who may read the jobs view (readers, admins) reads every job; anyone else (a producer) only
+      -- those its role enqueued: another's job is as unknown as a missing one
+      AND (pg_catalog.has_table_privilege(pgrelay._caller(), 'pgrelay.jobs', 'SELECT')
+           OR j.enqueued_by = pg_catalog.pg_get_userbyid(pgrelay._caller()))
 $$;
 COMMENT ON FUNCTION pgrelay.get_job(bigint) IS
 'The job with this id as JSON, wherever it is (active or finished); NULL for an unknown id.
 
+A caller who may read the jobs view (pgrelay_reader, pgrelay_admin) reads any job; any other (a producer,
+through PostgREST too) reads only the jobs its role enqueued, and NULL for the others.
 Keys: id, queue, task, kind, status, priority, run_at, attempt, max_attempts, timeout_seconds, payload,
 idempotency_key, dedupe_key, trace_id, replayed_from, last_error, result, leased_by, lease_expires_at,
-created_at, finished_at.
+created_at, finished_at, enqueued_by.
 
 Example: SELECT pgrelay.get_job(101);';
 

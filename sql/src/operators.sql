@@ -16,7 +16,7 @@ BEGIN
     END IF;
     SELECT f.queue, f.task, f.kind, f.status, f.payload, f.priority, (f.options).max_attempts,
            (f.options).timeout_seconds, (f.options).trace_id, f.replayed_as,
-           pgrelay._delivery_id(f.id, f.options) AS delivery_id
+           pgrelay._delivery_id(f.id, f.options) AS delivery_id, f.enqueued_by
     INTO v_job
     FROM pgrelay._finished f WHERE f.id = replay.id
     FOR UPDATE;
@@ -43,10 +43,11 @@ BEGIN
         END IF;
     END IF;
     -- a new job: its own id, attempts and keys (the original's keys stay with the original); its
-    -- deliveries carry the id of the chain's first job
+    -- deliveries carry the id of the chain's first job, and it is still the original enqueuer's job
     v_new := pgrelay._enqueue(v_job.queue, v_job.task, v_job.kind, v_job.payload, now(), v_job.priority,
                               v_job.max_attempts, v_job.timeout_seconds, NULL, NULL, v_job.trace_id, replay.id);
-    UPDATE pgrelay._jobs j SET options.delivery_id = v_job.delivery_id WHERE j.id = v_new;
+    UPDATE pgrelay._jobs j SET options.delivery_id = v_job.delivery_id, enqueued_by = v_job.enqueued_by
+    WHERE j.id = v_new;
     UPDATE pgrelay._finished f SET replayed_as = v_new WHERE f.id = replay.id;
     RETURN v_new;
 END
@@ -84,17 +85,17 @@ BEGIN
     END IF;
     -- SKIP LOCKED: a dead letter being replayed or purged right now is left to that caller
     WITH picked AS (
-        SELECT f.id, f.queue, f.task, f.kind, f.payload, f.priority, f.options, f.finished_at
+        SELECT f.id, f.queue, f.task, f.kind, f.payload, f.priority, f.options, f.finished_at, f.enqueued_by
         FROM pgrelay._finished f
         WHERE f.status = 'd' AND f.queue = replay_dead_letters.queue AND f.replayed_as IS NULL
           AND (replay_dead_letters.task IS NULL OR f.task LIKE replay_dead_letters.task)
           AND (replay_dead_letters.since IS NULL OR f.finished_at >= replay_dead_letters.since)
         FOR UPDATE OF f SKIP LOCKED
     ), created AS (
-        INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options)
+        INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options, enqueued_by)
         SELECT pg_catalog.nextval('pgrelay._job_id_seq'), v_queue_id, p.queue, p.task, p.kind, p.payload, now(), p.priority,
                pgrelay._job_options((p.options).max_attempts, (p.options).timeout_seconds, NULL, NULL,
-                                    (p.options).trace_id, p.id, pgrelay._delivery_id(p.id, p.options))
+                                    (p.options).trace_id, p.id, pgrelay._delivery_id(p.id, p.options)), p.enqueued_by
         FROM (SELECT * FROM picked ORDER BY finished_at, id) p
         RETURNING pgrelay._jobs.id, (pgrelay._jobs.options).replayed_from AS replayed_from
     ), marked AS (

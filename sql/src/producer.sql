@@ -201,9 +201,10 @@ BEGIN
             FROM per_queue q, verdict v
             WHERE v.bad_ord IS NULL AND NOT v.keyed
         ), inserted AS (
-            INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options)
+            INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options, enqueued_by)
             SELECT p.id, q.id, p.queue, p.task, p.kind, p.payload, p.run_at, p.priority,
-                   pgrelay._job_options(p.max_attempts, p.timeout_seconds, NULL, NULL, p.trace_id, NULL)
+                   pgrelay._job_options(p.max_attempts, p.timeout_seconds, NULL, NULL, p.trace_id, NULL),
+                   (SELECT pgrelay._caller())
             FROM parsed p JOIN queue_ids q ON q.queue = p.queue
         )
         SELECT v.bad_ord, (SELECT p.error FROM parsed p WHERE p.ord = v.bad_ord), v.keyed,
@@ -293,9 +294,9 @@ BEGIN
     -- ordering by id returns them in input order
     RETURN QUERY
         WITH inserted AS (
-            INSERT INTO pgrelay._jobs (id, queue_id, queue, task, payload, run_at, priority, options)
+            INSERT INTO pgrelay._jobs (id, queue_id, queue, task, payload, run_at, priority, options, enqueued_by)
             SELECT nextval('pgrelay._job_id_seq'), v_queue_id, v_queue, enqueue_many.task, coalesce(u.payload, '{}'), v_run_at,
-                   v_priority, v_options
+                   v_priority, v_options, (SELECT pgrelay._caller())
             FROM unnest(enqueue_many.payloads) WITH ORDINALITY AS u(payload, n)
             ORDER BY u.n
             RETURNING id)
@@ -360,14 +361,14 @@ BEGIN
     v_queue_id := pgrelay._queue_id(v_queue);
     BEGIN
         IF TG_OP = 'INSERT' THEN
-            INSERT INTO pgrelay._jobs (queue_id, queue, task, payload)
+            INSERT INTO pgrelay._jobs (queue_id, queue, task, payload, enqueued_by)
             SELECT v_queue_id, v_queue, v_task, jsonb_build_object('op', TG_OP, 'schema', TG_TABLE_SCHEMA, 'table', TG_TABLE_NAME,
-                                                       'old', NULL, 'new', to_jsonb(r))
+                                                       'old', NULL, 'new', to_jsonb(r)), (SELECT pgrelay._caller())
             FROM new_rows r;
         ELSE
-            INSERT INTO pgrelay._jobs (queue_id, queue, task, payload)
+            INSERT INTO pgrelay._jobs (queue_id, queue, task, payload, enqueued_by)
             SELECT v_queue_id, v_queue, v_task, jsonb_build_object('op', TG_OP, 'schema', TG_TABLE_SCHEMA, 'table', TG_TABLE_NAME,
-                                                       'old', to_jsonb(r), 'new', NULL)
+                                                       'old', to_jsonb(r), 'new', NULL), (SELECT pgrelay._caller())
             FROM old_rows r;
         END IF;
     EXCEPTION WHEN undefined_table THEN

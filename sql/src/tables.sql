@@ -61,6 +61,7 @@ CREATE TABLE pgrelay._jobs (
     options          pgrelay._job_options,   -- NULL: none set (never a row of NULLs: _job_options)
     last_error       text,
     cancel_requested_at timestamptz,   -- cancel() of a leased job: it ends cancelled at the next heartbeat
+    enqueued_by      oid,   -- the role that enqueued it (_caller); get_job shows a producer only its own
     -- The one check on the hot table, and it tests only NULLs: PostgreSQL reads and prepares every
     -- CHECK of a table again for each statement that writes it and evaluates it for every row, on
     -- every claim and ack. The values themselves (kind, attempts, timeouts) are checked by the
@@ -124,7 +125,8 @@ CREATE TABLE pgrelay._finished (
     leased_at        timestamptz,
     created_at       timestamptz,
     finished_at      timestamptz,
-    replayed_as      bigint         -- the job replay() created from this one (the latest, when forced again)
+    replayed_as      bigint,        -- the job replay() created from this one (the latest, when forced again)
+    enqueued_by      oid            -- as in _jobs
 );
 COMMENT ON TABLE pgrelay._finished IS 'Private: succeeded, dead-lettered and cancelled jobs, kept until purged.';
 CREATE INDEX _finished_dead_letter_idx ON pgrelay._finished (queue, finished_at) WHERE status = 'd';

@@ -227,12 +227,13 @@ def test_get_job_returns_the_documented_keys(db):
     assert set(found) == {
         "id", "queue", "task", "kind", "status", "priority", "run_at", "attempt", "max_attempts", "timeout_seconds",
         "payload", "idempotency_key", "dedupe_key", "trace_id", "replayed_from", "last_error", "result", "leased_by",
-        "lease_expires_at", "created_at", "finished_at"}
+        "lease_expires_at", "created_at", "finished_at", "enqueued_by"}
     assert (found["id"], found["queue"], found["task"], found["payload"], found["priority"]) == (
         job.id, "mail", job.task, {"a": 1}, 2)
     assert (found["trace_id"], found["dedupe_key"], found["idempotency_key"], found["timeout_seconds"]) == ("t", "d", "k", 9)
     assert found["leased_by"] == job.worker
     assert found["finished_at"] is None
+    assert found["enqueued_by"] == "postgres"  # the test's login
 
 
 def test_get_job_of_a_finished_job_keeps_what_it_was(db):

@@ -16,6 +16,7 @@ import asyncpg
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from pgrelay.errors import SchemaError
 from pgrelay.schema import migrate, released_versions, schema_version
@@ -153,7 +154,7 @@ def test_a_database_of_the_oldest_release_keeps_every_job_through_the_upgrade(da
     with psycopg.connect(dsn, autocommit=True) as conn:
         jobs = _every_state(conn)
         before = data(conn)
-        view_before = conn.execute("SELECT * FROM pgrelay.jobs ORDER BY id").fetchall()
+        view_before = conn.cursor(row_factory=dict_row).execute("SELECT * FROM pgrelay.jobs ORDER BY id").fetchall()
 
     assert migrate_to(dsn) == "upgraded"  # while two jobs are leased and one lease has run out
 
@@ -161,7 +162,7 @@ def test_a_database_of_the_oldest_release_keeps_every_job_through_the_upgrade(da
         after = data(conn)
         assert kept(before, after), "\n".join(f"{t}: {before[t]}\n  -> {after[t]}" for t in TABLES
                                                if not kept(before[t], after[t]))
-        assert conn.execute("SELECT * FROM pgrelay.jobs ORDER BY id").fetchall() == view_before
+        assert kept(view_before, conn.cursor(row_factory=dict_row).execute("SELECT * FROM pgrelay.jobs ORDER BY id").fetchall())
         # the replay made before the upgrade is delivered with the id of the job it replays
         assert conn.execute("SELECT (options).delivery_id FROM pgrelay._jobs WHERE id = %s",
                             (jobs["replayed"],)).fetchone() == (str(jobs["dead_letter"].id),)
