@@ -34,17 +34,6 @@ ALTER TABLE pgrelay._idempotency_keys ALTER COLUMN queue_id SET NOT NULL,
     DROP CONSTRAINT _idempotency_keys_pkey,
     ADD CONSTRAINT _idempotency_keys_pkey PRIMARY KEY (queue_id, key);
 COMMENT ON TABLE pgrelay._idempotency_keys IS 'Private: (queue, idempotency key) -> the job it created.';
-COMMENT ON FUNCTION pgrelay.enqueue(text, jsonb, text, timestamptz, integer, integer, integer, text, text, text) IS
-'Enqueue a job for a handler; returns its id. Runs in the caller''s transaction: a rollback removes the job.
-
-task: handler name (letters, digits, . _ - : /). payload: any JSON. queue: default ''default''.
-An argument passed as NULL takes its default (payload {}, queue default, run_at now, priority 0).
-run_at: not before this time. priority: higher runs first. max_attempts / timeout_seconds: NULL uses the
-queue''s setting / no timeout. idempotency_key: an existing key of the queue returns the job it created
-(kept as long as the job or its history). dedupe_key: an active job of the queue with this key is returned instead.
-Errors: PR001 with a message naming the bad argument.
-
-Example: SELECT pgrelay.enqueue(''orders.created'', jsonb_build_object(''id'', 42), idempotency_key => ''order-42'');';
 
 -- ---------------------------------------------------------------------------------------------
 -- Every job records the role that enqueued it; get_job shows a producer only its own jobs. Jobs
@@ -75,16 +64,14 @@ COMMENT ON VIEW pgrelay.jobs IS
 
 Filter by id or queue; both tables are indexed by id. max_attempts NULL means the queue''s setting.
 enqueued_by: the role that enqueued the job (NULL for jobs enqueued before pgrelay 0.3.0).';
-COMMENT ON FUNCTION pgrelay.get_job(bigint) IS
-'The job with this id as JSON, wherever it is (active or finished); NULL for an unknown id.
 
-A caller who may read the jobs view (pgrelay_reader, pgrelay_admin) reads any job; any other (a producer,
-through PostgREST too) reads only the jobs its role enqueued, and NULL for the others.
-Keys: id, queue, task, kind, status, priority, run_at, attempt, max_attempts, timeout_seconds, payload,
-idempotency_key, dedupe_key, trace_id, replayed_from, last_error, result, leased_by, lease_expires_at,
-created_at, finished_at, enqueued_by.
+-- ---------------------------------------------------------------------------------------------
+-- Bounded work: recover() and replay_dead_letters() do at most max_jobs per call (new last
+-- argument, so the old signatures go); callers loop while a call returns max_jobs.
+-- ---------------------------------------------------------------------------------------------
 
-Example: SELECT pgrelay.get_job(101);';
+DROP FUNCTION pgrelay.recover();
+DROP FUNCTION pgrelay.replay_dead_letters(text, text, timestamptz);
 
 -- begin: functions whose definition changed (python -m tests.harness.upgrade_draft --write)
 CREATE OR REPLACE FUNCTION pgrelay._caller()
@@ -437,6 +424,26 @@ BEGIN
               j.created_at, (j.options).idempotency_key, (j.options).delivery_id;
 END
 $function$;
+COMMENT ON FUNCTION pgrelay.consume(text,text[],integer,integer,text[],text[],text[]) IS 'Lease up to batch due jobs to a worker; returns them as pgrelay.claimed_job, attempt already incremented.
+
+worker: the worker''s id. queues: NULL for all. lease_seconds: NULL for the queue''s setting (default 30).
+tasks: LIKE patterns (''orders.%''). handlers: the handler tasks the caller can run (NULL: any; HTTP jobs are
+not affected). kinds: handler and/or http (NULL: both). Order: higher priority, then run_at, then id; FOR UPDATE SKIP LOCKED, so
+concurrent consumers never get the same job. Paused queues are skipped; a queue''s concurrency limit holds
+across all workers. Needs READ COMMITTED (PR005). Complete each job with ack/nack passing its id and attempt.
+
+Example: SELECT * FROM pgrelay.consume(''worker-1'', queues => ''{default}'', batch => 10);';
+
+COMMENT ON FUNCTION pgrelay.enqueue(text,jsonb,text,timestamp with time zone,integer,integer,integer,text,text,text) IS 'Enqueue a job for a handler; returns its id. Runs in the caller''s transaction: a rollback removes the job.
+
+task: handler name (letters, digits, . _ - : /). payload: any JSON. queue: default ''default''.
+An argument passed as NULL takes its default (payload {}, queue default, run_at now, priority 0).
+run_at: not before this time. priority: higher runs first. max_attempts / timeout_seconds: NULL uses the
+queue''s setting / no timeout. idempotency_key: an existing key of the queue returns the job it created
+(kept as long as the job or its history). dedupe_key: an active job of the queue with this key is returned instead.
+Errors: PR001 with a message naming the bad argument.
+
+Example: SELECT pgrelay.enqueue(''orders.created'', jsonb_build_object(''id'', 42), idempotency_key => ''order-42'');';
 
 CREATE OR REPLACE FUNCTION pgrelay.enqueue_bulk(jobs jsonb)
  RETURNS SETOF bigint
@@ -529,6 +536,14 @@ BEGIN
     RETURN QUERY SELECT unnest(v_ids);
 END
 $function$;
+COMMENT ON FUNCTION pgrelay.enqueue_bulk(jsonb) IS 'Enqueue many jobs in one call; returns their ids in input order.
+
+jobs: a JSON array (at most 10000) of objects with enqueue''s argument names (task, payload, queue, run_at,
+priority, max_attempts, timeout_seconds, idempotency_key, dedupe_key, trace_id), or enqueue_http''s (url,
+method, headers, body, ...) for HTTP jobs. One bad element rejects the whole call (PR002, message
+"jobs[<index>]: ...", index from 0) and nothing is enqueued.
+
+Example: SELECT * FROM pgrelay.enqueue_bulk(''[{"task": "mail.send", "payload": {"to": 1}}, {"task": "mail.send", "priority": 5}]'');';
 
 CREATE OR REPLACE FUNCTION pgrelay.enqueue_many(task text, payloads jsonb[], queue text DEFAULT 'default'::text, run_at timestamp with time zone DEFAULT now(), priority integer DEFAULT 0, max_attempts integer DEFAULT NULL::integer, timeout_seconds integer DEFAULT NULL::integer, trace_id text DEFAULT NULL::text)
  RETURNS SETOF bigint
@@ -577,6 +592,14 @@ BEGIN
     PERFORM pgrelay._notify(v_queue, v_run_at);
 END
 $function$;
+COMMENT ON FUNCTION pgrelay.enqueue_many(text,jsonb[],text,timestamp with time zone,integer,integer,integer,text) IS 'Enqueue one job per payload, all for the same task and options, in one statement; ids in input order.
+
+The fastest way to enqueue many jobs from a driver: an array of payloads and arguments checked once.
+Arguments as in enqueue (NULL means the default; a NULL payload is {}). At most 10000 payloads per
+call. For jobs that differ in more than their payload, or carry idempotency or dedupe keys, use
+enqueue_bulk. Errors: PR001 naming the bad argument; nothing is enqueued.
+
+Example: SELECT * FROM pgrelay.enqueue_many(''mail.send'', ARRAY[''{"to": 1}'', ''{"to": 2}'']::jsonb[], queue => ''mail'');';
 
 CREATE OR REPLACE FUNCTION pgrelay.enqueue_trigger()
  RETURNS trigger
@@ -653,6 +676,16 @@ BEGIN
     RETURN NULL;
 END
 $function$;
+COMMENT ON FUNCTION pgrelay.enqueue_trigger() IS 'Trigger function that enqueues each row change as a job with payload {op, schema, table, old, new}.
+
+Arguments: task [, queue]. FOR EACH ROW: AFTER INSERT OR UPDATE OR DELETE, one enqueue per row.
+FOR EACH STATEMENT (INSERT or DELETE, with the transition table new_rows or old_rows): the same jobs,
+all rows of the statement in one insert; much cheaper for multi-row statements.
+
+Example: CREATE TRIGGER orders_reindex AFTER INSERT OR UPDATE ON orders
+         FOR EACH ROW EXECUTE FUNCTION pgrelay.enqueue_trigger(''search.reindex'', ''default'');
+Example: CREATE TRIGGER orders_created AFTER INSERT ON orders REFERENCING NEW TABLE AS new_rows
+         FOR EACH STATEMENT EXECUTE FUNCTION pgrelay.enqueue_trigger(''orders.created'');';
 
 CREATE OR REPLACE FUNCTION pgrelay.get_job(id bigint)
  RETURNS jsonb
@@ -671,6 +704,36 @@ AS $function$
       AND (pg_catalog.has_table_privilege(pgrelay._caller(), 'pgrelay.jobs', 'SELECT')
            OR j.enqueued_by = pg_catalog.pg_get_userbyid(pgrelay._caller()))
 $function$;
+COMMENT ON FUNCTION pgrelay.get_job(bigint) IS 'The job with this id as JSON, wherever it is (active or finished); NULL for an unknown id.
+
+A caller who may read the jobs view (pgrelay_reader, pgrelay_admin) reads any job; any other (a producer,
+through PostgREST too) reads only the jobs its role enqueued, and NULL for the others.
+Keys: id, queue, task, kind, status, priority, run_at, attempt, max_attempts, timeout_seconds, payload,
+idempotency_key, dedupe_key, trace_id, replayed_from, last_error, result, leased_by, lease_expires_at,
+created_at, finished_at, enqueued_by.
+
+Example: SELECT pgrelay.get_job(101);';
+
+CREATE OR REPLACE FUNCTION pgrelay.maintain(max_jobs integer DEFAULT 10000)
+ RETURNS pgrelay.maintenance
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_generic_plan'
+ SET jit TO 'off'
+AS $function$
+DECLARE
+    v_done pgrelay.maintenance;
+BEGIN
+    v_done.recovered := pgrelay.recover(maintain.max_jobs);
+    v_done.purged := pgrelay.purge(NULL, maintain.max_jobs);
+    RETURN v_done;
+END
+$function$;
+COMMENT ON FUNCTION pgrelay.maintain(integer) IS 'Routine maintenance: recover() expired leases, then purge() finished jobs by each queue''s retention (at
+most max_jobs of each); returns what it did. A count of max_jobs says more may be left: call again. Run it from pg_cron every minute, or let the workers run it.
+
+Example: SELECT * FROM pgrelay.maintain();';
 
 CREATE OR REPLACE FUNCTION pgrelay.purge(older_than_days integer DEFAULT NULL::integer, max_jobs integer DEFAULT 10000)
  RETURNS integer
@@ -765,6 +828,82 @@ BEGIN
     RETURN v_total;
 END
 $function$;
+COMMENT ON FUNCTION pgrelay.purge(integer,integer) IS 'Remove finished jobs older than their retention, with their attempts and idempotency keys; returns how many.
+
+older_than_days: NULL for each queue''s retention (configure_queue: retention_succeeded_days, default 7;
+retention_dead_letter_days, default 30, also for cancelled jobs); 0 removes every finished job. Works in
+batches of 1,000 and stops after max_jobs, so it never holds many locks for long: call it again while it
+returns max_jobs. Active jobs are never touched. One purge runs at a time; a concurrent call returns 0.
+
+Example: SELECT pgrelay.purge(older_than_days => 30);';
+
+CREATE OR REPLACE FUNCTION pgrelay.recover(max_jobs integer DEFAULT 1000)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SECURITY DEFINER
+ SET search_path TO 'pg_catalog', 'pg_temp'
+ SET plan_cache_mode TO 'force_generic_plan'
+ SET jit TO 'off'
+AS $function$
+DECLARE
+    v_total integer := 0;
+    v_max integer := coalesce(recover.max_jobs, 1000);
+    v_batch record;
+BEGIN
+    PERFORM pgrelay._check(pgrelay._range_error('max_jobs', v_max, 1, 100000, ' (or NULL for 1000)'));
+    WHILE v_total < v_max LOOP
+        -- SKIP LOCKED: jobs being acked right now are theirs; recover never waits, so many may run at once.
+        SELECT array_agg(e.id) AS ids, array_agg(e.attempt) AS attempts,
+               array_agg(e.id) FILTER (WHERE e.cancelled) AS cancel_ids,
+               array_agg(e.attempt) FILTER (WHERE e.cancelled) AS cancel_attempts,
+               array_agg(e.id) FILTER (WHERE NOT e.cancelled AND e.attempt >= e.max_attempts) AS dead_ids,
+               array_agg(e.attempt) FILTER (WHERE NOT e.cancelled AND e.attempt >= e.max_attempts) AS dead_attempts,
+               array_agg(e.id) FILTER (WHERE NOT e.cancelled AND e.attempt < e.max_attempts) AS retry_ids,
+               array_agg(e.attempt) FILTER (WHERE NOT e.cancelled AND e.attempt < e.max_attempts) AS retry_attempts,
+               array_agg(pgrelay._backoff(e.attempt, e.backoff_base, e.backoff_max))
+                   FILTER (WHERE NOT e.cancelled AND e.attempt < e.max_attempts) AS delays
+        INTO v_batch
+        FROM (
+            SELECT x.id, x.attempt, x.cancel_requested_at IS NOT NULL AS cancelled,
+                   coalesce(x.max_attempts, q.max_attempts, pgrelay._default_max_attempts()) AS max_attempts,
+                   coalesce(q.backoff_base_seconds, pgrelay._default_backoff_base_seconds()) AS backoff_base,
+                   coalesce(q.backoff_max_seconds, pgrelay._default_backoff_max_seconds()) AS backoff_max
+            FROM (SELECT j.id, j.attempt, j.queue, (j.options).max_attempts, j.cancel_requested_at FROM pgrelay._jobs j
+                  WHERE j.leased_by IS NOT NULL AND j.lease_expires_at < now()
+                  ORDER BY j.lease_expires_at
+                  LIMIT least(1000, v_max - v_total)
+                  FOR UPDATE SKIP LOCKED) x
+            LEFT JOIN pgrelay._queues q ON q.queue = x.queue
+        ) e;
+        EXIT WHEN v_batch.ids IS NULL;
+        IF v_batch.cancel_ids IS NOT NULL THEN
+            PERFORM pgrelay._finish(v_batch.cancel_ids, v_batch.cancel_attempts, 'cancelled', 'lease_expired', NULL,
+                                    array_fill('lease expired after cancel() was requested'::text,
+                                               ARRAY[cardinality(v_batch.cancel_ids)]));
+        END IF;
+        IF v_batch.dead_ids IS NOT NULL THEN
+            PERFORM pgrelay._finish(v_batch.dead_ids, v_batch.dead_attempts, 'dead_letter', 'lease_expired', NULL,
+                                    array_fill('lease expired; no attempts left'::text, ARRAY[cardinality(v_batch.dead_ids)]));
+        END IF;
+        IF v_batch.retry_ids IS NOT NULL THEN
+            PERFORM pgrelay._notify(r.queue, min(r.run_at))
+            FROM pgrelay._retry(v_batch.retry_ids, v_batch.retry_attempts, 'lease_expired',
+                                array_fill('lease expired'::text, ARRAY[cardinality(v_batch.retry_ids)]), v_batch.delays) r
+            GROUP BY r.queue;
+        END IF;
+        v_total := v_total + cardinality(v_batch.ids);
+    END LOOP;
+    RETURN v_total;
+END
+$function$;
+COMMENT ON FUNCTION pgrelay.recover(integer) IS 'Return jobs whose lease expired to pending (after backoff), or to dead_letter when no attempts are left
+(to cancelled when cancel() was asked for); returns how many were recovered. Each is recorded as an attempt with outcome lease_expired.
+
+Bounded: at most max_jobs (1 to 100000, default 1000) per call, oldest expiry first. A return of max_jobs
+says more may be left: call again (each call in its own transaction keeps locks short).
+Safe to run from many workers at once and from pg_cron (jobs being completed are skipped, never waited for).
+
+Example: SELECT pgrelay.recover();  SELECT pgrelay.recover(max_jobs => 10000);';
 
 CREATE OR REPLACE FUNCTION pgrelay.replay(id bigint, force boolean DEFAULT false)
  RETURNS bigint
@@ -820,8 +959,16 @@ BEGIN
     RETURN v_new;
 END
 $function$;
+COMMENT ON FUNCTION pgrelay.replay(bigint,boolean) IS 'Run a finished job again as a new pending job; returns the new job''s id (its replayed_from is id).
 
-CREATE OR REPLACE FUNCTION pgrelay.replay_dead_letters(queue text, task text DEFAULT NULL::text, since timestamp with time zone DEFAULT NULL::timestamp with time zone)
+Dead-lettered and cancelled jobs replay as they are; a job that succeeded, or one already replayed, only
+with force => true. The new job keeps queue, task, payload, priority, max_attempts, timeout and trace_id; it
+has no idempotency or dedupe key and starts at attempt 0. Errors: PT404 unknown id (HTTP 404 through
+PostgREST), PT409 the job is still active, succeeded or was replayed (HTTP 409).
+
+Example: SELECT pgrelay.replay(101);';
+
+CREATE OR REPLACE FUNCTION pgrelay.replay_dead_letters(queue text, task text DEFAULT NULL::text, since timestamp with time zone DEFAULT NULL::timestamp with time zone, max_jobs integer DEFAULT 1000)
  RETURNS integer
  LANGUAGE plpgsql
  SECURITY DEFINER
@@ -841,6 +988,8 @@ BEGIN
     IF replay_dead_letters.since IN ('infinity', '-infinity') THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'since must be a point in time (or NULL for all)';
     END IF;
+    PERFORM pgrelay._check(pgrelay._range_error('max_jobs', coalesce(replay_dead_letters.max_jobs, 1000), 1, 100000,
+                                                ' (or NULL for 1000)'));
     -- (a queue without a row has never had a job, so it has no dead letters)
     SELECT q.id INTO v_queue_id FROM pgrelay._queues q WHERE q.queue = replay_dead_letters.queue;
     IF v_queue_id IS NULL THEN
@@ -853,6 +1002,8 @@ BEGIN
         WHERE f.status = 'd' AND f.queue = replay_dead_letters.queue AND f.replayed_as IS NULL
           AND (replay_dead_letters.task IS NULL OR f.task LIKE replay_dead_letters.task)
           AND (replay_dead_letters.since IS NULL OR f.finished_at >= replay_dead_letters.since)
+        ORDER BY f.finished_at, f.id
+        LIMIT coalesce(replay_dead_letters.max_jobs, 1000)
         FOR UPDATE OF f SKIP LOCKED
     ), created AS (
         INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options, enqueued_by)
@@ -872,6 +1023,28 @@ BEGIN
     RETURN v_count;
 END
 $function$;
+COMMENT ON FUNCTION pgrelay.replay_dead_letters(text,text,timestamp with time zone,integer) IS 'Replay the dead letters of a queue that have not been replayed yet; returns how many new jobs it created.
+
+task: a LIKE pattern (''orders.%''; NULL: all tasks). since: only jobs dead-lettered at or after this time.
+Bounded: at most max_jobs (1 to 100000, default 1000) per call, oldest first; a return of max_jobs says more
+may be left: call again. Each new job is what replay() would create; running it twice replays nothing twice.
+
+Example: SELECT pgrelay.replay_dead_letters(''mail'', since => now() - interval ''1 day'');';
+
+CREATE OR REPLACE FUNCTION pgrelay.version()
+ RETURNS text
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$ SELECT '0.3.0'::text $function$;
+COMMENT ON FUNCTION pgrelay.version() IS 'The installed pgrelay schema version.
+
+Example: SELECT pgrelay.version();';
+
+-- _job_options(p_max_attempts integer, p_timeout_seconds integer, p_idempotency_key text, p_dedupe_key text, p_trace_id text, p_replayed_from bigint): only in the upgraded database; DROP FUNCTION it
+
+-- recover(): only in the upgraded database; DROP FUNCTION it
+
+-- replay_dead_letters(queue text, task text, since timestamp with time zone): only in the upgraded database; DROP FUNCTION it
 -- end: functions whose definition changed
 
 -- The replays made before 0.3.0, parents first (a replay's id is above its parent's). A parent

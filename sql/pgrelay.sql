@@ -1741,15 +1741,17 @@ A job an operator cancelled (cancel()) while it ran ends cancelled instead.
 
 Example: SELECT pgrelay.release(id => 101, attempt => 1, reason => ''worker shutting down'');';
 
-CREATE FUNCTION pgrelay.recover()
+CREATE FUNCTION pgrelay.recover(max_jobs integer DEFAULT 1000)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     SET plan_cache_mode = force_generic_plan SET jit = off AS $$
 DECLARE
     v_total integer := 0;
+    v_max integer := coalesce(recover.max_jobs, 1000);
     v_batch record;
 BEGIN
-    LOOP
+    PERFORM pgrelay._check(pgrelay._range_error('max_jobs', v_max, 1, 100000, ' (or NULL for 1000)'));
+    WHILE v_total < v_max LOOP
         -- SKIP LOCKED: jobs being acked right now are theirs; recover never waits, so many may run at once.
         SELECT array_agg(e.id) AS ids, array_agg(e.attempt) AS attempts,
                array_agg(e.id) FILTER (WHERE e.cancelled) AS cancel_ids,
@@ -1769,7 +1771,7 @@ BEGIN
             FROM (SELECT j.id, j.attempt, j.queue, (j.options).max_attempts, j.cancel_requested_at FROM pgrelay._jobs j
                   WHERE j.leased_by IS NOT NULL AND j.lease_expires_at < now()
                   ORDER BY j.lease_expires_at
-                  LIMIT 1000
+                  LIMIT least(1000, v_max - v_total)
                   FOR UPDATE SKIP LOCKED) x
             LEFT JOIN pgrelay._queues q ON q.queue = x.queue
         ) e;
@@ -1794,13 +1796,15 @@ BEGIN
     RETURN v_total;
 END
 $$;
-COMMENT ON FUNCTION pgrelay.recover() IS
+COMMENT ON FUNCTION pgrelay.recover(integer) IS
 'Return jobs whose lease expired to pending (after backoff), or to dead_letter when no attempts are left
 (to cancelled when cancel() was asked for); returns how many were recovered. Each is recorded as an attempt with outcome lease_expired.
 
+Bounded: at most max_jobs (1 to 100000, default 1000) per call, oldest expiry first. A return of max_jobs
+says more may be left: call again (each call in its own transaction keeps locks short).
 Safe to run from many workers at once and from pg_cron (jobs being completed are skipped, never waited for).
 
-Example: SELECT pgrelay.recover();';
+Example: SELECT pgrelay.recover();  SELECT pgrelay.recover(max_jobs => 10000);';
 
 -- ---------------------------------------------------------------------------------------------
 -- Inspection
@@ -2191,7 +2195,8 @@ PostgREST), PT409 the job is still active, succeeded or was replayed (HTTP 409).
 
 Example: SELECT pgrelay.replay(101);';
 
-CREATE FUNCTION pgrelay.replay_dead_letters(queue text, task text DEFAULT NULL, since timestamptz DEFAULT NULL)
+CREATE FUNCTION pgrelay.replay_dead_letters(queue text, task text DEFAULT NULL, since timestamptz DEFAULT NULL,
+                                            max_jobs integer DEFAULT 1000)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     SET plan_cache_mode = force_generic_plan SET jit = off AS $$
@@ -2207,6 +2212,8 @@ BEGIN
     IF replay_dead_letters.since IN ('infinity', '-infinity') THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'since must be a point in time (or NULL for all)';
     END IF;
+    PERFORM pgrelay._check(pgrelay._range_error('max_jobs', coalesce(replay_dead_letters.max_jobs, 1000), 1, 100000,
+                                                ' (or NULL for 1000)'));
     -- (a queue without a row has never had a job, so it has no dead letters)
     SELECT q.id INTO v_queue_id FROM pgrelay._queues q WHERE q.queue = replay_dead_letters.queue;
     IF v_queue_id IS NULL THEN
@@ -2219,6 +2226,8 @@ BEGIN
         WHERE f.status = 'd' AND f.queue = replay_dead_letters.queue AND f.replayed_as IS NULL
           AND (replay_dead_letters.task IS NULL OR f.task LIKE replay_dead_letters.task)
           AND (replay_dead_letters.since IS NULL OR f.finished_at >= replay_dead_letters.since)
+        ORDER BY f.finished_at, f.id
+        LIMIT coalesce(replay_dead_letters.max_jobs, 1000)
         FOR UPDATE OF f SKIP LOCKED
     ), created AS (
         INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options, enqueued_by)
@@ -2238,11 +2247,12 @@ BEGIN
     RETURN v_count;
 END
 $$;
-COMMENT ON FUNCTION pgrelay.replay_dead_letters(text, text, timestamptz) IS
-'Replay every dead letter of a queue that has not been replayed yet; returns how many new jobs it created.
+COMMENT ON FUNCTION pgrelay.replay_dead_letters(text, text, timestamptz, integer) IS
+'Replay the dead letters of a queue that have not been replayed yet; returns how many new jobs it created.
 
 task: a LIKE pattern (''orders.%''; NULL: all tasks). since: only jobs dead-lettered at or after this time.
-Each new job is what replay() would create; running it twice replays nothing twice.
+Bounded: at most max_jobs (1 to 100000, default 1000) per call, oldest first; a return of max_jobs says more
+may be left: call again. Each new job is what replay() would create; running it twice replays nothing twice.
 
 Example: SELECT pgrelay.replay_dead_letters(''mail'', since => now() - interval ''1 day'');';
 
@@ -2387,14 +2397,14 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 DECLARE
     v_done pgrelay.maintenance;
 BEGIN
-    v_done.recovered := pgrelay.recover();
+    v_done.recovered := pgrelay.recover(maintain.max_jobs);
     v_done.purged := pgrelay.purge(NULL, maintain.max_jobs);
     RETURN v_done;
 END
 $$;
 COMMENT ON FUNCTION pgrelay.maintain(integer) IS
 'Routine maintenance: recover() expired leases, then purge() finished jobs by each queue''s retention (at
-most max_jobs); returns what it did. Run it from pg_cron every minute, or let the workers run it.
+most max_jobs of each); returns what it did. A count of max_jobs says more may be left: call again. Run it from pg_cron every minute, or let the workers run it.
 
 Example: SELECT * FROM pgrelay.maintain();';
 

@@ -2043,7 +2043,7 @@ CREATE FUNCTION pgrelay.maintain(max_jobs integer DEFAULT 10000) RETURNS pgrelay
 DECLARE
     v_done pgrelay.maintenance;
 BEGIN
-    v_done.recovered := pgrelay.recover();
+    v_done.recovered := pgrelay.recover(maintain.max_jobs);
     v_done.purged := pgrelay.purge(NULL, maintain.max_jobs);
     RETURN v_done;
 END
@@ -2056,7 +2056,7 @@ ALTER FUNCTION pgrelay.maintain(max_jobs integer) OWNER TO postgres;
 --
 
 COMMENT ON FUNCTION pgrelay.maintain(max_jobs integer) IS 'Routine maintenance: recover() expired leases, then purge() finished jobs by each queue''s retention (at
-most max_jobs); returns what it did. Run it from pg_cron every minute, or let the workers run it.
+most max_jobs of each); returns what it did. A count of max_jobs says more may be left: call again. Run it from pg_cron every minute, or let the workers run it.
 
 Example: SELECT * FROM pgrelay.maintain();';
 
@@ -2321,10 +2321,10 @@ returns max_jobs. Active jobs are never touched. One purge runs at a time; a con
 Example: SELECT pgrelay.purge(older_than_days => 30);';
 
 --
--- Name: recover(); Type: FUNCTION; Schema: pgrelay; Owner: postgres
+-- Name: recover(integer); Type: FUNCTION; Schema: pgrelay; Owner: postgres
 --
 
-CREATE FUNCTION pgrelay.recover() RETURNS integer
+CREATE FUNCTION pgrelay.recover(max_jobs integer DEFAULT 1000) RETURNS integer
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET plan_cache_mode TO 'force_generic_plan'
@@ -2332,9 +2332,11 @@ CREATE FUNCTION pgrelay.recover() RETURNS integer
     AS $$
 DECLARE
     v_total integer := 0;
+    v_max integer := coalesce(recover.max_jobs, 1000);
     v_batch record;
 BEGIN
-    LOOP
+    PERFORM pgrelay._check(pgrelay._range_error('max_jobs', v_max, 1, 100000, ' (or NULL for 1000)'));
+    WHILE v_total < v_max LOOP
         -- SKIP LOCKED: jobs being acked right now are theirs; recover never waits, so many may run at once.
         SELECT array_agg(e.id) AS ids, array_agg(e.attempt) AS attempts,
                array_agg(e.id) FILTER (WHERE e.cancelled) AS cancel_ids,
@@ -2354,7 +2356,7 @@ BEGIN
             FROM (SELECT j.id, j.attempt, j.queue, (j.options).max_attempts, j.cancel_requested_at FROM pgrelay._jobs j
                   WHERE j.leased_by IS NOT NULL AND j.lease_expires_at < now()
                   ORDER BY j.lease_expires_at
-                  LIMIT 1000
+                  LIMIT least(1000, v_max - v_total)
                   FOR UPDATE SKIP LOCKED) x
             LEFT JOIN pgrelay._queues q ON q.queue = x.queue
         ) e;
@@ -2380,18 +2382,20 @@ BEGIN
 END
 $$;
 
-ALTER FUNCTION pgrelay.recover() OWNER TO postgres;
+ALTER FUNCTION pgrelay.recover(max_jobs integer) OWNER TO postgres;
 
 --
--- Name: FUNCTION recover(); Type: COMMENT; Schema: pgrelay; Owner: postgres
+-- Name: FUNCTION recover(max_jobs integer); Type: COMMENT; Schema: pgrelay; Owner: postgres
 --
 
-COMMENT ON FUNCTION pgrelay.recover() IS 'Return jobs whose lease expired to pending (after backoff), or to dead_letter when no attempts are left
+COMMENT ON FUNCTION pgrelay.recover(max_jobs integer) IS 'Return jobs whose lease expired to pending (after backoff), or to dead_letter when no attempts are left
 (to cancelled when cancel() was asked for); returns how many were recovered. Each is recorded as an attempt with outcome lease_expired.
 
+Bounded: at most max_jobs (1 to 100000, default 1000) per call, oldest expiry first. A return of max_jobs
+says more may be left: call again (each call in its own transaction keeps locks short).
 Safe to run from many workers at once and from pg_cron (jobs being completed are skipped, never waited for).
 
-Example: SELECT pgrelay.recover();';
+Example: SELECT pgrelay.recover();  SELECT pgrelay.recover(max_jobs => 10000);';
 
 --
 -- Name: release(bigint, integer, text); Type: FUNCTION; Schema: pgrelay; Owner: postgres
@@ -2511,10 +2515,10 @@ PostgREST), PT409 the job is still active, succeeded or was replayed (HTTP 409).
 Example: SELECT pgrelay.replay(101);';
 
 --
--- Name: replay_dead_letters(text, text, timestamp with time zone); Type: FUNCTION; Schema: pgrelay; Owner: postgres
+-- Name: replay_dead_letters(text, text, timestamp with time zone, integer); Type: FUNCTION; Schema: pgrelay; Owner: postgres
 --
 
-CREATE FUNCTION pgrelay.replay_dead_letters(queue text, task text DEFAULT NULL::text, since timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS integer
+CREATE FUNCTION pgrelay.replay_dead_letters(queue text, task text DEFAULT NULL::text, since timestamp with time zone DEFAULT NULL::timestamp with time zone, max_jobs integer DEFAULT 1000) RETURNS integer
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET plan_cache_mode TO 'force_generic_plan'
@@ -2532,6 +2536,8 @@ BEGIN
     IF replay_dead_letters.since IN ('infinity', '-infinity') THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'since must be a point in time (or NULL for all)';
     END IF;
+    PERFORM pgrelay._check(pgrelay._range_error('max_jobs', coalesce(replay_dead_letters.max_jobs, 1000), 1, 100000,
+                                                ' (or NULL for 1000)'));
     -- (a queue without a row has never had a job, so it has no dead letters)
     SELECT q.id INTO v_queue_id FROM pgrelay._queues q WHERE q.queue = replay_dead_letters.queue;
     IF v_queue_id IS NULL THEN
@@ -2544,6 +2550,8 @@ BEGIN
         WHERE f.status = 'd' AND f.queue = replay_dead_letters.queue AND f.replayed_as IS NULL
           AND (replay_dead_letters.task IS NULL OR f.task LIKE replay_dead_letters.task)
           AND (replay_dead_letters.since IS NULL OR f.finished_at >= replay_dead_letters.since)
+        ORDER BY f.finished_at, f.id
+        LIMIT coalesce(replay_dead_letters.max_jobs, 1000)
         FOR UPDATE OF f SKIP LOCKED
     ), created AS (
         INSERT INTO pgrelay._jobs (id, queue_id, queue, task, kind, payload, run_at, priority, options, enqueued_by)
@@ -2564,16 +2572,17 @@ BEGIN
 END
 $$;
 
-ALTER FUNCTION pgrelay.replay_dead_letters(queue text, task text, since timestamp with time zone) OWNER TO postgres;
+ALTER FUNCTION pgrelay.replay_dead_letters(queue text, task text, since timestamp with time zone, max_jobs integer) OWNER TO postgres;
 
 --
--- Name: FUNCTION replay_dead_letters(queue text, task text, since timestamp with time zone); Type: COMMENT; Schema: pgrelay; Owner: postgres
+-- Name: FUNCTION replay_dead_letters(queue text, task text, since timestamp with time zone, max_jobs integer); Type: COMMENT; Schema: pgrelay; Owner: postgres
 --
 
-COMMENT ON FUNCTION pgrelay.replay_dead_letters(queue text, task text, since timestamp with time zone) IS 'Replay every dead letter of a queue that has not been replayed yet; returns how many new jobs it created.
+COMMENT ON FUNCTION pgrelay.replay_dead_letters(queue text, task text, since timestamp with time zone, max_jobs integer) IS 'Replay the dead letters of a queue that have not been replayed yet; returns how many new jobs it created.
 
 task: a LIKE pattern (''orders.%''; NULL: all tasks). since: only jobs dead-lettered at or after this time.
-Each new job is what replay() would create; running it twice replays nothing twice.
+Bounded: at most max_jobs (1 to 100000, default 1000) per call, oldest first; a return of max_jobs says more
+may be left: call again. Each new job is what replay() would create; running it twice replays nothing twice.
 
 Example: SELECT pgrelay.replay_dead_letters(''mail'', since => now() - interval ''1 day'');';
 
@@ -3587,12 +3596,12 @@ REVOKE ALL ON FUNCTION pgrelay.purge(older_than_days integer, max_jobs integer) 
 GRANT ALL ON FUNCTION pgrelay.purge(older_than_days integer, max_jobs integer) TO pgrelay_admin;
 
 --
--- Name: FUNCTION recover(); Type: ACL; Schema: pgrelay; Owner: postgres
+-- Name: FUNCTION recover(max_jobs integer); Type: ACL; Schema: pgrelay; Owner: postgres
 --
 
-REVOKE ALL ON FUNCTION pgrelay.recover() FROM PUBLIC;
-GRANT ALL ON FUNCTION pgrelay.recover() TO pgrelay_admin;
-GRANT ALL ON FUNCTION pgrelay.recover() TO pgrelay_worker;
+REVOKE ALL ON FUNCTION pgrelay.recover(max_jobs integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION pgrelay.recover(max_jobs integer) TO pgrelay_admin;
+GRANT ALL ON FUNCTION pgrelay.recover(max_jobs integer) TO pgrelay_worker;
 
 --
 -- Name: FUNCTION release(id bigint, attempt integer, reason text); Type: ACL; Schema: pgrelay; Owner: postgres
@@ -3609,11 +3618,11 @@ REVOKE ALL ON FUNCTION pgrelay.replay(id bigint, force boolean) FROM PUBLIC;
 GRANT ALL ON FUNCTION pgrelay.replay(id bigint, force boolean) TO pgrelay_admin;
 
 --
--- Name: FUNCTION replay_dead_letters(queue text, task text, since timestamp with time zone); Type: ACL; Schema: pgrelay; Owner: postgres
+-- Name: FUNCTION replay_dead_letters(queue text, task text, since timestamp with time zone, max_jobs integer); Type: ACL; Schema: pgrelay; Owner: postgres
 --
 
-REVOKE ALL ON FUNCTION pgrelay.replay_dead_letters(queue text, task text, since timestamp with time zone) FROM PUBLIC;
-GRANT ALL ON FUNCTION pgrelay.replay_dead_letters(queue text, task text, since timestamp with time zone) TO pgrelay_admin;
+REVOKE ALL ON FUNCTION pgrelay.replay_dead_letters(queue text, task text, since timestamp with time zone, max_jobs integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION pgrelay.replay_dead_letters(queue text, task text, since timestamp with time zone, max_jobs integer) TO pgrelay_admin;
 
 --
 -- Name: FUNCTION resume(queue text); Type: ACL; Schema: pgrelay; Owner: postgres

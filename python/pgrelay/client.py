@@ -105,7 +105,7 @@ SQL = {
                        FROM pgrelay.enqueue_bulk(jobs => $1::text::jsonb) WITH ORDINALITY AS e(id, n)""",
     "consume": """
         SELECT id, queue, task, kind, payload::text AS payload, attempt, max_attempts, lease_expires_at,
-               timeout_seconds, trace_id, priority, run_at, created_at, idempotency_key
+               timeout_seconds, trace_id, priority, run_at, created_at, idempotency_key, delivery_id
         FROM pgrelay.consume(worker => $1, queues => $2, batch => $3, lease_seconds => $4, tasks => $5,
                              handlers => $6, kinds => $7)""",
     "ack": "SELECT pgrelay.ack(id => $1, attempt => $2, result => $3::text::jsonb)",
@@ -118,9 +118,9 @@ SQL = {
     "heartbeat": """
         SELECT pgrelay.heartbeat(worker => $1, ids => $2, lease_seconds => $3, host => $4, pid => $5,
                                  queues => $6)""",
-    "recover": "SELECT pgrelay.recover()",
+    "recover": "SELECT pgrelay.recover(max_jobs => $1)",
     # one worker at a time is enough: the others skip while one holds the (transaction) lock
-    "recover_if_free": "SELECT CASE WHEN pg_try_advisory_xact_lock($1) THEN pgrelay.recover() ELSE 0 END",
+    "recover_if_free": "SELECT CASE WHEN pg_try_advisory_xact_lock($1) THEN pgrelay.recover(max_jobs => $2) ELSE 0 END",
     # payload and result apart, as text: Python's json may not read them (models.UnreadableJson)
     "get_job": """SELECT (j - 'payload' - 'result')::text, (j -> 'payload')::text, (j -> 'result')::text
                   FROM pgrelay.get_job(id => $1) j""",
@@ -135,7 +135,8 @@ SQL = {
     "pause": "SELECT pgrelay.pause(queue => $1)",
     "resume": "SELECT pgrelay.resume(queue => $1)",
     "replay": "SELECT pgrelay.replay(id => $1, force => $2)",
-    "replay_dead_letters": "SELECT pgrelay.replay_dead_letters(queue => $1, task => $2, since => $3)",
+    "replay_dead_letters": """SELECT pgrelay.replay_dead_letters(queue => $1, task => $2, since => $3,
+                                                                max_jobs => $4)""",
     "cancel": "SELECT pgrelay.cancel(id => $1)",
     "purge": "SELECT pgrelay.purge(older_than_days => $1, max_jobs => $2)",
     "maintain": "SELECT * FROM pgrelay.maintain(max_jobs => $1)",
@@ -365,14 +366,21 @@ async def heartbeat(
     return list(lost)
 
 
-async def recover(db: Db) -> int:
-    """Return expired leases to pending (or dead-letter them); returns how many."""
-    return await _call(db, "fetchval", "recover")
+async def recover(db: Db, *, max_jobs: int | None = None) -> int:
+    """Return up to ``max_jobs`` (None: the SQL default, 1000) expired leases to pending (or dead-letter
+    them); returns how many. Call again while it returns ``max_jobs``."""
+    return await _call(db, "fetchval", "recover", max_jobs)
 
 
-async def recover_if_free(db: Db, lock_key: int) -> int:
-    """``recover()`` unless another caller holding ``lock_key`` is recovering right now (then 0)."""
-    return await _call(db, "fetchval", "recover_if_free", lock_key)
+async def recover_if_free(db: Db, lock_key: int, *, batch: int = 1000) -> int:
+    """``recover()`` in calls of ``batch`` until none is left, unless another caller holding ``lock_key``
+    is recovering right now (then 0). On an autocommit connection each call is its own transaction."""
+    total = 0
+    while True:
+        recovered = await _call(db, "fetchval", "recover_if_free", lock_key, batch)
+        total += recovered
+        if recovered < batch:
+            return total
 
 
 async def get_job(db: Db, id: int) -> Job | None:
@@ -429,9 +437,11 @@ async def replay(db: Db, id: int, *, force: bool | None = None) -> int:
     return await _call(db, "fetchval", "replay", id, force)
 
 
-async def replay_dead_letters(db: Db, queue: str, *, task: str | None = None, since: datetime | None = None) -> int:
-    """Replay the dead letters of ``queue`` (``task``: a LIKE pattern; ``since``: dead-lettered since); how many."""
-    return await _call(db, "fetchval", "replay_dead_letters", queue, task, since)
+async def replay_dead_letters(db: Db, queue: str, *, task: str | None = None, since: datetime | None = None,
+                              max_jobs: int | None = None) -> int:
+    """Replay up to ``max_jobs`` (None: the SQL default, 1000) dead letters of ``queue`` (``task``: a LIKE
+    pattern; ``since``: dead-lettered since); returns how many. Call again while it returns ``max_jobs``."""
+    return await _call(db, "fetchval", "replay_dead_letters", queue, task, since, max_jobs)
 
 
 async def cancel(db: Db, id: int) -> bool:

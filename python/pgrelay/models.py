@@ -73,6 +73,9 @@ class ClaimedJob:
     run_at: datetime
     created_at: datetime
     idempotency_key: str | None
+    # a replay's: the id its deliveries carry, that of the first job of its replay chain (its idempotency
+    # key, else its id); None when the job is not a replay
+    delivery_id: str | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> ClaimedJob:
@@ -106,6 +109,7 @@ class Job:
     lease_expires_at: datetime | None
     created_at: datetime
     finished_at: datetime | None
+    enqueued_by: str | None = None  # the role that enqueued it (None before pgrelay 0.3.0)
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> Job:

@@ -454,15 +454,17 @@ A job an operator cancelled (cancel()) while it ran ends cancelled instead.
 
 Example: SELECT pgrelay.release(id => 101, attempt => 1, reason => ''worker shutting down'');';
 
-CREATE FUNCTION pgrelay.recover()
+CREATE FUNCTION pgrelay.recover(max_jobs integer DEFAULT 1000)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     SET plan_cache_mode = force_generic_plan SET jit = off AS $$
 DECLARE
     v_total integer := 0;
+    v_max integer := coalesce(recover.max_jobs, 1000);
     v_batch record;
 BEGIN
-    LOOP
+    PERFORM pgrelay._check(pgrelay._range_error('max_jobs', v_max, 1, 100000, ' (or NULL for 1000)'));
+    WHILE v_total < v_max LOOP
         -- SKIP LOCKED: jobs being acked right now are theirs; recover never waits, so many may run at once.
         SELECT array_agg(e.id) AS ids, array_agg(e.attempt) AS attempts,
                array_agg(e.id) FILTER (WHERE e.cancelled) AS cancel_ids,
@@ -482,7 +484,7 @@ BEGIN
             FROM (SELECT j.id, j.attempt, j.queue, (j.options).max_attempts, j.cancel_requested_at FROM pgrelay._jobs j
                   WHERE j.leased_by IS NOT NULL AND j.lease_expires_at < now()
                   ORDER BY j.lease_expires_at
-                  LIMIT 1000
+                  LIMIT least(1000, v_max - v_total)
                   FOR UPDATE SKIP LOCKED) x
             LEFT JOIN pgrelay._queues q ON q.queue = x.queue
         ) e;
@@ -507,10 +509,12 @@ BEGIN
     RETURN v_total;
 END
 $$;
-COMMENT ON FUNCTION pgrelay.recover() IS
+COMMENT ON FUNCTION pgrelay.recover(integer) IS
 'Return jobs whose lease expired to pending (after backoff), or to dead_letter when no attempts are left
 (to cancelled when cancel() was asked for); returns how many were recovered. Each is recorded as an attempt with outcome lease_expired.
 
+Bounded: at most max_jobs (1 to 100000, default 1000) per call, oldest expiry first. A return of max_jobs
+says more may be left: call again (each call in its own transaction keeps locks short).
 Safe to run from many workers at once and from pg_cron (jobs being completed are skipped, never waited for).
 
-Example: SELECT pgrelay.recover();';
+Example: SELECT pgrelay.recover();  SELECT pgrelay.recover(max_jobs => 10000);';

@@ -13,6 +13,7 @@ script yourself.
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from pathlib import Path
 
@@ -24,12 +25,12 @@ from tests.harness.catalog import schema_snapshot, snapshot_differences
 from tests.harness.cluster import throwaway_cluster
 
 
-async def _install(dsn: str, walk: bool) -> None:
+async def _install(dsn: str, walk: bool, target: str | None = None) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         if walk:
             await migrate(conn, target=released_versions()[0])
-        await migrate(conn)
+        await migrate(conn, target=target)
     finally:
         await conn.close()
 
@@ -60,38 +61,53 @@ def write() -> int:
         return 2
     head, rest = text.split(BEGIN_MARK, 1)
     _, tail = rest.split(END_MARK, 1)
-    script.write_text(head + BEGIN_MARK + END_MARK + tail, encoding="utf-8")
-    functions, others = draft()
+    functions, _ = draft(against=previous)  # every function that differs from the last release's
     script.write_text(head + BEGIN_MARK + "\n".join(functions) + END_MARK + tail, encoding="utf-8")
-    print(f"{script.name}: {len(functions)} function(s) written; other differences: {len(others)}")
+    _, others = draft()
+    print(f"{script.name}: {len(functions)} function(s) written; other differences left: {len(others)}")
     for line in others:
         print("  " + line)
     return 0
 
 
-def draft() -> tuple[list[str], list[str]]:
+def _path(difference: str) -> str:
+    """The path of one line of snapshot_differences ("path: a != b", "path:\n  diff", "path: only in ...")."""
+    return re.split(r":[ \n]", difference, maxsplit=1)[0]
+
+
+def draft(against: str | None = None) -> tuple[list[str], list[str]]:
+    """The function definitions (and comments) by which a fresh install differs from the database
+    that installed the oldest release and walked the chain (``against`` None), or from a fresh
+    install of the release ``against``; and every other difference."""
     with throwaway_cluster() as cluster:
         with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
             admin.execute("CREATE DATABASE upgraded")
         asyncio.run(_install(cluster.dsn(), walk=False))
-        asyncio.run(_install(cluster.dsn("upgraded"), walk=True))
+        asyncio.run(_install(cluster.dsn("upgraded"), walk=against is None, target=against))
         with psycopg.connect(cluster.dsn(), autocommit=True) as fresh, \
                 psycopg.connect(cluster.dsn("upgraded"), autocommit=True) as upgraded:
             differences = snapshot_differences(schema_snapshot(fresh), schema_snapshot(upgraded))
-            functions = sorted({d.split("/")[1].split(": only in the ")[0].removesuffix(":")
-                                for d in differences if d.startswith("functions/")})
+            functions = sorted({_path(d).split("/")[1] for d in differences if d.startswith("functions/")})
+            # comments on functions travel with their definitions (a function the upgrade creates has none)
+            commented = {_path(d).split("/", 1)[1].removeprefix("function ")
+                         for d in differences if d.startswith("comments/function ")}
+            fresh.execute("SET search_path = pg_catalog")
             definitions = []
-            for signature in functions:
-                name, args = signature.split("(", 1)
-                row = fresh.execute(
-                    "SELECT pg_get_functiondef(p.oid) FROM pg_proc p WHERE p.pronamespace = 'pgrelay'::regnamespace "
-                    "AND p.proname = %s AND pg_get_function_identity_arguments(p.oid) = %s", (name, args[:-1])
-                ).fetchone()
-                if row is None:
-                    definitions.append(f"-- {signature}: only in the upgraded database; DROP FUNCTION it\n")
-                else:
-                    definitions.append(row[0].rstrip() + ";\n")
-            others = [d for d in differences if not d.startswith("functions/")]
+            for row in fresh.execute(
+                    """SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')', pg_get_functiondef(p.oid),
+                              (pg_identify_object('pg_proc'::regclass, p.oid, 0)).identity,
+                              CASE WHEN obj_description(p.oid, 'pg_proc') IS NOT NULL
+                                   THEN format('COMMENT ON FUNCTION %s IS %L;', p.oid::regprocedure,
+                                               obj_description(p.oid, 'pg_proc')) END
+                       FROM pg_proc p WHERE p.pronamespace = 'pgrelay'::regnamespace ORDER BY 1""").fetchall():
+                signature, definition, identity, comment = row
+                if signature in functions:
+                    definitions.append(definition.rstrip() + ";\n" + (comment + "\n" if comment else ""))
+                    functions.remove(signature)
+                elif identity in commented and comment:
+                    definitions.append(comment + "\n")
+            definitions += [f"-- {signature}: only in the upgraded database; DROP FUNCTION it\n" for signature in functions]
+            others = [d for d in differences if not d.startswith(("functions/", "comments/function "))]
     return definitions, others
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from tests.sql.factory import (
     attempts,
     call,
@@ -16,6 +18,7 @@ from tests.sql.factory import (
     in_thread,
     make_due,
     make_job,
+    raises_sqlstate,
     scalar,
 )
 
@@ -109,7 +112,8 @@ def test_returns_how_many_it_recovered_and_a_second_call_finds_none(db):
     assert get_job(db, last_chance)["status"] == "dead_letter"
 
 
-def test_recovers_more_than_a_thousand_expired_leases_in_one_call(db):
+def test_one_call_recovers_at_most_max_jobs_and_a_full_count_says_call_again(db):
+    """recover() is bounded: a full count (max_jobs) means more may be left; the caller calls again."""
     n = 2500
     ids = [r[0] for r in db.execute(
         "SELECT * FROM pgrelay.enqueue_bulk((SELECT jsonb_agg(jsonb_build_object('task', 'bulk', 'max_attempts', "
@@ -117,7 +121,11 @@ def test_recovers_more_than_a_thousand_expired_leases_in_one_call(db):
     assert len(consume(db, batch=n)) == n
     db.execute("UPDATE pgrelay._jobs SET lease_expires_at = now() - interval '1 second'")
 
-    assert call(db, "recover") == n
+    assert call(db, "recover") == 1000  # the default bound, in one call
+    assert call(db, "recover", max_jobs=1200) == 1200
+    assert scalar(db, "SELECT count(*) FROM pgrelay.expired_leases") == 300
+    assert call(db, "recover", max_jobs=1200) == 300  # fewer than asked: none left
+    assert call(db, "recover") == 0
 
     counts = dict(db.execute("SELECT status, count(*) FROM pgrelay.jobs WHERE id = ANY (%s) GROUP BY status", (ids,)).fetchall())
     assert counts == {"pending": n * 4 // 5, "dead_letter": n // 5}
@@ -213,3 +221,20 @@ def test_expired_leases_of_several_queues_are_all_recovered(db):
     assert call(db, "recover") == 4
 
     assert all(get_job(db, j)["status"] == "pending" for j in jobs)
+
+
+def test_recover_oldest_expiry_first(db):
+    jobs = [make_job(db, "leased") for _ in range(3)]
+    for ago, job in zip((30, 10, 20), jobs):
+        db.execute("UPDATE pgrelay._jobs SET lease_expires_at = now() - make_interval(secs => %s) WHERE id = %s",
+                   (ago, job.id))
+
+    assert call(db, "recover", max_jobs=2) == 2
+
+    assert [get_job(db, j)["status"] for j in jobs] == ["pending", "leased", "pending"]
+
+
+@pytest.mark.parametrize("max_jobs", [0, -1, 100001])
+def test_recover_refuses_a_bound_out_of_range(db, max_jobs):
+    with raises_sqlstate("PR001"):
+        call(db, "recover", max_jobs=max_jobs)

@@ -202,3 +202,20 @@ def test_replay_dead_letters_gives_each_replay_the_delivery_id_of_its_chain(db):
     delivered = {row["replayed_from"]: row["delivery_id"]
                  for row in dicts(db, "SELECT (options).replayed_from, (options).delivery_id FROM pgrelay._jobs")}
     assert delivered == {first.id: str(first.id), keyed.id: "bulk-key"}
+
+
+def test_replay_dead_letters_replays_at_most_max_jobs_oldest_first(db):
+    dead = [make_job(db, "dead_letter", queue="many") for _ in range(5)]
+
+    assert call(db, "replay_dead_letters", queue="many", max_jobs=3) == 3
+    replayed = {row["replayed_from"] for row in dicts(db, "SELECT (options).replayed_from FROM pgrelay._jobs")}
+    assert replayed == {d.id for d in dead[:3]}
+
+    assert call(db, "replay_dead_letters", queue="many", max_jobs=3) == 2  # fewer than asked: none left
+    assert call(db, "replay_dead_letters", queue="many") == 0
+
+
+@pytest.mark.parametrize("max_jobs", [0, 100001])
+def test_replay_dead_letters_refuses_a_bound_out_of_range(db, max_jobs):
+    with raises_sqlstate("PR001"):
+        call(db, "replay_dead_letters", queue="q", max_jobs=max_jobs)
