@@ -10,17 +10,22 @@
 - a target the guard refuses (``pgrelay.ssrf``): ``TargetRefused``, a ``Permanent`` naming the rule.
 
 The request: the job's method, URL, headers (a value ``{"env": "NAME"}`` is read from the worker's
-environment now) and JSON body; ``Idempotency-Key`` (the job's idempotency key, else its id),
+environment now, and only for a host ``PGRELAY_HTTP_SECRET_ENV`` binds NAME to) and JSON body;
+``Idempotency-Key`` (the job's idempotency key, else its id; a replay, however long its replay chain, carries
+the one of the chain's first job, its ``delivery_id``, so receivers can recognise a resent delivery),
 ``User-Agent: pgrelay/<version>``, ``traceparent`` (a W3C trace id) or ``X-Trace-Id`` (any other trace id),
 and, for hosts with a secret in ``PGRELAY_HTTP_SIGNING_SECRETS``, the Standard Webhooks headers
-``webhook-id``, ``webhook-timestamp`` and ``webhook-signature``.
+``webhook-id`` (the same value as ``Idempotency-Key``), ``webhook-timestamp`` and ``webhook-signature``.
 
 Configuration (``from_env``): PGRELAY_HTTP_ALLOWED_HOSTS, PGRELAY_HTTP_ALLOW_CIDRS (see ``pgrelay.ssrf``),
 PGRELAY_HTTP_SIGNING_SECRETS (``host=whsec_<base64>,*.example.com=whsec_...``; a host listed twice gets
-two signatures, for key rotation), PGRELAY_HTTP_SECRET_ENV (the variables ``{"env": ...}`` may name:
-names or ``PREFIX*``; unset: none; ``PG*`` never), PGRELAY_HTTP_CONNECT_TIMEOUT (10 s),
-PGRELAY_HTTP_READ_TIMEOUT (30 s), PGRELAY_HTTP_TIMEOUT (60 s total, capped by the job's timeout_seconds),
-PGRELAY_HTTP_MAX_BODY (65536 bytes of response body read).
+two signatures, for key rotation), PGRELAY_HTTP_SECRET_ENV (the variables ``{"env": ...}`` may name, each
+bound to the hosts it may be sent to, with the same host patterns: ``BILLING_TOKEN=billing.example.com,
+HOOK_*=*.hooks.example.com``; list a variable again for another host; unset: none; ``PG*`` never; an entry
+without ``=host``, the form before 0.3.0, is refused at startup, since it would let any job send the secret
+to any allowed host; a job naming a variable for a host it is not bound to dead-letters and nothing is sent),
+PGRELAY_HTTP_CONNECT_TIMEOUT (10 s), PGRELAY_HTTP_READ_TIMEOUT (30 s), PGRELAY_HTTP_TIMEOUT (60 s total,
+capped by the job's timeout_seconds), PGRELAY_HTTP_MAX_BODY (65536 bytes of response body read).
 """
 
 from __future__ import annotations
@@ -34,9 +39,9 @@ import json
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timezone
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -48,7 +53,7 @@ from .models import ClaimedJob
 from .router import MAX_RETRY_AFTER_SECONDS, Permanent, RetryAfter
 from .ssrf import GuardedResolver, TargetPolicy, TargetRefused, describe, host_matches, parse_host_patterns
 
-__all__ = ["HttpError", "HttpExecutor", "SigningSecrets", "TargetRefused", "parse_retry_after"]
+__all__ = ["HttpError", "HttpExecutor", "SecretEnv", "SigningSecrets", "TargetRefused", "parse_retry_after"]
 
 USER_AGENT = f"pgrelay/{__version__}"
 RETRY_STATUSES = frozenset({408, 425, 429})
@@ -65,6 +70,9 @@ _REQUEST_ID_HEADER = re.compile(r"(^|-)(request|correlation|trace|event|message)
 _WORKER_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "upgrade", "te",
                              "trailer", "keep-alive", "webhook-id", "webhook-timestamp", "webhook-signature"})
 _HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+# what enqueue_http accepts as {"env": NAME}, optionally ending in * (a prefix)
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\*?$")
+_T = TypeVar("_T")
 
 
 class HttpError(Exception):
@@ -94,24 +102,49 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return min(max(0.0, seconds), MAX_RETRY_AFTER_SECONDS)
 
 
-class SigningSecrets:
-    """Standard Webhooks signing keys by host pattern (``host=whsec_<base64>,*.example.com=whsec_...``)."""
+def _parse_host_bound(text: str | None, variable: str, *, host_first: bool,
+                      usage: Callable[[str], str]) -> list[tuple[str, str]]:
+    """The comma-separated ``a=b`` entries of a variable that binds something to host patterns (``pgrelay.ssrf``'s
+    syntax, on the left when ``host_first``, else on the right): ``[(normalised pattern, the other side)]``.
+    ``usage(left side)`` is the message for an entry without both sides; it must not quote a secret."""
+    entries: list[tuple[str, str]] = []
+    for item in (text or "").split(","):
+        left, sep, right = (part.strip() for part in item.strip().partition("="))
+        if not (left or sep or right):
+            continue
+        if not sep or not left or not right:
+            raise ValueError(f"{variable}: {usage(left)}")
+        host, value = (left, right) if host_first else (right, left)
+        [pattern] = parse_host_patterns([host], what=variable)
+        entries.append((pattern, value))
+    return entries
 
-    def __init__(self, entries: Sequence[tuple[str, bytes]] = ()) -> None:
+
+class _HostBound(Generic[_T]):
+    """Values bound to host patterns; the values for a host are those of every pattern it matches."""
+
+    def __init__(self, entries: Sequence[tuple[str, _T]] = ()) -> None:
         self._entries = list(entries)
+
+    def for_host(self, host: str) -> list[_T]:
+        return [value for pattern, value in self._entries if host_matches(host, pattern)]
+
+    @property
+    def hosts(self) -> list[str]:
+        return sorted({pattern for pattern, _ in self._entries})
+
+    def __bool__(self) -> bool:
+        return bool(self._entries)
+
+
+class SigningSecrets(_HostBound[bytes]):
+    """Standard Webhooks signing keys by host pattern (``host=whsec_<base64>,*.example.com=whsec_...``)."""
 
     @classmethod
     def parse(cls, text: str | None) -> SigningSecrets:
         entries: list[tuple[str, bytes]] = []
-        for item in (text or "").split(","):
-            item = item.strip()
-            if not item:
-                continue
-            pattern, sep, secret = item.partition("=")
-            if not sep or not pattern.strip() or not secret.strip():
-                raise ValueError(f"{SIGNING_SECRETS_VARIABLE}: use host=whsec_<base64>, comma-separated")
-            [host] = parse_host_patterns([pattern], what=SIGNING_SECRETS_VARIABLE)
-            secret = secret.strip()
+        for host, secret in _parse_host_bound(text, SIGNING_SECRETS_VARIABLE, host_first=True,
+                                              usage=lambda _: "use host=whsec_<base64>, comma-separated"):
             secret = secret[len("whsec_"):] if secret.startswith("whsec_") else secret
             try:
                 key = base64.b64decode(secret, validate=True)
@@ -122,15 +155,48 @@ class SigningSecrets:
             entries.append((host, key))
         return cls(entries)
 
-    def for_host(self, host: str) -> list[bytes]:
-        return [key for pattern, key in self._entries if host_matches(host, pattern)]
 
-    @property
-    def hosts(self) -> list[str]:
-        return sorted({pattern for pattern, _ in self._entries})
+def _secret_env_usage(name: str) -> str:
+    if name and _ENV_NAME.match(name):
+        return (f"{name} names no host: write {name}=hooks.example.com (the host, or *.domain, it may be sent to; "
+                "list the variable again for another host). A bare name, the form before 0.3.0, would let any job "
+                "send the secret to any allowed host")
+    return "use NAME=host (BILLING_TOKEN=hooks.example.com, HOOK_*=*.example.com), comma-separated"
 
-    def __bool__(self) -> bool:
-        return bool(self._entries)
+
+class SecretEnv(_HostBound[str]):
+    """The environment variables a header ``{"env": NAME}`` may send, by host pattern
+    (``BILLING_TOKEN=billing.example.com,HOOK_*=*.hooks.example.com``): a variable goes only to its hosts."""
+
+    @classmethod
+    def parse(cls, text: str | None) -> SecretEnv:
+        entries: list[tuple[str, str]] = []
+        for host, name in _parse_host_bound(text, SECRET_ENV_VARIABLE, host_first=False, usage=_secret_env_usage):
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"{SECRET_ENV_VARIABLE}: {name!r} is not a variable name or a PREFIX* "
+                                 "(letters, digits and _, not starting with a digit)")
+            if name.startswith("PG"):
+                raise ValueError(f"{SECRET_ENV_VARIABLE}: {name} is never sent: PG* variables configure this "
+                                 "worker's own database connection")
+            entries.append((host, name))
+        return cls(entries)
+
+    @staticmethod
+    def _names(name: str, entry: str) -> bool:
+        return name == entry or (entry.endswith("*") and name.startswith(entry[:-1]))
+
+    def allows(self, name: str, host: str) -> bool:
+        """May variable ``name`` be sent to ``host``? Never a PG* variable (libpq's settings)."""
+        return not name.startswith("PG") and any(self._names(name, entry) for entry in self.for_host(host))
+
+    def hosts_of(self, name: str) -> list[str]:
+        """The host patterns ``name`` is bound to (for messages)."""
+        if name.startswith("PG"):
+            return []
+        return sorted({pattern for pattern, entry in self._entries if self._names(name, entry)})
+
+    def describe(self) -> list[str]:
+        return [f"{entry}={pattern}" for pattern, entry in self._entries]
 
 
 def sign(keys: Sequence[bytes], message_id: str, timestamp: int, body: bytes) -> str:
@@ -163,7 +229,7 @@ class HttpExecutor:
         *,
         policy: TargetPolicy | None = None,
         signing_secrets: SigningSecrets | None = None,
-        secret_env: Sequence[str] | None = None,
+        secret_env: SecretEnv | None = None,
         connect_timeout: float = 10.0,
         read_timeout: float = 30.0,
         total_timeout: float = 60.0,
@@ -177,7 +243,7 @@ class HttpExecutor:
                 raise ValueError(f"{name} must be positive, not {value!r}")
         self.policy = policy or TargetPolicy()
         self.signing_secrets = signing_secrets or SigningSecrets()
-        self.secret_env = list(secret_env) if secret_env is not None else None
+        self.secret_env = secret_env or SecretEnv()
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.total_timeout = total_timeout
@@ -204,11 +270,10 @@ class HttpExecutor:
                 raise ValueError(f"{name} must be positive, not {text!r}")
             return value
 
-        secret_env = env.get(SECRET_ENV_VARIABLE)
         options: dict[str, Any] = dict(
             policy=TargetPolicy.from_env(env),
             signing_secrets=SigningSecrets.parse(env.get(SIGNING_SECRETS_VARIABLE)),
-            secret_env=[n.strip() for n in secret_env.split(",") if n.strip()] if secret_env is not None else None,
+            secret_env=SecretEnv.parse(env.get(SECRET_ENV_VARIABLE)),
             connect_timeout=number("PGRELAY_HTTP_CONNECT_TIMEOUT", 10.0),
             read_timeout=number("PGRELAY_HTTP_READ_TIMEOUT", 30.0),
             total_timeout=number("PGRELAY_HTTP_TIMEOUT", 60.0),
@@ -221,6 +286,7 @@ class HttpExecutor:
     def describe(self) -> dict[str, Any]:
         """The configuration for a log line (host names only, never a secret)."""
         return {**describe(self.policy), "signing_hosts": self.signing_secrets.hosts,
+                "secret_env": self.secret_env.describe(),
                 "timeouts": [self.connect_timeout, self.read_timeout, self.total_timeout], "max_body": self.max_body}
 
     async def __aenter__(self) -> HttpExecutor:
@@ -250,21 +316,23 @@ class HttpExecutor:
 
     # -- building the request -----------------------------------------------------------------
 
-    def _env_allowed(self, name: str) -> bool:
-        # deny by default: whoever may enqueue chooses both the URL and the variable, so only the
-        # variables an operator listed can ever leave the worker (never libpq's PG* settings)
-        if self.secret_env is None or name.startswith("PG"):
-            return False
-        return any(name == p or (p.endswith("*") and name.startswith(p[:-1])) for p in self.secret_env)
-
-    def _header_value(self, name: str, value: Any) -> str:
+    def _header_value(self, name: str, value: Any, host: str) -> str:
         if isinstance(value, str):
             resolved = value
         elif isinstance(value, dict) and set(value) == {"env"} and isinstance(value["env"], str):
             variable = value["env"]
-            if not self._env_allowed(variable):
-                raise Permanent(f"header {name} names environment variable {variable}, which this worker may not "
-                                f"send: list it in {SECRET_ENV_VARIABLE} (PG* variables are never sent)")
+            # deny by default: whoever may enqueue chooses both the URL and the variable, so a variable leaves
+            # the worker only for the hosts an operator bound it to (never libpq's PG* settings)
+            if not self.secret_env.allows(variable, host):
+                bound = self.secret_env.hosts_of(variable)
+                details = {"error": "secret_env", "header": name, "variable": variable, "host": host}
+                if not bound:
+                    raise Permanent(f"header {name} names environment variable {variable}, which this worker may not "
+                                    f"send: list it in {SECRET_ENV_VARIABLE} as {variable}=<host> "
+                                    "(PG* variables are never sent)", details=details)
+                raise Permanent(f"header {name} names environment variable {variable}, which this worker sends only "
+                                f"to {', '.join(bound)}, not to {host}: {SECRET_ENV_VARIABLE} binds each variable "
+                                "to its hosts", details={**details, "bound_to": bound})
             environ = os.environ if self._environ is None else self._environ
             resolved = environ.get(variable)
             if resolved is None:
@@ -285,7 +353,10 @@ class HttpExecutor:
         job_headers = payload.get("headers") or {}
         if not isinstance(job_headers, dict):
             raise Permanent("the HTTP job's headers are not a JSON object")
-        message_id = _header_safe(job.idempotency_key or str(job.id))
+        host = parsed.raw_host or ""
+        # a replay repeats a delivery: it carries the message id of the chain's first job (delivery_id), so
+        # receivers can deduplicate it
+        message_id = _header_safe(job.delivery_id or job.idempotency_key or str(job.id))
         headers: CIMultiDict[str] = CIMultiDict()
         headers["User-Agent"] = USER_AGENT
         headers["Idempotency-Key"] = message_id
@@ -297,12 +368,12 @@ class HttpExecutor:
         for name, value in job_headers.items():
             if name.lower() in _WORKER_HEADERS:
                 raise Permanent(f"header {name} is set by the worker, not by the job")
-            headers[name] = self._header_value(name, value)  # the job's own value wins
+            headers[name] = self._header_value(name, value, host)  # the job's own value wins
         body: bytes | None = None
         if payload.get("body") is not None:
             body = json.dumps(payload["body"], separators=(",", ":"), ensure_ascii=False).encode()
             headers.setdefault("Content-Type", "application/json")
-        keys = self.signing_secrets.for_host(parsed.raw_host or "")
+        keys = self.signing_secrets.for_host(host)
         if keys:
             timestamp = int(time.time())
             headers["webhook-id"] = message_id

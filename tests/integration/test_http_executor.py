@@ -31,13 +31,13 @@ OTHER_SECRET = "whsec_" + base64.b64encode(b"another key, 32 bytes long......").
 
 def make_job(url: str, *, method: str = "POST", headers: dict[str, Any] | None = None, body: Any = None,
              id: int = 7, idempotency_key: str | None = None, trace_id: str | None = None,
-             timeout_seconds: int | None = None) -> ClaimedJob:
+             timeout_seconds: int | None = None, delivery_id: str | None = None) -> ClaimedJob:
     now = datetime.now(timezone.utc)
     return ClaimedJob(
         id=id, queue="default", task="http", kind="http",
         payload={"url": url, "method": method, "headers": headers or {}, "body": body},
         attempt=1, max_attempts=10, lease_expires_at=now, timeout_seconds=timeout_seconds, trace_id=trace_id,
-        priority=0, run_at=now, created_at=now, idempotency_key=idempotency_key,
+        priority=0, run_at=now, created_at=now, idempotency_key=idempotency_key, delivery_id=delivery_id,
     )
 
 
@@ -322,11 +322,29 @@ def test_signing_secret_configuration_errors_name_the_host_not_the_secret():
         assert "notbase64" not in str(caught.value) and "c2hvcnQ" not in str(caught.value)
 
 
+async def test_a_replay_carries_the_message_id_of_the_first_job_of_its_chain(server):
+    env = {**ALLOW_LOCAL, "PGRELAY_HTTP_SIGNING_SECRETS": f"127.0.0.1={SECRET}"}
+    async with HttpExecutor.from_env(env) as http:
+        # consume gives a replay the delivery id of its chain's first job (its idempotency key, else its id)
+        await http.execute(make_job(server.url("/ok"), id=7, body={"n": 1}))
+        await http.execute(make_job(server.url("/ok"), id=8, delivery_id="7", body={"n": 1}))  # replay of 7
+        await http.execute(make_job(server.url("/ok"), id=9, delivery_id="7", body={"n": 1}))  # replay of 8
+        await http.execute(make_job(server.url("/ok"), id=10, idempotency_key="order-42"))
+        await http.execute(make_job(server.url("/ok"), id=11, delivery_id="order-42"))  # replay of 10
+    original, first, second, keyed, keyed_replay = server.received
+    for delivery in (original, first, second):
+        assert delivery.headers["idempotency-key"] == delivery.headers["webhook-id"] == "7"
+        Webhook(SECRET).verify(delivery.body, delivery.headers)
+    for delivery in (keyed, keyed_replay):
+        assert delivery.headers["idempotency-key"] == delivery.headers["webhook-id"] == "order-42"
+        Webhook(SECRET).verify(delivery.body, delivery.headers, json_parse=False)
+
+
 # -- secrets from the environment --------------------------------------------------------------
 
 
 async def test_env_referenced_header_is_resolved_at_send_time(server):
-    environ = {**ALLOW_LOCAL, "PGRELAY_HTTP_SECRET_ENV": "BILLING_TOKEN,PG*", "BILLING_TOKEN": "Bearer s3cret"}
+    environ = {**ALLOW_LOCAL, "PGRELAY_HTTP_SECRET_ENV": "BILLING_TOKEN=127.0.0.1", "BILLING_TOKEN": "Bearer s3cret"}
     async with HttpExecutor.from_env(environ) as http:
         job = make_job(server.url("/ok"), headers={"Authorization": {"env": "BILLING_TOKEN"}})
         await http.execute(job)
@@ -342,8 +360,8 @@ async def test_env_referenced_header_is_resolved_at_send_time(server):
 
 
 async def test_control_characters_in_an_env_value_dead_letter(server):
-    environ = {**ALLOW_LOCAL, "PGRELAY_HTTP_SECRET_ENV": "HOOK_TOKEN,OTHER", "HOOK_TOKEN": "abc\r\nX-Evil: 1",
-               "OTHER": "a\x01b"}
+    environ = {**ALLOW_LOCAL, "PGRELAY_HTTP_SECRET_ENV": "HOOK_TOKEN=127.0.0.1,OTHER=127.0.0.1",
+               "HOOK_TOKEN": "abc\r\nX-Evil: 1", "OTHER": "a\x01b"}
     async with HttpExecutor.from_env(environ) as http:
         for variable in ("HOOK_TOKEN", "OTHER"):
             with pytest.raises(pgrelay.Permanent, match="control character"):
@@ -352,7 +370,7 @@ async def test_control_characters_in_an_env_value_dead_letter(server):
 
 
 async def test_secret_env_allowlist(server):
-    environ = {**ALLOW_LOCAL, "PGRELAY_HTTP_SECRET_ENV": "BILLING_TOKEN, HOOK_*", "BILLING_TOKEN": "a",
+    environ = {**ALLOW_LOCAL, "PGRELAY_HTTP_SECRET_ENV": "BILLING_TOKEN=127.0.0.1, HOOK_*=127.0.0.1", "BILLING_TOKEN": "a",
                "HOOK_KEY": "b", "AWS_SECRET_ACCESS_KEY": "c"}
     async with HttpExecutor.from_env(environ) as http:
         await http.execute(make_job(server.url("/ok"), headers={"A": {"env": "BILLING_TOKEN"}, "B": {"env": "HOOK_KEY"}}))
@@ -360,6 +378,56 @@ async def test_secret_env_allowlist(server):
             await http.execute(make_job(server.url("/ok"), headers={"A": {"env": "AWS_SECRET_ACCESS_KEY"}}))
     [received] = server.received
     assert (received.headers["a"], received.headers["b"]) == ("a", "b")
+
+
+async def test_an_env_secret_is_sent_only_to_the_hosts_it_is_bound_to(server):
+    # every name resolves to the local server: only the binding stands between the secret and another host
+    resolver = SequenceResolver([["127.0.0.1"]])
+    environ = {**ALLOW_LOCAL, "PGRELAY_HTTP_SECRET_ENV": "BILLING_TOKEN=billing.test, HOOK_*=*.hooks.test, "
+               "BILLING_TOKEN=127.0.0.1", "BILLING_TOKEN": "Bearer b1ll1ng", "HOOK_KEY": "h00k"}
+    port = server.port
+    async with HttpExecutor.from_env(environ, resolver=resolver) as http:
+        for host, variable in (("billing.test", "BILLING_TOKEN"), ("BILLING.test.", "BILLING_TOKEN"),
+                               ("127.0.0.1", "BILLING_TOKEN"), ("a.hooks.test", "HOOK_KEY"),
+                               ("b.c.hooks.test", "HOOK_KEY")):
+            await http.execute(make_job(f"http://{host}:{port}/ok", headers={"Authorization": {"env": variable}}))
+        for host, variable, bound in (("evil.test", "BILLING_TOKEN", "127.0.0.1, billing.test"),
+                                      ("billing.test.evil.test", "BILLING_TOKEN", "127.0.0.1, billing.test"),
+                                      ("hooks.test", "HOOK_KEY", "*.hooks.test"),
+                                      ("billing.test", "HOOK_KEY", "*.hooks.test"),
+                                      ("a.hooks.test", "BILLING_TOKEN", "127.0.0.1, billing.test")):
+            job = make_job(f"http://{host}:{port}/ok", headers={"X-Ok": "1", "Authorization": {"env": variable}})
+            with pytest.raises(pgrelay.Permanent) as caught:
+                await http.execute(job)
+            assert str(caught.value) == (
+                f"header Authorization names environment variable {variable}, which this worker sends only to "
+                f"{bound}, not to {host.lower()}: PGRELAY_HTTP_SECRET_ENV binds each variable to its hosts")
+            assert caught.value.details["variable"] == variable and caught.value.details["host"] == host.lower()
+            assert "b1ll1ng" not in repr(caught.value.details) and "h00k" not in repr(caught.value.details)
+    # nothing at all was sent for a refused job, and the secrets went only where they are bound
+    assert [r.headers["authorization"] for r in server.received] == ["Bearer b1ll1ng"] * 3 + ["h00k"] * 2
+    assert [r.headers["host"].split(":")[0].lower().rstrip(".") for r in server.received] == [
+        "billing.test", "billing.test", "127.0.0.1", "a.hooks.test", "b.c.hooks.test"]
+
+
+def test_secret_env_entries_without_a_host_are_refused_at_startup():
+    for text in ("BILLING_TOKEN", "BILLING_TOKEN=billing.test, HOOK_*", "HOOK_*="):
+        name = "HOOK_*" if "HOOK" in text else "BILLING_TOKEN"
+        with pytest.raises(ValueError) as caught:
+            HttpExecutor.from_env({"PGRELAY_HTTP_SECRET_ENV": text, "BILLING_TOKEN": "s3cret"})
+        assert str(caught.value) == (
+            f"PGRELAY_HTTP_SECRET_ENV: {name} names no host: write {name}=hooks.example.com (the host, or *.domain, "
+            "it may be sent to; list the variable again for another host). A bare name, the form before 0.3.0, "
+            "would let any job send the secret to any allowed host")
+    for text, message in (("=billing.test", "use NAME=host"),
+                          ("PG*=db.test", "PG\\* is never sent"), ("PGPASSWORD=db.test", "PGPASSWORD is never sent"),
+                          ("a-b=billing.test", "'a-b' is not a variable name"), ("*=billing.test", "'\\*' is not a"),
+                          ("TOKEN=127.0.0.*", "'127.0.0.\\*' is not a host name or a \\*.domain pattern"),
+                          ("TOKEN=a.test=b", "'a.test=b' is not a host name")):
+        with pytest.raises(ValueError, match=f"^PGRELAY_HTTP_SECRET_ENV: {message}"):
+            HttpExecutor.from_env({"PGRELAY_HTTP_SECRET_ENV": text})
+    assert HttpExecutor.from_env({"PGRELAY_HTTP_SECRET_ENV": " TOKEN = Hooks.Test. ,, "}).describe()["secret_env"] == [
+        "TOKEN=hooks.test"]
 
 
 # -- the guard at connect time -----------------------------------------------------------------

@@ -83,8 +83,8 @@ async def test_the_worker_still_sends_the_real_values(redacting_db, dsn, monkeyp
     db = redacting_db
     with WebhookServer() as server:
         job_id = enqueue(db, server.url("/ok"))
-        async with HttpExecutor.from_env({"PGRELAY_HTTP_ALLOW_CIDRS": "127.0.0.0/8", "PGRELAY_HTTP_SECRET_ENV": "HOOK_TOKEN",
-                                          "HOOK_TOKEN": "ht"}) as http:
+        async with HttpExecutor.from_env({"PGRELAY_HTTP_ALLOW_CIDRS": "127.0.0.0/8",
+                                          "PGRELAY_HTTP_SECRET_ENV": "HOOK_TOKEN=127.0.0.1", "HOOK_TOKEN": "ht"}) as http:
             worker = pgrelay.Worker(dsn, None, poll_interval=0.05, http_executor=http)
             task = asyncio.create_task(worker.run())
             try:

@@ -4,6 +4,7 @@ HTTP details in its attempt history."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import asyncpg
 import psycopg
 import pytest
+from standardwebhooks import Webhook
 
 import pgrelay
 from pgrelay import client
@@ -24,6 +26,7 @@ from tests.integration.helpers import run_until
 from .webhook_server import WebhookServer
 
 ALLOW_LOCAL = {"PGRELAY_HTTP_ALLOW_CIDRS": "127.0.0.0/8"}
+SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).parents[2]
 
@@ -60,7 +63,8 @@ async def test_in_process_worker_sends_http_jobs_and_records_outcomes(dsn, pool,
     no_secret = await client.enqueue_http(pool, server.url("/ok"), {"x": 4},
                                           headers={"Authorization": {"env": "TEST_UNSET_HOOK_TOKEN"}})
 
-    async with HttpExecutor.from_env({**ALLOW_LOCAL, "PGRELAY_HTTP_SECRET_ENV": "TEST_UNSET_HOOK_TOKEN"}) as http:
+    env = {**ALLOW_LOCAL, "PGRELAY_HTTP_SECRET_ENV": "TEST_UNSET_HOOK_TOKEN=127.0.0.1"}
+    async with HttpExecutor.from_env(env) as http:
         worker = pgrelay.Worker(dsn, router, concurrency=8, poll_interval=0.05, http_executor=http)
         assert worker._kinds() == ["handler", "http"]
 
@@ -126,6 +130,50 @@ async def _status(pool, job_id, status):
     return (await client.get_job(pool, job_id)).status == status
 
 
+async def test_a_job_naming_a_secret_for_a_host_it_is_not_bound_to_dead_letters_and_sends_nothing(dsn, pool, server):
+    job_id = await client.enqueue_http(pool, server.url("/ok"), {"x": 1}, max_attempts=5,
+                                       headers={"Authorization": {"env": "HOOK_TOKEN"}})
+    env = {**ALLOW_LOCAL, "PGRELAY_HTTP_SECRET_ENV": "HOOK_TOKEN=hooks.example.com", "HOOK_TOKEN": "Bearer s3cr3t"}
+    async with HttpExecutor.from_env(env) as http:
+        worker = pgrelay.Worker(dsn, None, poll_interval=0.05, http_executor=http)
+        await run_until(worker, lambda: _status(pool, job_id, "dead_letter"))
+    job = await client.get_job(pool, job_id)
+    assert job.attempt == 1  # permanent: no retry
+    assert ("header Authorization names environment variable HOOK_TOKEN, which this worker sends only to "
+            "hooks.example.com, not to 127.0.0.1") in job.last_error
+    [attempt] = await client.get_attempts(pool, job_id)
+    assert attempt.details == {"error": "secret_env", "header": "Authorization", "variable": "HOOK_TOKEN",
+                               "host": "127.0.0.1", "bound_to": ["hooks.example.com"]}
+    assert "s3cr3t" not in repr(job) + repr(attempt)
+    assert server.received == []
+
+
+async def test_replays_of_a_webhook_carry_the_message_id_of_the_original(dsn, pool, server):
+    """A receiver deduplicating by webhook-id / Idempotency-Key recognises every replay of a delivery,
+    however long the replay chain (needs pgrelay.consume's delivery_id, issue 22 item 14)."""
+    original = await client.enqueue_http(pool, server.url("/status/410"), {"order": 42})
+    keyed = await client.enqueue_http(pool, server.url("/status/410"), {"order": 43}, idempotency_key="order-43")
+    chains = [[original], [keyed]]
+    async with HttpExecutor.from_env({**ALLOW_LOCAL, "PGRELAY_HTTP_SIGNING_SECRETS": f"127.0.0.1={SECRET}"}) as http:
+        for replays in range(3):
+            if replays:
+                for chain in chains:
+                    chain.append(await client.replay(pool, chain[-1]))  # the replay of the replay: a chain
+
+            async def all_dead() -> bool:
+                return all([await _status(pool, chain[-1], "dead_letter") for chain in chains])
+
+            await run_until(pgrelay.Worker(dsn, None, poll_interval=0.05, http_executor=http), all_dead)
+    for chain in chains:
+        assert [(await client.get_job(pool, i)).replayed_from for i in chain] == [None, chain[0], chain[1]]
+    by_order: dict[int, list[str]] = {}
+    for delivery in server.received:
+        assert delivery.headers["webhook-id"] == delivery.headers["idempotency-key"]
+        Webhook(SECRET).verify(delivery.body, delivery.headers)
+        by_order.setdefault(json.loads(delivery.body)["order"], []).append(delivery.headers["webhook-id"])
+    assert by_order == {42: [str(original)] * 3, 43: ["order-43"] * 3}
+
+
 # -- jobs-worker as a process ----------------------------------------------------------------
 
 
@@ -169,7 +217,7 @@ def test_jobs_worker_without_app_runs_only_http_jobs(db, server, start_worker):
     http_job = enqueue_http(db, server.url("/ok"), order=7, headers={"X-Token": {"env": "HOOK_TOKEN"}})
     handler_job = db.execute("SELECT pgrelay.enqueue('record')").fetchone()[0]
     proc = start_worker("--log-format", "json",
-                        env={**ALLOW_LOCAL, "PGRELAY_HTTP_SECRET_ENV": "HOOK_TOKEN", "HOOK_TOKEN": "t0k3n"})
+                        env={**ALLOW_LOCAL, "PGRELAY_HTTP_SECRET_ENV": "HOOK_TOKEN=127.0.0.1", "HOOK_TOKEN": "t0k3n"})
     wait_for(lambda: job_row(db, http_job)[0] == "succeeded", what="the HTTP job to succeed")
     status, result, _ = job_row(db, http_job)
     assert result["status"] == 200 and result["headers"]["content-type"] == "application/json"
@@ -202,6 +250,15 @@ def test_jobs_worker_with_app_runs_both_and_no_http_turns_http_off(db, server, s
              what="both kinds to run")
     proc.terminate()
     proc.communicate(timeout=20)
+
+
+def test_jobs_worker_refuses_a_secret_env_entry_without_a_host(dsn):
+    result = subprocess.run([str(BIN / "jobs-worker"), dsn], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PGRELAY_HTTP_SECRET_ENV": "HOOK_TOKEN", "HOOK_TOKEN": "t0k3n"})
+    assert result.returncode == 1
+    assert ("jobs-worker: error: PGRELAY_HTTP_SECRET_ENV: HOOK_TOKEN names no host: write "
+            "HOOK_TOKEN=hooks.example.com") in result.stderr
+    assert "Traceback" not in result.stderr and "t0k3n" not in result.stderr + result.stdout
 
 
 def test_jobs_worker_refuses_a_bad_http_setting(dsn):

@@ -178,7 +178,7 @@ def make_job(url: str) -> ClaimedJob:
     return ClaimedJob(id=1, queue="default", task="http", kind="http",
                       payload={"url": url, "method": "POST", "headers": {}, "body": {"x": 1}},
                       attempt=1, max_attempts=10, lease_expires_at=now, timeout_seconds=None, trace_id=None,
-                      priority=0, run_at=now, created_at=now, idempotency_key=None)
+                      priority=0, run_at=now, created_at=now, idempotency_key=None, delivery_id=None)
 
 
 def test_the_table_is_big_enough():
