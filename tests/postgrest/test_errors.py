@@ -1,4 +1,4 @@
-"""pgrelay's errors become the HTTP statuses docs/postgrest.md lists; never a 5xx (real server and emulation)."""
+"""pgrelay's errors become the HTTP statuses docs/postgrest.md lists; never a 5xx."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What producers, workers, operators and dashboards do over HTTP, end to end (real server and emulation)."""
+"""What producers, workers, operators and dashboards do over HTTP, end to end."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Allowed: 200. Refused: 403 with a JWT, 401 without one (the anon role has no privileges at all).
 Every endpoint is tried by all five (anon, producer, worker, admin, reader), each with a fresh job
-where the call needs one, against the real PostgREST and the emulation. Who may call what is the
+where the call needs one, against the real PostgREST. Who may call what is the
 schema's one matrix, pgrelay._privileges(); tables and private helpers are in no row of it.
 """
 

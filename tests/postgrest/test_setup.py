@@ -68,7 +68,8 @@ def test_the_role_sql_of_the_doc_can_run_again_and_changes_nothing(pg, doc):
 def test_the_server_runs_on_the_documented_config_with_only_address_port_and_secret_replaced(
         postgrest_server, pgrst_db, doc):
     documented = docs.parse_config(docs.marked_block(doc, "postgrest-conf").text)
-    assert set(documented) == {"db-uri", "db-schemas", "db-anon-role", "jwt-secret", "server-host", "server-port"}
+    assert set(documented) == {"db-uri", "db-schemas", "db-anon-role", "jwt-secret", "server-host", "server-port",
+                               "db-max-rows"}
     assert documented["db-schemas"] == "pgrelay" and documented["db-anon-role"] == "pgrelay_anon"
     assert documented["server-host"] == "127.0.0.1"
     assert len(str(documented["jwt-secret"])) >= 32  # PostgREST refuses a shorter HS256 secret
@@ -79,9 +80,9 @@ def test_the_server_runs_on_the_documented_config_with_only_address_port_and_sec
     assert "Listening on port" in postgrest_server.log()
 
 
-def test_the_openapi_description_shows_each_role_what_it_may_call(postgrest_api):
+def test_the_openapi_description_shows_each_role_what_it_may_call(api):
     def paths(role: str | None) -> set[str]:
-        response = postgrest_api.call(role, "GET", "/")
+        response = api.call(role, "GET", "/")
         assert response.status == 200, response
         return set(response.json["paths"])
 
@@ -95,13 +96,13 @@ def test_the_openapi_description_shows_each_role_what_it_may_call(postgrest_api)
     assert paths(None) == {"/"}
 
 
-def test_no_role_reaches_private_data_through_its_api(postgrest_api, pg):
+def test_no_role_reaches_private_data_through_its_api(api, pg):
     # Names starting with _ are pgrelay's internals. The views call a few pure helpers (the defaults,
     # the redaction of HTTP secrets) with the reader's privileges, so those show up in /rpc for the
     # roles that read views; nothing else private may, and those helpers must read no data at all.
     exposed = {}
     for role in ("producer", "worker", "admin", "reader"):
-        paths = postgrest_api.call(role, "GET", "/").json["paths"]
+        paths = api.call(role, "GET", "/").json["paths"]
         exposed[role] = sorted(p for p in paths if p.startswith(("/_", "/rpc/_")))
     assert not any(p.startswith("/_") for paths in exposed.values() for p in paths), exposed
     assert exposed["producer"] == exposed["worker"] == []
@@ -115,29 +116,29 @@ def test_no_role_reaches_private_data_through_its_api(postgrest_api, pg):
         assert "pgrelay._" not in source.replace("pgrelay._redact", ""), f"{name} reads pgrelay's tables"
 
 
-def test_the_openapi_summary_is_the_first_line_of_the_functions_comment(postgrest_api, pg):
+def test_the_openapi_summary_is_the_first_line_of_the_functions_comment(api, pg):
     comment = pg.execute("SELECT obj_description('pgrelay.enqueue_bulk(jsonb)'::regprocedure, 'pg_proc')").fetchone()[0]
-    response = postgrest_api.call("producer", "GET", "/")
+    response = api.call("producer", "GET", "/")
     assert response.json["paths"]["/rpc/enqueue_bulk"]["post"]["summary"] == comment.splitlines()[0]
 
 
-def test_a_new_function_is_served_after_notify_pgrst_reload_schema(postgrest_api, pg):
+def test_a_new_function_is_served_after_notify_pgrst_reload_schema(api, pg):
     probe = sql.Identifier("pgrelay", "postgrest_reload_probe")
     pg.execute(sql.SQL("CREATE FUNCTION {}(n integer) RETURNS integer LANGUAGE sql IMMUTABLE AS 'SELECT n + 1'")
                .format(probe))
     try:
         pg.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {}(integer) TO pgrelay_reader").format(probe))
         # PostgREST knows only the functions it read at start ...
-        assert postgrest_api.call("reader", "POST", "/rpc/postgrest_reload_probe", {"n": 1}).code == "PGRST202"
+        assert api.call("reader", "POST", "/rpc/postgrest_reload_probe", {"n": 1}).code == "PGRST202"
         # ... until it is told to read them again
         pg.execute("NOTIFY pgrst, 'reload schema'")
-        wait_for(lambda: postgrest_api.call("reader", "POST", "/rpc/postgrest_reload_probe", {"n": 1}).status == 200,
+        wait_for(lambda: api.call("reader", "POST", "/rpc/postgrest_reload_probe", {"n": 1}).status == 200,
                  what="the reloaded schema cache")
-        assert postgrest_api.rpc("reader", "postgrest_reload_probe", n=41) == 42
+        assert api.rpc("reader", "postgrest_reload_probe", n=41) == 42
     finally:
         pg.execute(sql.SQL("DROP FUNCTION IF EXISTS {}(integer)").format(probe))
         pg.execute("NOTIFY pgrst, 'reload schema'")
-    wait_for(lambda: postgrest_api.call("reader", "POST", "/rpc/postgrest_reload_probe", {"n": 1}).status == 404,
+    wait_for(lambda: api.call("reader", "POST", "/rpc/postgrest_reload_probe", {"n": 1}).status == 404,
              what="the probe gone from the schema cache")
 
 

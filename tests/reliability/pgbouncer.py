@@ -11,7 +11,7 @@ state. PgBouncer refuses to run as root: as root it is started with ``-u`` and t
 that owns the test cluster (PGRELAY_PG_OS_USER, default ``postgres``), which then owns ``workdir``.
 
 ``pgbouncer_binary()`` finds the binary (PGRELAY_PGBOUNCER, else ``pgbouncer`` on PATH, else
-/usr/sbin/pgbouncer, where Debian puts it); ``None`` when there is none, so the tests can skip.
+/usr/sbin/pgbouncer, where Debian puts it); ``None`` when there is none (the tests then skip, or fail under CI).
 """
 
 from __future__ import annotations

@@ -41,16 +41,19 @@ import pytest
 
 import pgrelay
 from pgrelay import client
+from tests.harness.tools import missing
 from tests.reliability.conftest import size
 from tests.reliability.pgbouncer import PgBouncer, pgbouncer_binary, run_pgbouncer
 
 ROOT = Path(__file__).parents[2]
 BIN = Path(sys.executable).parent
 
-pytestmark = pytest.mark.skipif(
-    pgbouncer_binary() is None,
-    reason="PgBouncer is not installed (make test installs Debian's pgbouncer when run as root; or set PGRELAY_PGBOUNCER)",
-)
+
+@pytest.fixture(scope="module", autouse=True)
+def pgbouncer_installed() -> None:
+    if pgbouncer_binary() is None:
+        missing("PgBouncer is not installed (make test installs Debian's pgbouncer when run as root; "
+                "or set PGRELAY_PGBOUNCER)")
 
 
 # -- fixtures and helpers ---------------------------------------------------------------------
@@ -689,10 +692,7 @@ def test_postgrest_through_pgbouncer(start_bouncer, dbname, db, tmp_path):
     from tests.postgrest import docs, server
     from tests.postgrest.api import Api, http_transport
 
-    try:
-        binary = server.install_postgrest()
-    except server.Unavailable as e:
-        pytest.skip(f"no PostgREST {server.POSTGREST_VERSION} here: {e}")
+    binary = server.postgrest_or_missing()
     doc = docs.doc_text()
     db.execute(docs.marked_block(doc, "postgrest-roles").text)  # cluster-wide and idempotent
     config = docs.parse_config(docs.marked_block(doc, "postgrest-conf").text)

@@ -30,7 +30,10 @@ from .output import (
     _table,
 )
 
-# The states a job shows in the jobs view (declared with the job tables in sql/pgrelay.sql).
+REPLAY_BATCH = 1000  # dead letters replayed per call of replay_dead_letters (one transaction each)
+
+# The states a job shows in the jobs view (declared with the job tables in sql/pgrelay.sql), restated
+# for --status's click.Choice; tests/sql/test_python_restatements.py pins them to the SQL.
 JOB_STATUSES = ("pending", "leased", "succeeded", "dead_letter", "cancelled")
 
 
@@ -201,13 +204,22 @@ def replay_command(job_id: int, force: bool, dsn: str | None) -> None:
 def replay_dead_command(queue: str, task: str | None, since: datetime | None, dsn: str | None) -> None:
     """Replay a queue's dead letters; prints how many.
 
-    Each becomes a new pending job (pgrelay.replay_dead_letters).
+    Each becomes a new pending job (pgrelay.replay_dead_letters), 1,000 per call (per transaction)
+    until none is left.
 
     \b
     Example:
       pgrelay replay-dead mail --task 'mail.%' --since 2030-01-31T09:00:00Z
     """
-    click.echo(_operate(dsn, lambda conn: client.replay_dead_letters(conn, queue, task=task, since=since)))
+    async def action(conn: asyncpg.Connection) -> int:
+        total = 0
+        while True:
+            replayed = await client.replay_dead_letters(conn, queue, task=task, since=since, max_jobs=REPLAY_BATCH)
+            total += replayed
+            if replayed < REPLAY_BATCH:
+                return total
+
+    click.echo(_operate(dsn, action))
 
 
 @main.command(name="cancel")
