@@ -1830,7 +1830,9 @@ CREATE VIEW pgrelay.jobs AS
 COMMENT ON VIEW pgrelay.jobs IS
 'Every job, active or finished, with its status: pending, leased, succeeded, dead_letter or cancelled.
 
-Filter by id or queue; both tables are indexed by id. max_attempts NULL means the queue''s setting.
+Filter by id: both tables are indexed by it. A filter by queue reads the whole history (an index for it
+would cost every ack); for a queue use queue_stats and dead_letters (indexed), or filter by id range too.
+max_attempts NULL means the queue''s setting.
 enqueued_by: the role that enqueued the job (NULL for jobs enqueued before pgrelay 0.3.0).';
 
 CREATE FUNCTION pgrelay.get_job(id bigint)
