@@ -3,9 +3,10 @@ transaction in which the worker completes the job (exactly-once for effects in t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -46,13 +47,17 @@ class JobContext:
         """The worker's connection pool, for work that need not commit with the job."""
         return self._pool
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
         """A connection in a transaction that also acks this job: both commit, or neither does.
 
-        If the lease was lost meanwhile, the ack is refused, :class:`LeaseLost` is raised and the
-        transaction rolls back.
+        ``async with ctx.transaction() as conn:``, in an ``async def`` handler only. If the lease was lost
+        meanwhile, the ack is refused, :class:`LeaseLost` is raised and the transaction rolls back.
         """
+        _require_async_handler("transaction")
+        return self._transaction()
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
         if self.completed:
             raise RuntimeError("this job was already completed in a transaction")
         async with self._pool.acquire() as conn, conn.transaction():
@@ -65,10 +70,26 @@ class JobContext:
                 self._conn = None
         self.completed = True
 
-    async def enqueue(self, task: str, payload: Any = None, **options: Any) -> int:
-        """Enqueue a follow-up job; inside ``transaction()`` it commits with it."""
-        return await client.enqueue(self._conn or self._pool, task, payload, **options)
+    def enqueue(self, task: str, payload: Any = None, **options: Any) -> Coroutine[Any, Any, int]:
+        """``await ctx.enqueue(...)``: a follow-up job; inside ``transaction()`` it commits with it.
+        In an ``async def`` handler only."""
+        _require_async_handler("enqueue")
+        return client.enqueue(self._conn or self._pool, task, payload, **options)
 
-    async def enqueue_http(self, url: str, body: Any = None, **options: Any) -> int:
-        """Enqueue a follow-up HTTP job; inside ``transaction()`` it commits with it."""
-        return await client.enqueue_http(self._conn or self._pool, url, body, **options)
+    def enqueue_http(self, url: str, body: Any = None, **options: Any) -> Coroutine[Any, Any, int]:
+        """``await ctx.enqueue_http(...)``: a follow-up HTTP job; inside ``transaction()`` it commits with
+        it. In an ``async def`` handler only."""
+        _require_async_handler("enqueue_http")
+        return client.enqueue_http(self._conn or self._pool, url, body, **options)
+
+
+def _require_async_handler(method: str) -> None:
+    """A plain handler runs in a thread with no event loop: there ``ctx.enqueue(...)`` would only make a
+    coroutine nobody awaits (the follow-up silently never enqueued), so it is refused, loudly."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(
+            f"ctx.{method}() works in async handlers only: a plain function runs in a thread without the "
+            f"worker's event loop; make the handler 'async def' (and run blocking work with asyncio.to_thread)"
+        ) from None

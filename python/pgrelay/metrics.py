@@ -20,6 +20,9 @@ class PrometheusMetrics:
             raise RuntimeError("metrics need prometheus-client: pip install 'pgrelay[metrics]'") from exc
         registry = registry or REGISTRY
         self.registry = registry
+        # outcome: the SQL's attempt outcomes (succeeded, failed, timeout, lease_expired, cancelled), else
+        # dead_letter (failed for good), released (handed back at shutdown), stale or unconfirmed (the ack
+        # found the lease gone), error (a bug in the worker)
         self.jobs = Counter("pgrelay_jobs_total", "Jobs finished by this worker, by outcome",
                             ["queue", "task", "outcome"], registry=registry)
         self.duration = Histogram("pgrelay_job_duration_seconds", "Time from claim to outcome",

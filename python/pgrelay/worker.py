@@ -5,14 +5,25 @@ Every transition is a SQL call (``pgrelay.client``); this module only schedules 
 - claims with one ``consume`` call sized to the free slots; wakes on NOTIFY (a job enqueued, or the
   time a scheduled one becomes due) and polls every ``poll_interval`` as a fallback;
 - heartbeats the leases of running jobs and cancels a handler whose lease was lost;
-- enforces the job's ``timeout_seconds`` (else the handler's ``timeout``);
+- enforces the job's ``timeout_seconds`` (else the handler's ``timeout``); an exception a handler raises
+  itself (a ``TimeoutError`` too) is that job's error, not a timeout;
+- runs a plain (non-async) handler in a thread of its own: a thread cannot be interrupted, so after a
+  timeout, a lost lease or a cancel its slot stays taken until the function returns (never over-commits);
 - acks in batches and reports success only after the ack committed;
 - runs ``recover()`` every few seconds, and ``maintain()`` (recover + purge by each queue's retention)
   every ``maintenance_interval`` unless a pg_cron job does it; recover one worker at a time (a
   transaction-level try-lock), purge one at a time (its own);
 - on ``stop()`` (SIGTERM/SIGINT) stops claiming, lets running jobs finish for ``shutdown_grace``
   seconds, then cancels the rest and hands them back; a second ``stop()`` exits at once;
-- survives a restarted database or a dropped connection: logs it and retries with backoff.
+- survives a restarted database, a dropped connection and any error the database raises (a statement
+  or lock timeout, a deadlock, a read-only server after a failover): each loop logs it, waits (backoff
+  with jitter, ``_backoff``) and goes on. The loops run in one ``asyncio.TaskGroup``: a loop that fails
+  otherwise (a bug) stops the whole worker (``run()`` raises :class:`WorkerFailed`, ``jobs-worker`` exits
+  with 1), never leaving it half alive.
+
+Connections: handlers get a pool of their own (``ctx.pool``, ``ctx.transaction()``); the worker's own
+calls (claim, ack, nack, recover) another small one, and heartbeats one connection of their own, so no
+number of handlers holding connections makes a heartbeat or an ack wait past a lease.
 
 Behind PgBouncer in transaction mode: ``statement_cache_size=0`` (asyncpg's named prepared statements
 do not survive the server connection changing; the pool then also skips asyncpg's session reset on
@@ -22,7 +33,9 @@ release), and ``listen_dsn`` a direct connection (LISTEN through the pooler rece
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
 import json
 import logging
 import math
@@ -40,57 +53,42 @@ from typing import Any
 import asyncpg
 
 from . import client
+from ._backoff import Backoff
+from ._connections import CONNECTION_ERRORS, DATABASE_ERRORS, TRANSIENT_ERRORS, Connections
+from ._wakeups import Wakeups
 from .context import JobContext, LeaseLost
 from .errors import PgRelayError
 from .models import ClaimedJob, UnreadableJson
 from .router import MAX_RETRY_AFTER_SECONDS, Permanent, RetryAfter, Router
 
-__all__ = ["Worker"]
+__all__ = ["CONNECTION_ERRORS", "Worker", "WorkerFailed"]
 
 log = logging.getLogger("pgrelay.worker")
 
-# Errors that mean "the database went away": retried with backoff, never fatal.
-CONNECTION_ERRORS = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.TooManyConnectionsError,
-    # asyncpg 0.32 raises "cannot switch to state 12; another operation (2) is in progress" for a
-    # query sent on a pooled connection the server has just terminated (pg_ctl restart -m fast) but
-    # that asyncpg has not yet marked closed; the pool drops that connection when it comes back
-    # (tests/reliability/test_restarts.py)
-    asyncpg.InternalClientError,
-)
+# the lease the SQL gives when neither the worker nor the queue sets one (pgrelay._default_lease_seconds)
+DEFAULT_LEASE_SECONDS = 30
 
 _RECOVER_LOCK = int.from_bytes(b"pgrcvr", "big")
 # after stop(), how long a claim in flight may still answer before it is abandoned
 STOP_CLAIM_GRACE = 2.0
 
 
-class _PooledServerConnection(asyncpg.Connection):
-    """A pool connection that sends no session reset when it goes back to the pool.
-
-    asyncpg's pool resets every released connection with ``SELECT pg_advisory_unlock_all(); CLOSE ALL;
-    UNLISTEN *; RESET ALL``. Behind a transaction pooler (PgBouncer, ``statement_cache_size=0``) that
-    statement is a transaction of its own, run on whichever server connection PgBouncer picks, so it
-    releases other clients' session advisory locks and resets their settings, and costs a round trip
-    per call. Rolling back an open transaction and dropping listeners still happen (asyncpg does both
-    before it asks for this query).
-    """
-
-    def get_reset_query(self) -> str:  # asyncpg >= 0.30
-        return ""
-
-    _get_reset_query = get_reset_query  # asyncpg 0.29
-
-
 # How each outcome of a job is logged; anything not listed at INFO.
 _LOG_LEVELS = {"succeeded": logging.DEBUG, "error": logging.WARNING, "stale": logging.WARNING,
-               "lease_lost": logging.WARNING}
+               "lease_expired": logging.WARNING}
+
+
+class WorkerFailed(PgRelayError):
+    """A loop of the worker failed with an error it cannot go on from (a bug, not the database's doing);
+    the worker stopped. ``__cause__`` is that error."""
+
+
+class _TimedOut(Exception):
+    """The worker's timeout for the job ran out (never a TimeoutError the handler raised itself)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"timed out after {seconds:g} s")
+        self.seconds = seconds
 
 
 @dataclass
@@ -102,6 +100,8 @@ class _Running:
     result: Any = None
     slot_released: bool = False
     cancel_reason: str | None = None
+    lease: float = DEFAULT_LEASE_SECONDS  # the lease's length in seconds (heartbeats come 3 times in it)
+    thread: concurrent.futures.Future[Any] | None = None  # a plain handler's call, in its thread
 
 
 class Worker:
@@ -116,7 +116,7 @@ class Worker:
         batch_size: int | None = None,
         queues: Sequence[str] | None = None,
         tasks: Sequence[str] | None = None,
-        lease_seconds: int = 30,
+        lease_seconds: int | None = None,
         poll_interval: float = 1.0,
         shutdown_grace: float = 30.0,
         listen_dsn: str | None | bool = None,
@@ -130,19 +130,21 @@ class Worker:
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        if lease_seconds < 1:
-            raise ValueError("lease_seconds must be at least 1")
+        if lease_seconds is not None and lease_seconds < 1:
+            raise ValueError("lease_seconds must be at least 1 (or None for each queue's setting)")
         self.dsn = dsn
         self.router = router or Router()
         self.concurrency = concurrency
         self.batch_size = batch_size or concurrency
         self.queues = list(queues) if queues else None
         self.tasks = list(tasks) if tasks else None
+        # None: each queue's lease_seconds (configure_queue), else 30 s; a number overrides them all
         self.lease_seconds = lease_seconds
+        lease = lease_seconds or DEFAULT_LEASE_SECONDS
         self.poll_interval = poll_interval
         self.shutdown_grace = shutdown_grace
         self.listen_dsn = dsn if listen_dsn is None else listen_dsn
-        self.recover_interval = recover_interval if recover_interval is not None else max(1.0, lease_seconds / 3)
+        self.recover_interval = recover_interval if recover_interval is not None else max(1.0, lease / 3)
         self.maintenance_interval = maintenance_interval or None  # None or 0: never purge from this worker
         self.ack_delay = ack_delay
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -150,9 +152,11 @@ class Worker:
         self.statement_cache_size = statement_cache_size
         # the longest the worker waits for an answer to one of its own calls (claim, heartbeat, ack,
         # recover, maintain): past it the connection is taken for dead and abandoned (_db)
-        self.call_timeout = max(5.0, float(lease_seconds))
+        self.call_timeout = max(5.0, float(lease))
         self.metrics = metrics
-        self._pool: asyncpg.Pool | None = None
+        self._connections = Connections(dsn, concurrency=concurrency, statement_cache_size=statement_cache_size,
+                                        call_timeout=self.call_timeout)
+        self._threads: concurrent.futures.ThreadPoolExecutor | None = None  # plain handlers, one thread a slot
         self._running: dict[int, _Running] = {}
         self._busy = 0  # handlers running now; jobs waiting only for their ack do not hold a slot
         self._wake = asyncio.Event()
@@ -163,7 +167,9 @@ class Worker:
         self._acks: list[_Running] = []          # succeeded, waiting for the next batched ack
         self._ack_ready = asyncio.Event()
         self._acks_in_flight = 0
-        self._timers: list[asyncio.TimerHandle] = []
+        self._wakeups = Wakeups(self._wake, self.queues)
+        self._beat_soon = asyncio.Event()        # a job with a shorter lease than the heartbeat planned for
+        self._beat_interval = max(0.2, lease / 3)
         self._background: list[asyncio.Task[None]] = []
 
     # -- public -----------------------------------------------------------------------------
@@ -194,94 +200,84 @@ class Worker:
         )
         if kinds == []:
             log.warning("no handlers registered and no HTTP executor: nothing to run")
+        failure: BaseException | None = None
         try:
-            await self._open_pool()
-            if self._pool is None:
+            if not await self._connect():
                 return
-            self._background = [
-                asyncio.create_task(self._heartbeat_loop(), name="pgrelay-heartbeat"),
-                asyncio.create_task(self._ack_loop(), name="pgrelay-ack"),
-                asyncio.create_task(self._recover_loop(), name="pgrelay-recover"),
-            ]
-            if self.listen_dsn is not False:  # None: like the pool, from the libpq variables (PGHOST, ...)
-                if self.listen_dsn == self.dsn and self.statement_cache_size == 0:
-                    log.warning("listening on the pool's DSN with statement_cache_size 0: behind PgBouncer in "
-                                "transaction mode LISTEN receives nothing and jobs are found by polling only; "
-                                "give a direct DSN for LISTEN (--listen-dsn), or --no-listen")
-                self._background.append(asyncio.create_task(self._listen_loop(), name="pgrelay-listen"))
-            await self._claim_loop(kinds)
-            await self._drain()
+            self._threads = concurrent.futures.ThreadPoolExecutor(self.concurrency, thread_name_prefix="pgrelay-handler")
+            if self.listen_dsn is not False and self.listen_dsn == self.dsn and self.statement_cache_size == 0:
+                log.warning("listening on the pool's DSN with statement_cache_size 0: behind PgBouncer in "
+                            "transaction mode LISTEN receives nothing and jobs are found by polling only; "
+                            "give a direct DSN for LISTEN (--listen-dsn), or --no-listen")
+            try:
+                # every loop runs in the group: one that fails cancels the others and the worker stops
+                async with asyncio.TaskGroup() as group:
+                    self._background = [
+                        group.create_task(self._heartbeat_loop(), name="pgrelay-heartbeat"),
+                        group.create_task(self._ack_loop(), name="pgrelay-ack"),
+                        group.create_task(self._recover_loop(), name="pgrelay-recover"),
+                    ]
+                    if self.listen_dsn is not False:  # None: like the pool, from the libpq variables (PGHOST, ...)
+                        self._background.append(group.create_task(self._listen_loop(), name="pgrelay-listen"))
+                    group.create_task(self._claim_then_drain(kinds), name="pgrelay-claim")
+            except Exception as exc:  # an ExceptionGroup: the loops that failed
+                failure = exc.exceptions[0] if isinstance(exc, BaseExceptionGroup) else exc
+                log.critical("worker %s: a loop failed (%s); stopping the worker", self.worker_id, _oneline(failure),
+                             exc_info=failure)
+                await self._abandon()
         finally:
-            for task in self._background:
-                task.cancel()
-            if self._background:
-                # bounded: a loop cancelled in the middle of a call on a dead connection must not hold
-                # the exit (its connection is terminated, see _db)
-                await asyncio.wait(self._background, timeout=5)
-            for timer in self._timers:
-                timer.cancel()
-            if self._pool is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._pool.close(), timeout=5)
+            self._wakeups.close()
+            if self._threads is not None:
+                # a thread still running a plain handler cannot be stopped; the process exits when it returns
+                self._threads.shutdown(wait=False, cancel_futures=True)
+            await self._connections.close()
             if install_signal_handlers:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
             log.info("worker %s stopped", self.worker_id)
+        if failure is not None:
+            raise WorkerFailed(f"worker {self.worker_id} stopped: {_oneline(failure)}") from failure
+
+    async def _claim_then_drain(self, kinds: list[str] | None) -> None:
+        await self._claim_loop(kinds)
+        await self._drain()
+        # the other loops run for good: once the jobs are done with, they end here
+        for task in self._background:
+            task.cancel()
+
+    async def _abandon(self) -> None:
+        """After a loop failed: cancel the running handlers and hand their jobs back while that works."""
+        self._stopping = self._killed = True
+        self._stop_requested.set()
+        for running in list(self._running.values()):
+            self._cancel(running, "shutdown")
+        tasks = [r.task for r in self._running.values() if r.task is not None and not r.task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
 
     # -- connections ------------------------------------------------------------------------
 
-    async def _open_pool(self) -> None:
-        delay = 0.5
+    async def _connect(self) -> bool:
+        """Open the worker's connections, retrying until the database answers; False when stopped first."""
+        backoff = Backoff()
         while not self._stopping:
             try:
-                self._pool = await asyncpg.create_pool(
-                    self.dsn,
-                    min_size=1,
-                    max_size=min(self.concurrency, 10) + 4,
-                    statement_cache_size=self.statement_cache_size,
-                    # no statement cache means a transaction pooler: no session reset either
-                    connection_class=_PooledServerConnection if self.statement_cache_size == 0 else asyncpg.Connection,
-                    timeout=10,
-                )
-                return
+                await self._connections.open()
+                return True
             except CONNECTION_ERRORS as exc:
+                delay = backoff.next()
                 log.warning("database unavailable (%s); retrying in %.1fs", _oneline(exc), delay)
                 await self._sleep(delay)
-                delay = min(delay * 2, 10.0)
+        return False
 
     async def _db(self, call: Any, *args: Any, **kwargs: Any) -> Any:
-        """``call(connection, ...)`` on a pooled connection, for the worker's own SQL.
-
-        A connection that gives no answer within ``call_timeout`` is terminated and every other pooled
-        connection is replaced (all of them likely went the same way: a failover, a dropped NAT entry);
-        the TimeoutError is then handled like any lost connection. Without this, a connection that died
-        silently (no reset ever arrives) hung the claim, heartbeat and ack loops for good, and asyncpg's
-        own query timeout does not help: the pool then waits without limit for the cancellation
-        (tests/reliability/test_connection_loss.py::test_silently_dead_connections_are_abandoned).
-        """
-        assert self._pool is not None
-        async with self._pool.acquire(timeout=self.call_timeout) as conn:  # also bounds the reset on release
-            try:
-                return await asyncio.wait_for(call(conn, *args, **kwargs), timeout=self.call_timeout)
-            except asyncio.TimeoutError:
-                conn.terminate()
-                await self._pool.expire_connections()
-                raise
-            except asyncio.CancelledError:
-                # the call may still be waiting for its answer: releasing the connection would wait for
-                # that too (for good, on a dead connection), so it is dropped instead
-                conn.terminate()
-                raise
+        """The worker's own SQL (claim, ack, ...): never on a handler's connection (_connections)."""
+        return await self._connections.call(call, *args, **kwargs)
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake early when stopping."""
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stopped_event(), timeout=seconds)
-
-    async def _stopped_event(self) -> None:
-        while not self._stopping:
-            self._wake.clear()
-            await self._wake.wait()
+            await asyncio.wait_for(self._stop_requested.wait(), timeout=seconds)
 
     # -- claiming ---------------------------------------------------------------------------
 
@@ -294,8 +290,7 @@ class Worker:
         return kinds
 
     async def _claim_loop(self, kinds: list[str] | None) -> None:
-        assert self._pool is not None
-        delay = 0.5
+        backoff = Backoff()
         handlers = self.router.tasks
         topped_up = False
         while not self._stopping:
@@ -319,24 +314,31 @@ class Worker:
             asked = min(free, self.batch_size)
             self._wake.clear()
             started = time.monotonic()
+            asked_at = time.time()
             try:
                 jobs = await self._claim_unless_stopped(self._db(
                     client.consume, self.worker_id, queues=self.queues, batch=asked,
                     lease_seconds=self.lease_seconds, tasks=self.tasks, handlers=handlers, kinds=kinds,
                 ))
-                delay = 0.5
-            except CONNECTION_ERRORS as exc:
-                log.warning("claim failed, database unavailable (%s); retrying in %.1fs", _oneline(exc), delay)
+                backoff.reset()
+            except DATABASE_ERRORS as exc:
+                delay = backoff.next()
+                log.warning("claim failed (%s); retrying in %.1fs", _oneline(exc), delay)
                 await self._sleep(delay)
-                delay = min(delay * 2, 10.0)
                 continue
             if self.metrics is not None:
                 self.metrics.claimed(time.monotonic() - started)
             for job in jobs:
                 older = self._running.get(job.id)
                 if older is not None:  # we hold a newer attempt: the older one's lease is gone
-                    self._cancel(older, "lease_lost")
+                    self._cancel(older, "lease_expired")
                 running = _Running(job)
+                if self.lease_seconds is None:
+                    # the queue's lease: as the database's clock gave it, less the time this claim was
+                    # on its way (its now() came after asked_at)
+                    running.lease = job.lease_expires_at.timestamp() - asked_at
+                    if running.lease < 3 * self._beat_interval:
+                        self._beat_soon.set()
                 self._running[job.id] = running
                 self._busy += 1
                 running.task = asyncio.create_task(self._execute(running), name=f"pgrelay-job-{job.id}")
@@ -362,22 +364,6 @@ class Worker:
         finally:
             stopped.cancel()
 
-    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        """Payload: "<queue>" for a job due now, "<queue> <epoch seconds>" for one due later."""
-        queue, _, due = payload.partition(" ")
-        if self.queues is not None and queue not in self.queues:
-            return
-        if not due:
-            self._wake.set()
-            return
-        loop = asyncio.get_running_loop()
-        delay = float(due) - time.time()
-        if delay <= 0:
-            self._wake.set()
-        else:
-            self._timers = [t for t in self._timers if not t.cancelled() and t.when() > loop.time()]
-            self._timers.append(loop.call_later(delay + 0.001, self._wake.set))
-
     async def _listen_loop(self) -> None:
         """LISTEN on its own connection (never a pooled one); reconnect when it drops or fails.
 
@@ -385,27 +371,27 @@ class Worker:
         leftovers, if ``listen_dsn`` goes through a transaction pooler (where LISTEN delivers nothing,
         but the loop must not die of it); it runs one tiny statement every 5 s.
         """
-        delay = 0.5
+        backoff = Backoff()
         while not self._stopping:
             lost = asyncio.Event()
             try:
                 conn = await asyncpg.connect(self.listen_dsn, timeout=10, statement_cache_size=0)
-            except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+            except DATABASE_ERRORS as exc:
+                delay = backoff.next()
                 log.warning("listen connection failed (%s); polling, retrying in %.1fs", _oneline(exc), delay)
                 await self._sleep(delay)
-                delay = min(delay * 2, 10.0)
                 continue
             try:
                 conn.add_termination_listener(lambda _c: lost.set())
-                await conn.add_listener(client.CHANNEL, self._on_notify)
-                delay = 0.5
+                await conn.add_listener(client.CHANNEL, self._wakeups.on_notify)
+                backoff.reset()
                 self._wake.set()  # jobs enqueued while we were not listening
                 while not self._stopping and not lost.is_set():
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(lost.wait(), timeout=5)
                     if not lost.is_set() and not self._stopping:
                         await conn.fetchval("SELECT 1", timeout=5)
-            except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+            except DATABASE_ERRORS as exc:
                 # e.g. LISTEN refused on a standby after a failover: a database error must not end the
                 # loop (the worker would poll only, for good), it is retried like a lost connection
                 reason = _oneline(exc)
@@ -416,40 +402,39 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(conn.close(), timeout=2)
             if lost.is_set() and not self._stopping:
+                delay = backoff.next()
                 log.warning("listen connection lost (%s); polling, listening again in %.1fs", reason, delay)
                 await self._sleep(delay)
-                delay = min(delay * 2, 10.0)
 
     # -- running a job ----------------------------------------------------------------------
 
     async def _execute(self, running: _Running) -> None:
         job = running.job
-        assert self._pool is not None
-        ctx = JobContext(job, self._pool, log)
+        assert self._connections.handlers is not None
+        ctx = JobContext(job, self._connections.handlers, log)
         outcome, error = "succeeded", None
         if self.metrics is not None:
             self.metrics.started(job)
         try:
             try:
-                result = await self._call_handler(job, ctx)
+                result = await self._call_handler(running, ctx)
                 refusal = _unstorable(result)
                 if refusal is not None:
                     raise Permanent(f"the handler's result is not JSON the database stores: {refusal}")
             except asyncio.CancelledError:
                 reason = running.cancel_reason or "shutdown"
-                if reason == "lease_lost":
-                    outcome, error = "lease_lost", "the lease was lost; the handler was cancelled"
+                if reason == "lease_expired":
+                    outcome, error = "lease_expired", "the lease was lost; the handler was cancelled"
                 else:
                     outcome, error = "released", "worker shutting down"
                     await self._report(client.release, job.id, job.attempt, error)
                 return
-            except TimeoutError:
-                timeout = job.timeout_seconds or self._handler_timeout(job)
-                outcome, error = "timeout", f"timed out after {timeout:g} s"
+            except _TimedOut as exc:
+                outcome, error = "timeout", str(exc)
                 outcome = await self._nack(job, error, outcome="timeout") or outcome
                 return
             except LeaseLost as exc:
-                outcome, error = "lease_lost", str(exc)
+                outcome, error = "lease_expired", str(exc)
                 return
             except Permanent as exc:
                 error = _describe(exc)
@@ -503,6 +488,19 @@ class Worker:
             )
 
     def _release_slot(self, running: _Running) -> None:
+        thread = running.thread
+        if thread is not None and not thread.done():
+            # a plain handler's thread runs on after a timeout, a lost lease or a cancel (nothing can stop
+            # it): its slot frees only when the function returns, so the worker never runs more at once
+            # than its concurrency
+            loop = asyncio.get_running_loop()
+
+            def returned(_future: Any) -> None:
+                with contextlib.suppress(RuntimeError):  # the worker's loop has closed meanwhile
+                    loop.call_soon_threadsafe(self._release_slot, running)
+
+            thread.add_done_callback(returned)
+            return
         if not running.slot_released:
             running.slot_released = True
             self._busy -= 1
@@ -512,7 +510,8 @@ class Worker:
         handler = self.router.get(job.task) if job.kind == "handler" else None
         return handler.timeout if handler else None
 
-    async def _call_handler(self, job: ClaimedJob, ctx: JobContext) -> Any:
+    async def _call_handler(self, running: _Running, ctx: JobContext) -> Any:
+        job = running.job
         if isinstance(job.payload, UnreadableJson):
             raise Permanent(f"the payload cannot be read by Python's json module ({job.payload.reason})")
         timeout = job.timeout_seconds or self._handler_timeout(job)
@@ -524,10 +523,22 @@ class Worker:
             handler = self.router.get(job.task)
             if handler is None:
                 raise Permanent(f"no handler for task {job.task!r} in this worker")
-            call = handler.function(ctx) if handler.is_async else asyncio.to_thread(handler.function, ctx)
+            if handler.is_async:
+                call = handler.function(ctx)
+            else:
+                assert self._threads is not None
+                running.thread = self._threads.submit(contextvars.copy_context().run, handler.function, ctx)
+                call = asyncio.wrap_future(running.thread)
         if timeout is None:
             return await call
-        return await asyncio.wait_for(call, timeout=timeout)
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                return await call
+        except TimeoutError:
+            if deadline.expired():  # ours; a TimeoutError the handler raised is its own error
+                raise _TimedOut(timeout) from None
+            raise
 
     async def _nack(self, job: ClaimedJob, error: str, **options: Any) -> str | None:
         status = await self._report(client.nack, job.id, job.attempt, error, **options)
@@ -541,18 +552,17 @@ class Worker:
     async def _report_tries(self, call: Any, *args: Any, **kwargs: Any) -> tuple[Any, int]:
         """``_report``, also returning how many tries it took: after a lost connection, an earlier try
         may have committed without its answer arriving."""
-        assert self._pool is not None
-        delay = 0.2
+        backoff = Backoff(0.2, 5.0)
         tries = 1
         while True:
             try:
                 return await self._db(call, *args, **kwargs), tries
-            except CONNECTION_ERRORS as exc:
+            except TRANSIENT_ERRORS as exc:
                 if self._killed:
                     return None, tries
+                delay = backoff.next()
                 log.warning("could not report job %s (%s); retrying in %.1fs", args[0], _oneline(exc), delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
                 tries += 1
 
     def _cancel(self, running: _Running, reason: str) -> None:
@@ -624,34 +634,57 @@ class Worker:
             else:
                 self._acked(running, bool(held))
 
+    def _heartbeat_interval(self) -> float:
+        """A third of the shortest lease held (the worker's --lease-seconds, else each job's queue's)."""
+        if self.lease_seconds is not None:
+            return max(0.2, self.lease_seconds / 3)
+        shortest = min((r.lease for r in self._running.values()), default=DEFAULT_LEASE_SECONDS)
+        return max(0.2, min(shortest, DEFAULT_LEASE_SECONDS) / 3)
+
     async def _heartbeat_loop(self) -> None:
-        interval = max(0.2, self.lease_seconds / 3)
+        """Extend the leases of the running jobs (on a connection of its own) and cancel the handlers of
+        jobs no longer held. Any database error is logged and the heartbeat tried again soon."""
         host, pid = socket.gethostname(), os.getpid()
+        backoff = Backoff(0.2, 5.0)
+        due = time.monotonic() + self._heartbeat_interval()
         while True:
-            await asyncio.sleep(interval)
+            self._beat_soon.clear()
+            self._beat_interval = interval = self._heartbeat_interval()
+            due = min(due, time.monotonic() + interval)
+            if due > time.monotonic():
+                # woken early when a job with a shorter lease arrives
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._beat_soon.wait(), timeout=due - time.monotonic())
+                continue
             ids = list(self._running)
             try:
-                assert self._pool is not None
-                lost = await self._db(
-                    client.heartbeat, self.worker_id, ids, lease_seconds=self.lease_seconds, host=host, pid=pid,
-                    queues=self.queues,
+                lost = await self._connections.heartbeat(
+                    client.heartbeat, self.worker_id, ids, lease_seconds=self.lease_seconds,
+                    host=host, pid=pid, queues=self.queues,
                 )
-            except CONNECTION_ERRORS as exc:
-                log.warning("heartbeat failed (%s)", _oneline(exc))
+            except DATABASE_ERRORS as exc:
+                # never longer than the interval: the leases still run out at their usual pace
+                delay = min(backoff.next(), interval)
+                log.warning("heartbeat failed (%s); trying again in %.1fs", _oneline(exc), delay)
+                due = time.monotonic() + delay
                 continue
+            backoff.reset()
+            due = time.monotonic() + interval
             for job_id in lost:
                 running = self._running.get(job_id)
                 if running is not None and not running.acking:
                     log.warning("job %s is no longer held (its lease was lost, or an operator cancelled it); "
                                 "cancelling its handler", job_id)
-                    self._cancel(running, "lease_lost")
+                    self._cancel(running, "lease_expired")
 
     async def _recover_loop(self) -> None:
+        """recover() now and then, maintain() less often; any database error is logged and they go on."""
         last_maintenance = time.monotonic()
+        backoff = Backoff(1.0, 10.0)
+        delay = self.recover_interval
         while True:
-            await asyncio.sleep(self.recover_interval)
+            await asyncio.sleep(delay)
             try:
-                assert self._pool is not None
                 recovered = await self._db(client.recover_if_free, _RECOVER_LOCK)
                 if self.maintenance_interval and time.monotonic() - last_maintenance >= self.maintenance_interval:
                     last_maintenance = time.monotonic()
@@ -659,18 +692,21 @@ class Worker:
                 if recovered:
                     log.info("recovered %d jobs whose lease had expired", recovered)
                     self._wake.set()
-            except CONNECTION_ERRORS as exc:
-                log.warning("recover failed (%s)", _oneline(exc))
+            except DATABASE_ERRORS as exc:
+                delay = max(self.recover_interval, backoff.next())
+                log.warning("recover failed (%s); trying again in %.1fs", _oneline(exc), delay)
+            else:
+                backoff.reset()
+                delay = self.recover_interval
 
     async def _maintain(self) -> int:
         """maintain() unless pg_cron runs it; returns the jobs it recovered."""
-        assert self._pool is not None
         try:
             if await self._db(client.maintenance_scheduled):
                 log.debug("pg_cron runs pgrelay's maintenance; this worker does not purge")
                 return 0
             done = await self._db(client.maintain)  # purge() itself runs one at a time
-        except asyncpg.PostgresError as exc:  # e.g. a role without EXECUTE on maintain(): keep working
+        except (asyncpg.PostgresError, PgRelayError) as exc:  # e.g. a role without EXECUTE on maintain(): keep working
             log.warning("maintenance failed (%s)", _oneline(exc))
             return 0
         if done.purged:

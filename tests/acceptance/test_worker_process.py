@@ -156,7 +156,28 @@ def test_a_lost_lease_cancels_the_handler(app_db, start_worker):
     wait_for(lambda: scalar(app_db, "SELECT count(*) FROM executions WHERE note = 'cancelled' AND attempt = 1") == 1,
              what="the handler to be cancelled")
     output = stop(proc, timeout=30)
-    assert "lease_lost" in output
+    assert '"outcome": "lease_expired"' in output  # the SQL's name for the attempt's outcome
+
+
+def test_the_queues_lease_seconds_applies_unless_the_worker_sets_one(app_db, start_worker):
+    # configure_queue(lease_seconds) decides the lease under a jobs-worker without --lease-seconds,
+    # and the worker heartbeats often enough for that lease: the job outlives it and runs once
+    app_db.execute("SELECT pgrelay.configure_queue('default', lease_seconds => 2)")
+    job = enqueue(app_db, "sleepy", seconds=5)
+    proc = start_worker()
+    wait_for(lambda: scalar(app_db, "SELECT count(*) FROM executions") == 1, what="the job to start")
+    left = scalar(app_db, "SELECT extract(epoch FROM lease_expires_at - now()) FROM pgrelay.jobs WHERE id = %s", job)
+    assert left is not None and left <= 2, f"a {left} s lease: the queue's 2 s were not used"
+    wait_for(lambda: status(app_db, job) == "succeeded", what="the job to succeed")
+    output = stop(proc)
+    assert proc.returncode == 0, output
+    assert [r[0] for r in app_db.execute("SELECT outcome FROM pgrelay.get_attempts(%s)", [job])] == ["succeeded"]
+    # --lease-seconds still overrides every queue's setting
+    job = enqueue(app_db, "sleepy", seconds=2)
+    proc = start_worker("--lease-seconds", "20")
+    wait_for(lambda: scalar(app_db, "SELECT count(*) FROM executions WHERE job_id = %s", job) == 1, what="the job to start")
+    assert scalar(app_db, "SELECT extract(epoch FROM lease_expires_at - now()) FROM pgrelay.jobs WHERE id = %s", job) > 2
+    stop(proc)
 
 
 def test_transactional_completion_never_splits_effect_and_ack(app_db, start_worker):

@@ -93,7 +93,9 @@ def worker_options(function: Callable[..., None]) -> Callable[..., None]:
         click.option("--concurrency", type=click.IntRange(1, 10000), default=10, show_default=True, envvar="PGRELAY_CONCURRENCY"),
         click.option("--batch-size", type=click.IntRange(1, 10000), default=None, envvar="PGRELAY_BATCH_SIZE",
                      help="most jobs claimed per consume call  [default: concurrency]"),
-        click.option("--lease-seconds", type=click.IntRange(1, 86400), default=30, show_default=True, envvar="PGRELAY_LEASE_SECONDS"),
+        click.option("--lease-seconds", type=click.IntRange(1, 86400), default=None, envvar="PGRELAY_LEASE_SECONDS",
+                     help="lease length for every job this worker claims  [default: each queue's lease_seconds "
+                          "(configure_queue), else 30]"),
         click.option("--poll-interval", type=click.FloatRange(0.01, 3600), default=1.0, show_default=True, envvar="PGRELAY_POLL_INTERVAL"),
         click.option("--maintenance-interval", type=click.FloatRange(0, 86400), default=300.0, show_default=True,
                      envvar="PGRELAY_MAINTENANCE_INTERVAL",
@@ -120,7 +122,7 @@ def worker_options(function: Callable[..., None]) -> Callable[..., None]:
 
 
 def _worker(dsn: str | None, app: str | None, queues: tuple[str, ...], tasks: tuple[str, ...], concurrency: int,
-            batch_size: int | None, lease_seconds: int, poll_interval: float, shutdown_grace: float,
+            batch_size: int | None, lease_seconds: int | None, poll_interval: float, shutdown_grace: float,
             listen_dsn: str | None, no_listen: bool, statement_cache_size: int, log_format: str, log_level: str,
             metrics_port: int | None, worker_id: str | None, no_http: bool = False,
             maintenance_interval: float = 300.0) -> None:
