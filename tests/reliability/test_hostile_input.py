@@ -203,6 +203,11 @@ def maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.one_of(st.none(), strategy)
 
 
+# the job an idempotency key of a queue names (white box: keys belong to their queue)
+KEY_OF_QUEUE = """SELECT k.job_id FROM pgrelay._idempotency_keys k JOIN pgrelay._queues q ON q.id = k.queue_id
+                  WHERE q.queue = %s AND k.key = %s"""
+
+
 @examples(60, 500)
 @given(data=st.data())
 def test_enqueue_stores_exactly_what_it_accepts_and_refuses_without_a_trace(db, data):
@@ -228,8 +233,7 @@ def test_enqueue_stores_exactly_what_it_accepts_and_refuses_without_a_trace(db, 
     prior_key = prior_duplicate = None
     if not (driver or data or rules):
         if idempotency_key is not None:
-            prior_key = db.execute("SELECT job_id FROM pgrelay._idempotency_keys WHERE key = %s",
-                                   [idempotency_key]).fetchone()
+            prior_key = db.execute(KEY_OF_QUEUE, [nvl(queue, "default"), idempotency_key]).fetchone()
         if dedupe_key is not None:
             prior_duplicate = db.execute("SELECT id FROM pgrelay._jobs WHERE queue = %s AND (options).dedupe_key = %s",
                                          [nvl(queue, "default"), dedupe_key]).fetchone()
@@ -254,8 +258,7 @@ def test_enqueue_stores_exactly_what_it_accepts_and_refuses_without_a_trace(db, 
         assert job_id == prior_duplicate[0]
         assert snapshot(db)["jobs"] == before["jobs"]
         if idempotency_key is not None:  # the key now names the job it was deduplicated into
-            assert db.execute("SELECT job_id FROM pgrelay._idempotency_keys WHERE key = %s",
-                              [idempotency_key]).fetchone()[0] == job_id
+            assert db.execute(KEY_OF_QUEUE, [nvl(queue, "default"), idempotency_key]).fetchone()[0] == job_id
         return
     assert snapshot(db)["jobs"] == before["jobs"] + 1
     job = get_job(db, job_id)
@@ -367,9 +370,9 @@ def test_enqueue_http_stores_the_request_as_sent_and_the_executor_never_reaches_
     args = dict(url=url, method=method, headers=headers, body=body, task=task, queue=queue,
                 idempotency_key=idempotency_key)
     prior_key = None
-    if isinstance(idempotency_key, str) and sendable(idempotency_key):
-        prior_key = db.execute("SELECT job_id FROM pgrelay._idempotency_keys WHERE key = %s",
-                               [idempotency_key]).fetchone()
+    if isinstance(idempotency_key, str) and sendable(idempotency_key) and isinstance(nvl(queue, "default"), str) \
+            and sendable(nvl(queue, "default")):
+        prior_key = db.execute(KEY_OF_QUEUE, [nvl(queue, "default"), idempotency_key]).fetchone()
     before = snapshot(db)
     outcome = call(db, "enqueue_http", args)
     note(repr(outcome))
@@ -487,7 +490,8 @@ def test_enqueue_bulk_is_all_or_nothing_for_hostile_arrays(db, data):
         drawn = data.draw(st.lists(bulk_elements(), max_size=6))
         jobs, valid = [e for e, _ in drawn], [v for _, v in drawn]
     before = snapshot(db)
-    prior_keys = {row[0]: row[1] for row in db.execute("SELECT key, job_id FROM pgrelay._idempotency_keys")}
+    prior_keys = {(row[0], row[1]): row[2] for row in db.execute(
+        "SELECT q.queue, k.key, k.job_id FROM pgrelay._idempotency_keys k JOIN pgrelay._queues q ON q.id = k.queue_id")}
     outcome = call(db, "enqueue_bulk", {"jobs": jobs}, rows=True)
     note(repr(outcome))
     event("accepted" if outcome.ok else f"refused {outcome.code}")
@@ -504,12 +508,13 @@ def test_enqueue_bulk_is_all_or_nothing_for_hostile_arrays(db, data):
     assert outcome.ok, f"a valid array was refused: {outcome}"
     ids = [row[0] for row in outcome.rows]
     assert len(ids) == len(jobs)
-    first_with_key: dict[str, int] = {}
+    first_with_key: dict[tuple[str, str], int] = {}
     for element, job_id in zip(jobs, ids, strict=True):
         job = get_job(db, job_id)
         key = element.get("idempotency_key")
-        if key is not None:
-            expected = prior_keys.get(key, first_with_key.setdefault(key, job_id))
+        if key is not None:  # a key belongs to its queue
+            scoped = (element.get("queue", "default"), key)
+            expected = prior_keys.get(scoped, first_with_key.setdefault(scoped, job_id))
             assert job_id == expected, (key, job_id, expected)
             continue
         if element.get("dedupe_key") is not None:
