@@ -1,0 +1,80 @@
+"""What one purge() costs when the history keeps many rows that are not due (issue 22, item 9).
+
+A throwaway cluster gets pgrelay and a history of ``--kept`` dead letters finished 10 days ago (kept
+for 30 days, the default), followed by ``--due`` succeeded jobs finished 8 days ago (past the 7-day
+default). Then it times purge(): the first call removes the due rows, the next ones find nothing
+due. Routine purges (maintain(), pg_cron) run every minute or so; their cost should not grow with
+what the history keeps.
+
+    .venv/bin/python bench/purge_bench.py                  # 1,000,000 kept, 10,000 due
+    .venv/bin/python bench/purge_bench.py --kept 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pgrelay.schema import migrate  # noqa: E402
+from tests.harness.cluster import throwaway_cluster  # noqa: E402
+
+SETTINGS = "-c fsync=off -c full_page_writes=off -c shared_buffers=256MB"
+
+HISTORY = """
+INSERT INTO pgrelay._finished (id, queue, task, kind, status, priority, run_at, attempt, payload, last_error,
+                               created_at, finished_at)
+SELECT nextval('pgrelay._job_id_seq'), 'bench', 'bench.t', 'h', %(status)s::"char", 0, now(), 1, '{}',
+       CASE WHEN %(status)s::"char" = 'd' THEN 'gave up' END, now() - make_interval(days => %(age)s + 1),
+       now() - make_interval(days => %(age)s)
+FROM generate_series(1, %(n)s)
+"""
+
+
+async def _install(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kept", type=int, default=1_000_000, help="dead letters kept (not due)")
+    parser.add_argument("--due", type=int, default=10_000, help="succeeded jobs past their retention")
+    parser.add_argument("--repeat", type=int, default=5, help="purges timed after the first")
+    args = parser.parse_args()
+    with throwaway_cluster(SETTINGS) as cluster:
+        asyncio.run(_install(cluster.dsn()))
+        with psycopg.connect(cluster.dsn(), autocommit=True) as db:
+            db.execute("SELECT pgrelay._queue_id('bench')")
+            db.execute(HISTORY, {"status": "d", "age": 10, "n": args.kept})
+            db.execute(HISTORY, {"status": "s", "age": 8, "n": args.due})
+            db.execute("VACUUM ANALYZE pgrelay._finished")
+            started = time.perf_counter()
+            purged = db.execute("SELECT pgrelay.purge(max_jobs => %s)", (args.due + 1,)).fetchone()[0]
+            first = time.perf_counter() - started
+            idle = []
+            for _ in range(args.repeat):
+                started = time.perf_counter()
+                assert db.execute("SELECT pgrelay.purge()").fetchone()[0] == 0
+                idle.append(time.perf_counter() - started)
+    print(f"history: {args.kept:,} kept dead letters, then {args.due:,} due succeeded jobs")
+    print(f"first purge: removed {purged:,} in {first * 1000:.0f} ms")
+    print(f"purge with nothing due: median {statistics.median(idle) * 1000:.0f} ms "
+          f"(min {min(idle) * 1000:.0f}, max {max(idle) * 1000:.0f}; {args.repeat} calls)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
