@@ -398,7 +398,9 @@ def test_enqueue_http_stores_the_request_as_sent_and_the_executor_never_reaches_
     if prior_key is not None:
         assert job_id == prior_key[0] and snapshot(db)["jobs"] == before["jobs"]  # the key's job, nothing new
         return
-    payload, kind = db.execute("SELECT payload, pgrelay._kind_name(kind) FROM pgrelay._jobs WHERE id = %s", [job_id]).fetchone()
+    # the body apart: JSON text may nest deeper than Python's json reads (the database compares it below)
+    payload, kind = db.execute("SELECT payload - 'body', pgrelay._kind_name(kind) FROM pgrelay._jobs WHERE id = %s",
+                               [job_id]).fetchone()
     assert kind == "http"
     assert payload["url"] == url
     assert payload["method"] == db.execute("SELECT upper(%s)", [nvl(method, "POST")]).fetchone()[0]
@@ -411,8 +413,9 @@ def test_enqueue_http_stores_the_request_as_sent_and_the_executor_never_reaches_
         assert db.execute("SELECT payload -> 'body' = %s::jsonb FROM pgrelay._jobs WHERE id = %s",
                           [str(body), job_id]).fetchone()[0]
     else:
-        assert same_json(payload["body"], body)
-    # what the worker would do with it: never a connection to a private address
+        assert same_json(db.execute("SELECT payload -> 'body' FROM pgrelay._jobs WHERE id = %s", [job_id]).fetchone()[0],
+                         body)
+    # what the worker would do with it (the guard looks at the URL, never at the body): never a connection to a private address
     raised = asyncio.run(execute_without_network(payload, answers, recorded))
     note(f"executor: {raised!r}; connected to {recorded}")
     for address in recorded:
@@ -1133,7 +1136,7 @@ def test_every_cli_command_answers_hostile_arguments_in_one_line_or_does_it(db, 
         job_id = int(result.stdout)
         assert get_job(db, job_id)["task"] == argv[1]
         sent = json.loads(argv[argv.index("--payload") + 1]) if "--payload" in argv else {}
-        assert same_json(get_payload(db, job_id), sent)
+        assert same_json(get_payload(db, job_id), {} if sent is None else sent)  # JSON null: the default payload
 
 
 @examples(20, 150)
