@@ -13,20 +13,18 @@ what the history keeps.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import asyncpg
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pgrelay.schema import migrate  # noqa: E402
 from tests.harness.cluster import throwaway_cluster  # noqa: E402
+from tests.harness.releases import migrate_dsn  # noqa: E402
 
 SETTINGS = "-c fsync=off -c full_page_writes=off -c shared_buffers=256MB"
 
@@ -40,14 +38,6 @@ FROM generate_series(1, %(n)s)
 """
 
 
-async def _install(dsn: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kept", type=int, default=1_000_000, help="dead letters kept (not due)")
@@ -55,7 +45,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5, help="purges timed after the first")
     args = parser.parse_args()
     with throwaway_cluster(SETTINGS) as cluster:
-        asyncio.run(_install(cluster.dsn()))
+        migrate_dsn(cluster.dsn())
         with psycopg.connect(cluster.dsn(), autocommit=True) as db:
             db.execute("SELECT pgrelay._queue_id('bench')")
             db.execute(HISTORY, {"status": "d", "age": 10, "n": args.kept})

@@ -8,10 +8,12 @@ the oldest release and walked the chain; ``PGRELAY_TEST_INSTALL=upgrade``, the s
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from pgrelay import schema
@@ -19,6 +21,19 @@ from pgrelay import schema
 INSTALL = os.environ.get("PGRELAY_TEST_INSTALL", "fresh")
 if INSTALL not in ("fresh", "upgrade"):
     raise pytest.UsageError(f"PGRELAY_TEST_INSTALL={INSTALL!r}: use fresh (the default) or upgrade")
+
+
+def migrate_dsn(dsn: str, target: str | None = None) -> schema.MigrationResult:
+    """jobs-migrate's code (``pgrelay.schema.migrate``) on a connection of its own to ``dsn``."""
+
+    async def go() -> schema.MigrationResult:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await schema.migrate(conn, target=target)
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
 
 
 def upgrade_chain() -> list[str]:

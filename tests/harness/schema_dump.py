@@ -13,16 +13,13 @@ blank lines are dropped; what is left is the same for the same schema on any Pos
 
 from __future__ import annotations
 
-import asyncio
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import asyncpg
-
-from pgrelay.schema import migrate
 from tests.harness.cluster import pg_bindir, throwaway_cluster
+from tests.harness.releases import migrate_dsn
 
 DUMP_FILE = Path(__file__).resolve().parents[2] / "sql" / "schema-dump.sql"
 HEADER = ("-- The pgrelay schema as a fresh install of the current version leaves it (pg_dump --schema-only,\n"
@@ -52,17 +49,9 @@ def dump(host: str, port: int, user: str, dbname: str) -> str:
     return normalise(result.stdout)
 
 
-async def _install(dsn: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate(conn)
-    finally:
-        await conn.close()
-
-
 def main() -> int:
     with throwaway_cluster() as cluster:
-        asyncio.run(_install(cluster.dsn()))
+        migrate_dsn(cluster.dsn())
         text = dump(cluster.host, cluster.port, cluster.user, "postgres")
     changed = not DUMP_FILE.is_file() or DUMP_FILE.read_text(encoding="utf-8") != text
     DUMP_FILE.write_text(text, encoding="utf-8")

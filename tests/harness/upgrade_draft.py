@@ -12,27 +12,22 @@ script yourself.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import sys
 from pathlib import Path
 
-import asyncpg
 import psycopg
 
-from pgrelay.schema import migrate, released_versions, schema_version, sql_files
+from pgrelay.schema import released_versions, schema_version, sql_files
 from tests.harness.catalog import schema_snapshot, snapshot_differences
 from tests.harness.cluster import throwaway_cluster
+from tests.harness.releases import migrate_dsn
 
 
-async def _install(dsn: str, walk: bool, target: str | None = None) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        if walk:
-            await migrate(conn, target=released_versions()[0])
-        await migrate(conn, target=target)
-    finally:
-        await conn.close()
+def _install(dsn: str, walk: bool, target: str | None = None) -> None:
+    if walk:
+        migrate_dsn(dsn, released_versions()[0])
+    migrate_dsn(dsn, target)
 
 
 BEGIN_MARK = "-- begin: functions whose definition changed (python -m tests.harness.upgrade_draft --write)\n"
@@ -82,8 +77,8 @@ def draft(against: str | None = None) -> tuple[list[str], list[str]]:
     with throwaway_cluster() as cluster:
         with psycopg.connect(cluster.dsn(), autocommit=True) as admin:
             admin.execute("CREATE DATABASE upgraded")
-        asyncio.run(_install(cluster.dsn(), walk=False))
-        asyncio.run(_install(cluster.dsn("upgraded"), walk=against is None, target=against))
+        _install(cluster.dsn(), walk=False)
+        _install(cluster.dsn("upgraded"), walk=against is None, target=against)
         with psycopg.connect(cluster.dsn(), autocommit=True) as fresh, \
                 psycopg.connect(cluster.dsn("upgraded"), autocommit=True) as upgraded:
             differences = snapshot_differences(schema_snapshot(fresh), schema_snapshot(upgraded))

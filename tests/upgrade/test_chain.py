@@ -7,22 +7,20 @@ extension machinery (``CREATE EXTENSION pgrelay VERSION ...`` then ``ALTER EXTEN
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import asyncpg
 import psycopg
 import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
 from pgrelay.errors import SchemaError
-from pgrelay.schema import migrate, released_versions, schema_version
+from pgrelay.schema import released_versions, schema_version
 from tests.harness.catalog import schema_snapshot, snapshot_differences
 from tests.harness.extension import install_extension
-from tests.harness.releases import package_with_next_release, upgrade_chain
+from tests.harness.releases import migrate_dsn, package_with_next_release, upgrade_chain
 from tests.sql.factory import attempts, call, consume, make_job
 
 OLDEST = released_versions()[0]
@@ -34,16 +32,8 @@ TABLES = {
 }
 
 
-async def _migrate_async(dsn: str, target: str | None) -> str:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return (await migrate(conn, target=target)).action
-    finally:
-        await conn.close()
-
-
 def migrate_to(dsn: str, target: str | None = None) -> str:
-    return asyncio.run(_migrate_async(dsn, target))
+    return migrate_dsn(dsn, target).action
 
 
 def snapshot(dsn: str) -> dict[str, Any]:

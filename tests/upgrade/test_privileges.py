@@ -3,27 +3,18 @@ name, and a broken matrix stops the upgrade with nothing changed."""
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
 import psycopg
 import pytest
 
-from pgrelay.schema import migrate, schema_version
-from tests.harness.releases import package_with_next_release
+from pgrelay.schema import schema_version
+from tests.harness.releases import migrate_dsn, package_with_next_release
 
 ROLES = ("pgrelay_producer", "pgrelay_worker", "pgrelay_reader", "pgrelay_admin")
 
 
 def run_migrate(dsn: str) -> str:
-    async def go() -> str:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return (await migrate(conn)).action
-        finally:
-            await conn.close()
-
-    return asyncio.run(go())
+    return migrate_dsn(dsn).action
 
 
 def who_may_call(db: psycopg.Connection, signature: str) -> list[str]:
