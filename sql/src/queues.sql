@@ -91,6 +91,14 @@ BEGIN
             MESSAGE = format('backoff_base_seconds (%s) must not exceed backoff_max_seconds (%s)',
                              v_settings.backoff_base_seconds, v_settings.backoff_max_seconds);
     END IF;
+    IF configure_queue.retention_succeeded_days IS NOT NULL OR configure_queue.retention_dead_letter_days IS NOT NULL
+       OR v_reset && '{retention_succeeded_days,retention_dead_letter_days}' THEN
+        -- the jobs purge() noted as kept longer become due by the new retention
+        UPDATE pgrelay._purge_later l
+        SET due_at = l.finished_at + make_interval(days => CASE WHEN l.succeeded THEN v_settings.retention_succeeded_days
+                                                                ELSE v_settings.retention_dead_letter_days END)
+        WHERE l.queue = configure_queue.queue;
+    END IF;
     RETURN v_settings;
 END
 $$;

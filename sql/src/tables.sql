@@ -207,3 +207,29 @@ CREATE TABLE pgrelay._counts (
     PRIMARY KEY (queue, minute, backend)
 );
 COMMENT ON TABLE pgrelay._counts IS 'Private: finished jobs per queue, minute and backend (see queue_stats).';
+
+-- purge()'s memory, so that a routine purge reads only what changed since the last one, not the kept
+-- history. The walk goes through _finished in id order and remembers where it stopped (walked): at
+-- the first job created after the shortest retention of any queue, since no job from there on can be
+-- due yet. A job it passes that is kept longer than that (a dead letter, a queue with a longer
+-- retention) is noted in _purge_later with the time it becomes due, and removed from there when
+-- that time comes. A job that finishes after the walk passed its id (one that ran long after it was
+-- enqueued, or whose enqueuing transaction was still open) is found by the next pass: the walk starts
+-- again from the oldest id once a day (once an hour while a queue keeps finished jobs for 0 days).
+CREATE TABLE pgrelay._purge_state (
+    one          boolean PRIMARY KEY DEFAULT true CHECK (one),
+    walked       bigint NOT NULL DEFAULT 0,              -- jobs up to this id were read by this pass
+    pass_started timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE pgrelay._purge_state IS 'Private: where purge()''s walk through the history stands (no row: at the start).';
+
+CREATE TABLE pgrelay._purge_later (
+    id          bigint PRIMARY KEY,
+    queue       text COLLATE "C" NOT NULL,
+    succeeded   boolean NOT NULL,        -- which retention applies: succeeded, else dead letter (and cancelled)
+    finished_at timestamptz NOT NULL,
+    due_at      timestamptz NOT NULL     -- finished_at + that retention (configure_queue keeps it so)
+);
+COMMENT ON TABLE pgrelay._purge_later IS
+'Private: finished jobs purge() passed that are kept longer than its walk (see _purge_state), by due time.';
+CREATE INDEX _purge_later_due_at_idx ON pgrelay._purge_later (due_at);

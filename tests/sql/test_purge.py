@@ -12,6 +12,7 @@ from tests.sql.factory import (
     enqueue,
     expire,
     get_job,
+    lease,
     make_job,
     raises_sqlstate,
     scalar,
@@ -113,6 +114,99 @@ def test_one_purge_walks_the_whole_due_history_past_jobs_kept_longer(db):
     assert call(db, "purge") == 2500
 
     assert finished_ids(db) == {kept_dead.id, *kept_long, young.id}
+    assert not set(due) & finished_ids(db)
+
+
+def history_read_by_purge(db, **args) -> tuple[int, int]:
+    """(jobs removed, rows of the history read) by one purge, the reads as PostgreSQL counts them."""
+    db.execute("VACUUM pgrelay._finished")   # (an index scan also counts the dead versions it visits)
+    reads = ("SELECT seq_tup_read + idx_tup_fetch FROM pg_stat_xact_user_tables"
+             " WHERE relid = 'pgrelay._finished'::regclass")
+    with db.transaction():   # (what the backend has not yet reported counts too: hence before and after)
+        before = scalar(db, reads)
+        removed = call(db, "purge", **args)
+        return removed, scalar(db, reads) - before
+
+
+def dead_letters(db, n: int, *, days: float) -> list[int]:
+    ids = finish_many(db, n)
+    # white box: the history of n dead letters (kept 30 days) that finished `days` ago
+    db.execute("UPDATE pgrelay._finished SET status = 'd', last_error = 'gave up' WHERE id = ANY (%s)", (ids,))
+    age_finished(db, *ids, days=days)
+    return ids
+
+
+def test_a_routine_purge_reads_what_aged_since_the_last_one_not_the_kept_history(db):
+    kept = dead_letters(db, 3000, days=10)
+    assert history_read_by_purge(db) == (0, 3000)   # read once, and noted as kept until day 30
+
+    assert history_read_by_purge(db) == (0, 0)
+    due = finish_many(db, 20)
+    age_finished(db, *due, days=8)
+    removed, read = history_read_by_purge(db)
+    assert removed == 20
+    assert read <= 3 * 20   # each job that aged: read by the walk, then locked and deleted
+    assert finished_ids(db) == set(kept)
+
+
+def test_a_job_kept_longer_is_removed_when_its_own_retention_comes(db):
+    kept = dead_letters(db, 5, days=10)
+    assert call(db, "purge") == 0
+
+    call(db, "configure_queue", queue="default", retention_dead_letter_days=20)
+    assert call(db, "purge") == 0
+    call(db, "configure_queue", queue="default", retention_dead_letter_days=9)
+    assert call(db, "purge") == 5
+
+    assert not set(kept) & finished_ids(db)
+
+
+def test_a_job_that_finishes_after_the_walk_passed_its_id_is_removed_by_the_next_pass(db):
+    late = make_job(db, "pending", queue="slow")
+    early = finish_many(db, 3)
+    age_finished(db, *early, days=8)
+    assert call(db, "purge") == 3          # the walk is past the pending job's id
+    job = lease(db, late)
+    assert call(db, "ack", id=job.id, attempt=job.attempt) is True
+    age_finished(db, late, days=8)          # it ran long after it was enqueued
+
+    assert call(db, "purge") == 0           # the walk does not go back for it ...
+    db.execute("UPDATE pgrelay._purge_state SET pass_started = now() - interval '25 hours'")  # white box: a day on
+    assert call(db, "purge") + call(db, "purge") == 1   # ... the next pass, starting a day later, does
+
+    assert get_job(db, late) is None
+
+
+def test_with_a_retention_of_zero_days_a_pass_starts_every_hour(db):
+    call(db, "configure_queue", queue="slow", retention_succeeded_days=0)
+    late = make_job(db, "pending", queue="slow")
+    make_job(db, "succeeded", queue="slow")
+    assert call(db, "purge") == 1
+    job = lease(db, late)
+    call(db, "ack", id=job.id, attempt=job.attempt)
+    assert call(db, "purge") == 0
+
+    db.execute("UPDATE pgrelay._purge_state SET pass_started = now() - interval '61 minutes'")  # white box
+    assert call(db, "purge") + call(db, "purge") == 1
+
+
+def test_a_routine_purge_reads_a_bounded_share_of_a_long_pass(db):
+    # white box: 25,000 dead letters finished 10 days ago (kept 30), written straight into the history
+    db.execute("SELECT pgrelay._queue_id('default')")
+    db.execute("""INSERT INTO pgrelay._finished (id, queue, task, kind, status, priority, run_at, attempt, payload,
+                                                 last_error, created_at, finished_at)
+                  SELECT nextval('pgrelay._job_id_seq'), 'default', 't', 'h', 'd', 0, now(), 1, '{}', 'gave up',
+                         now() - interval '11 days', now() - interval '10 days'
+                  FROM generate_series(1, 25000)""")
+    due = finish_many(db, 10)
+    age_finished(db, *due, days=8)
+
+    removed, read = history_read_by_purge(db)   # reads about 10,000 jobs it keeps, a batch of 1,000 at a time
+
+    assert (removed, read) == (0, 10000)
+    for _ in range(2):   # the walk goes on where it stopped: 25,010 jobs in three calls
+        removed += history_read_by_purge(db)[0]
+    assert removed == 10
     assert not set(due) & finished_ids(db)
 
 
