@@ -252,6 +252,32 @@ CREATE TABLE pgrelay._counts (
 );
 COMMENT ON TABLE pgrelay._counts IS 'Private: finished jobs per queue, minute and backend (see queue_stats).';
 
+-- purge()'s memory, so that a routine purge reads only what changed since the last one, not the kept
+-- history. The walk goes through _finished in id order and remembers where it stopped (walked): at
+-- the first job created after the shortest retention of any queue, since no job from there on can be
+-- due yet. A job it passes that is kept longer than that (a dead letter, a queue with a longer
+-- retention) is noted in _purge_later with the time it becomes due, and removed from there when
+-- that time comes. A job that finishes after the walk passed its id (one that ran long after it was
+-- enqueued, or whose enqueuing transaction was still open) is found by the next pass: the walk starts
+-- again from the oldest id once a day (once an hour while a queue keeps finished jobs for 0 days).
+CREATE TABLE pgrelay._purge_state (
+    one          boolean PRIMARY KEY DEFAULT true CHECK (one),
+    walked       bigint NOT NULL DEFAULT 0,              -- jobs up to this id were read by this pass
+    pass_started timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE pgrelay._purge_state IS 'Private: where purge()''s walk through the history stands (no row: at the start).';
+
+CREATE TABLE pgrelay._purge_later (
+    id          bigint PRIMARY KEY,
+    queue       text COLLATE "C" NOT NULL,
+    succeeded   boolean NOT NULL,        -- which retention applies: succeeded, else dead letter (and cancelled)
+    finished_at timestamptz NOT NULL,
+    due_at      timestamptz NOT NULL     -- finished_at + that retention (configure_queue keeps it so)
+);
+COMMENT ON TABLE pgrelay._purge_later IS
+'Private: finished jobs purge() passed that are kept longer than its walk (see _purge_state), by due time.';
+CREATE INDEX _purge_later_due_at_idx ON pgrelay._purge_later (due_at);
+
 -- ---------------------------------------------------------------------------------------------
 -- Declared result types (never a table's rowtype, so tables can change freely)
 -- ---------------------------------------------------------------------------------------------
@@ -1581,10 +1607,10 @@ BEGIN
     IF nack.error IS NULL OR nack.error = '' THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'error must describe what went wrong (it is shown to operators)';
     END IF;
-    IF nack.retry_after_seconds IS NOT NULL
-       AND (nack.retry_after_seconds = 'NaN' OR nack.retry_after_seconds NOT BETWEEN 0 AND 31536000) THEN
+    IF nack.retry_after_seconds = 'NaN' OR nack.retry_after_seconds < 0 THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001',
-            MESSAGE = format('retry_after_seconds must be between 0 and 31536000 (a year), not %s', nack.retry_after_seconds);
+            MESSAGE = format('retry_after_seconds must be 0 or more seconds (or NULL for the backoff), not %s',
+                             nack.retry_after_seconds);
     END IF;
     IF coalesce(nack.outcome, 'failed') NOT IN ('failed', 'timeout', 'cancelled') THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001',
@@ -1616,8 +1642,9 @@ BEGIN
     END IF;
     PERFORM pgrelay._notify(r.queue, r.run_at)
     FROM pgrelay._retry(ARRAY[nack.id], ARRAY[nack.attempt], coalesce(nack.outcome, 'failed'), ARRAY[left(nack.error, 10000)],
-        ARRAY[coalesce(nack.retry_after_seconds,
-                       pgrelay._backoff(v_job.attempt, v_job.backoff_base, v_job.backoff_max))],
+        ARRAY[least(coalesce(nack.retry_after_seconds,
+                             pgrelay._backoff(v_job.attempt, v_job.backoff_base, v_job.backoff_max)),
+                    31536000)],   -- a year at most
         ARRAY[nack.details]) r;
     RETURN 'pending';
 END
@@ -1626,12 +1653,37 @@ COMMENT ON FUNCTION pgrelay.nack(bigint, integer, text, double precision, boolea
 'Report a failed attempt; returns the job''s new status: pending, dead_letter, cancelled, or stale.
 
 pending: retried after exponential backoff with jitter (queue settings; default 1 s doubling up to 1 h), or
-after retry_after_seconds when given. dead_letter: permanent => true, or no attempts left. cancelled: an
+after retry_after_seconds when given (0 or more; a longer delay than a year, Infinity included, waits a
+year: a worker may pass on whatever a server''s Retry-After said). dead_letter: permanent => true, or no attempts left. cancelled: an
 operator asked to cancel the job (cancel()) while it ran, so it is not retried. stale: this attempt
 no longer holds the lease; nothing changed. outcome (failed, timeout, cancelled) and details (JSON, e.g. an
 HTTP status) are recorded in the attempt history.
 
 Example: SELECT pgrelay.nack(id => 101, attempt => 1, error => ''SMTP 451'', retry_after_seconds => 30);';
+
+CREATE FUNCTION pgrelay.check_task_names(tasks text[])
+RETURNS integer
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan SET jit = off AS $$
+DECLARE
+    v_error text;
+BEGIN
+    SELECT pgrelay._name_error('task', t, 200, '/') INTO v_error
+    FROM unnest(check_task_names.tasks) WITH ORDINALITY u(t, n)
+    WHERE pgrelay._name_error('task', t, 200, '/') IS NOT NULL
+    ORDER BY n LIMIT 1;
+    IF v_error IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = v_error;
+    END IF;
+    RETURN coalesce(cardinality(check_task_names.tasks), 0);
+END
+$$;
+COMMENT ON FUNCTION pgrelay.check_task_names(text[]) IS
+'Refuse (PR001, with enqueue''s message) the first of these names that enqueue would refuse as a task name;
+returns how many it checked when all are valid. A worker calls it at start for the tasks it has handlers for, so a handler that
+no job could ever name stops it at once instead of waiting in vain.
+
+Example: SELECT pgrelay.check_task_names(ARRAY[''emails.send'', ''billing.charge'']);';
 
 CREATE FUNCTION pgrelay.heartbeat(
     worker text,
@@ -1809,6 +1861,17 @@ Example: SELECT pgrelay.recover();  SELECT pgrelay.recover(max_jobs => 10000);';
 -- ---------------------------------------------------------------------------------------------
 -- Inspection
 -- ---------------------------------------------------------------------------------------------
+
+CREATE FUNCTION pgrelay.job_statuses()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT ARRAY['pending', 'leased'] || ARRAY(SELECT pgrelay._status_name(c) FROM unnest('{s,d,c}'::"char"[]) c)
+$$;
+COMMENT ON FUNCTION pgrelay.job_statuses() IS
+'The statuses a job shows (the jobs view, get_job), in the order of a job''s life: pending, leased, then
+how it finished: succeeded, dead_letter or cancelled.
+
+Example: SELECT pgrelay.job_statuses();';
 
 CREATE VIEW pgrelay.jobs AS
     SELECT j.id, j.queue, j.task, pgrelay._kind_name(j.kind) AS kind,
@@ -2077,6 +2140,14 @@ BEGIN
             MESSAGE = format('backoff_base_seconds (%s) must not exceed backoff_max_seconds (%s)',
                              v_settings.backoff_base_seconds, v_settings.backoff_max_seconds);
     END IF;
+    IF configure_queue.retention_succeeded_days IS NOT NULL OR configure_queue.retention_dead_letter_days IS NOT NULL
+       OR v_reset && '{retention_succeeded_days,retention_dead_letter_days}' THEN
+        -- the jobs purge() noted as kept longer become due by the new retention
+        UPDATE pgrelay._purge_later l
+        SET due_at = l.finished_at + make_interval(days => CASE WHEN l.succeeded THEN v_settings.retention_succeeded_days
+                                                                ELSE v_settings.retention_dead_letter_days END)
+        WHERE l.queue = configure_queue.queue;
+    END IF;
     RETURN v_settings;
 END
 $$;
@@ -2294,71 +2365,135 @@ attempt also ends it cancelled; an ack that comes first still succeeds it). PT40
 
 Example: SELECT pgrelay.cancel(101);';
 
+-- Remove these finished jobs, with their attempts and idempotency keys, skipping any a concurrent
+-- caller holds (a replay marking a dead letter); returns the ids removed.
+CREATE FUNCTION pgrelay._purge_jobs(p_ids bigint[])
+RETURNS bigint[]
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    WITH doomed AS (
+        SELECT f.id FROM pgrelay._finished f WHERE f.id = ANY (p_ids) FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM pgrelay._finished f USING doomed d WHERE f.id = d.id
+        RETURNING f.id, f.queue, (f.options).idempotency_key
+    ), attempts AS (
+        DELETE FROM pgrelay._attempts a USING gone g WHERE a.job_id = g.id
+    ), keys AS (
+        DELETE FROM pgrelay._idempotency_keys k USING gone g, pgrelay._queues q
+        WHERE q.queue = g.queue AND k.queue_id = q.id AND k.key = g.idempotency_key AND k.job_id = g.id
+    )
+    SELECT coalesce(array_agg(g.id), '{}') FROM gone g
+$$;
+
 CREATE FUNCTION pgrelay.purge(older_than_days integer DEFAULT NULL, max_jobs integer DEFAULT 10000)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-    SET plan_cache_mode = force_generic_plan SET jit = off SET enable_seqscan = off AS $$
+    SET plan_cache_mode = force_generic_plan SET jit = off SET enable_seqscan = off SET enable_bitmapscan = off AS $$
 DECLARE
-    v_total integer := 0;
-    v_removed integer;
-    v_cutoff timestamptz;
-    v_due bigint[];
-    v_after bigint := 0;   -- the walk's place: the last id it read
-    v_past boolean;
     v_max integer := coalesce(purge.max_jobs, 10000);
+    v_total integer := 0;
+    v_kept integer := 0;   -- jobs the walk read and left
+    v_min_days integer;
+    v_front timestamptz;   -- no job created from here on is due yet
+    v_after bigint;        -- the walk's place: the last id it read
+    v_pass_started timestamptz;
+    v_due bigint[];
+    v_gone bigint[];
+    v_last bigint;
+    v_ahead bigint;
+    v_n integer;
 BEGIN
     PERFORM pgrelay._check(coalesce(
         pgrelay._range_error('older_than_days', purge.older_than_days, 0, 36500, ' (or NULL for each queue''s retention)'),
         pgrelay._range_error('max_jobs', v_max, 1, 10000000, ' (or NULL for 10000)')));
-    -- one purge at a time (a second caller returns 0 at once): the counters it folds stay exact
+    -- one purge at a time (a second caller returns 0 at once): the counters it folds and the walk's
+    -- place stay exact
     IF NOT pg_try_advisory_xact_lock(123589603914343) THEN
         RETURN 0;
     END IF;
-    -- The history is walked in id order, by its primary key, a thousand rows at a time, from the
-    -- oldest job; the due ones among them are removed. Ids are handed out as jobs are created, and a
-    -- job finishes after it is created, so the walk ends at the first thousand that holds a job
-    -- created after the shortest retention of any queue: past it, nothing is due yet. (What a long
-    -- transaction created out of id order is reached by a later purge, whose bound is later.) A job
-    -- kept longer than the rows around it (a dead letter, a queue of longer retention) is read again
-    -- by each purge until its day comes, as any index on finished_at would read it.
-    v_cutoff := now() - make_interval(days => coalesce(purge.older_than_days, least(
+    v_min_days := coalesce(purge.older_than_days, least(
         (SELECT min(least(coalesce(q.retention_succeeded_days, pgrelay._default_retention_succeeded_days()),
                           coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days())))
          FROM pgrelay._queues q),
-        pgrelay._default_retention_succeeded_days(), pgrelay._default_retention_dead_letter_days())));
-    LOOP
-        SELECT array_agg(c.id) FILTER (WHERE c.due), max(c.id), bool_or(c.created_at >= v_cutoff)
-            INTO v_due, v_after, v_past
-        FROM (SELECT f.id, f.created_at,
-                     f.finished_at < now() - make_interval(days => coalesce(purge.older_than_days,
-                         CASE WHEN f.status = 's'
-                              THEN coalesce(q.retention_succeeded_days, pgrelay._default_retention_succeeded_days())
-                              ELSE coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days()) END))
-                     AS due
-              FROM pgrelay._finished f LEFT JOIN pgrelay._queues q ON q.queue = f.queue
-              WHERE f.id > v_after
-              ORDER BY f.id
-              LIMIT 1000) c;
-        EXIT WHEN v_after IS NULL;
+        pgrelay._default_retention_succeeded_days(), pgrelay._default_retention_dead_letter_days()));
+    v_front := now() - make_interval(days => v_min_days);
+
+    IF purge.older_than_days IS NULL THEN
+        -- first the jobs an earlier walk noted as kept longer, whose time has come
+        SELECT array_agg(l.id) INTO v_due
+        FROM (SELECT l.id FROM pgrelay._purge_later l WHERE l.due_at < now() ORDER BY l.due_at LIMIT v_max) l;
         IF v_due IS NOT NULL THEN
-            WITH doomed AS (
-                SELECT f.id FROM pgrelay._finished f
-                WHERE f.id = ANY (v_due[1:v_max - v_total])
-                FOR UPDATE SKIP LOCKED
-            ), gone AS (
-                DELETE FROM pgrelay._finished f USING doomed d WHERE f.id = d.id
-                RETURNING f.id, f.queue, (f.options).idempotency_key
-            ), attempts AS (
-                DELETE FROM pgrelay._attempts a USING gone g WHERE a.job_id = g.id
-            ), keys AS (
-                DELETE FROM pgrelay._idempotency_keys k USING gone g, pgrelay._queues q
-                WHERE q.queue = g.queue AND k.queue_id = q.id AND k.key = g.idempotency_key AND k.job_id = g.id
-            )
-            SELECT count(*) INTO v_removed FROM gone;
-            v_total := v_total + v_removed;
+            v_total := cardinality(pgrelay._purge_jobs(v_due));
+            -- (an entry whose job a concurrent caller held stays for the next purge)
+            DELETE FROM pgrelay._purge_later l
+            WHERE l.id = ANY (v_due) AND NOT EXISTS (SELECT 1 FROM pgrelay._finished f WHERE f.id = l.id);
         END IF;
-        EXIT WHEN v_past OR v_total >= v_max;
+        SELECT s.walked, s.pass_started INTO v_after, v_pass_started FROM pgrelay._purge_state s;
+        v_after := coalesce(v_after, 0);
+    ELSE
+        v_after := 0;   -- an explicit age: the whole history, from the oldest job
+    END IF;
+
+    -- Then the walk: the history in id order, by its primary key, a thousand jobs at a time. Ids are
+    -- handed out as jobs are created, and a job finishes after it is created, so the walk stops at the
+    -- first job created after the front. It removes the due jobs it reads and notes the kept ones
+    -- (created before the front: a later walk does not read them again). A routine purge reads at most
+    -- about 10,000 jobs it leaves per call, however long the history a pass has to go through.
+    WHILE v_total < v_max AND (v_kept < 10000 OR purge.older_than_days IS NOT NULL) LOOP
+        WITH batch AS (
+            SELECT f.id, f.queue, f.status, f.created_at, f.finished_at,
+                   f.finished_at + make_interval(days => coalesce(purge.older_than_days,
+                       CASE WHEN f.status = 's'
+                            THEN coalesce(q.retention_succeeded_days, pgrelay._default_retention_succeeded_days())
+                            ELSE coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days()) END))
+                       AS due_at
+            FROM (SELECT f.* FROM pgrelay._finished f WHERE f.id > v_after ORDER BY f.id LIMIT 1000) f
+            LEFT JOIN pgrelay._queues q ON q.queue = f.queue
+        ), noted AS (
+            INSERT INTO pgrelay._purge_later (id, queue, succeeded, finished_at, due_at)
+            SELECT b.id, b.queue, b.status = 's', b.finished_at, b.due_at FROM batch b
+            WHERE purge.older_than_days IS NULL AND b.due_at >= now() AND b.created_at < v_front
+            ON CONFLICT (id) DO NOTHING
+        )
+        SELECT array_agg(b.id ORDER BY b.id) FILTER (WHERE b.due_at < now()), max(b.id),
+               min(b.id) FILTER (WHERE b.created_at >= v_front), count(*)
+            INTO v_due, v_last, v_ahead, v_n
+        FROM batch b;
+        EXIT WHEN v_last IS NULL;   -- the end of the history
+        v_kept := v_kept + v_n - coalesce(cardinality(v_due), 0);
+        IF cardinality(v_due) > v_max - v_total THEN
+            -- max_jobs reached within this batch: the next call goes on from the first left
+            v_ahead := least(v_ahead, v_due[v_max - v_total + 1]);
+            v_due := v_due[1:v_max - v_total];
+        END IF;
+        IF v_due IS NOT NULL THEN
+            v_gone := pgrelay._purge_jobs(v_due);
+            v_total := v_total + cardinality(v_gone);
+            IF purge.older_than_days IS NULL AND cardinality(v_gone) < cardinality(v_due) THEN
+                -- due jobs a concurrent caller held: noted, so the next purge takes them
+                INSERT INTO pgrelay._purge_later (id, queue, succeeded, finished_at, due_at)
+                SELECT f.id, f.queue, f.status = 's', f.finished_at, f.finished_at FROM pgrelay._finished f
+                WHERE f.id = ANY (v_due) AND f.id <> ALL (v_gone)
+                ON CONFLICT (id) DO NOTHING;
+            END IF;
+        END IF;
+        IF v_ahead IS NOT NULL THEN
+            v_after := v_ahead - 1;
+            EXIT;
+        END IF;
+        v_after := v_last;
     END LOOP;
+
+    IF purge.older_than_days IS NULL THEN
+        -- at the front with a pass begun long enough ago: the next purge starts a new pass
+        IF (v_ahead IS NOT NULL OR v_last IS NULL) AND v_total < v_max
+           AND v_pass_started < now() - (CASE WHEN v_min_days = 0 THEN interval '1 hour' ELSE interval '1 day' END) THEN
+            v_after := 0;
+            v_pass_started := now();
+        END IF;
+        INSERT INTO pgrelay._purge_state AS s (one, walked, pass_started)
+        VALUES (true, v_after, coalesce(v_pass_started, now()))
+        ON CONFLICT (one) DO UPDATE SET walked = excluded.walked, pass_started = excluded.pass_started;
+    END IF;
 
     -- fold the per-minute counters of more than two hours ago into each queue's total row
     WITH old AS (
@@ -2389,6 +2524,13 @@ older_than_days: NULL for each queue''s retention (configure_queue: retention_su
 retention_dead_letter_days, default 30, also for cancelled jobs); 0 removes every finished job. Works in
 batches of 1,000 and stops after max_jobs, so it never holds many locks for long: call it again while it
 returns max_jobs. Active jobs are never touched. One purge runs at a time; a concurrent call returns 0.
+
+By retention (NULL), a purge reads only the history that aged since the last one, not what is kept: it
+remembers where its walk stopped and when each job kept longer is due, and reads at most about 10,000
+jobs it keeps per call. A job that finishes long after later jobs were purged (it waited, ran or retried for
+longer than the shortest retention) is removed by the next pass over the whole history, which starts once
+a day (once an hour while a queue has a retention of 0 days). With older_than_days, it walks the whole
+history from the oldest job, as an operator''s sweep.
 
 Example: SELECT pgrelay.purge(older_than_days => 30);';
 
@@ -2457,6 +2599,8 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     FROM (VALUES
         -- producers: record jobs, read a job back
         ('version',               '{producer,worker,reader,admin}'::text[]),
+        ('job_statuses',          '{producer,worker,reader,admin}'),
+        ('check_task_names',      '{producer,worker,reader,admin}'),
         ('enqueue',               '{producer,worker}'),
         ('enqueue_http',          '{producer,worker}'),
         ('enqueue_bulk',          '{producer,worker}'),

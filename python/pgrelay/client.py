@@ -21,7 +21,7 @@ from typing import Any, TypeAlias
 import asyncpg
 import asyncpg.pool
 
-from .errors import from_sqlstate
+from .errors import InvalidArgument, from_sqlstate
 from .models import (
     Attempt,
     ClaimedJob,
@@ -47,6 +47,7 @@ __all__ = [
     "ack_many",
     "autovacuum_settings",
     "cancel",
+    "check_task_names",
     "configure_queue",
     "consume",
     "database_name",
@@ -61,6 +62,7 @@ __all__ = [
     "get_job",
     "heartbeat",
     "indexes",
+    "job_statuses",
     "list_jobs",
     "maintain",
     "maintenance_scheduled",
@@ -85,6 +87,8 @@ Db: TypeAlias = "asyncpg.Connection | asyncpg.Pool | asyncpg.pool.PoolConnection
 # One constant statement per SQL function (a test checks each names a function that exists).
 SQL = {
     "version": "SELECT pgrelay.version()",
+    "job_statuses": "SELECT pgrelay.job_statuses()",
+    "check_task_names": "SELECT pgrelay.check_task_names($1::text[])",
     # delay_seconds ($11) counts from the database's clock, never the caller's
     "enqueue": """
         SELECT pgrelay.enqueue(task => $1, payload => $2::text::jsonb, queue => $3,
@@ -209,6 +213,16 @@ async def _call(db: Db, method: str, name: str, *args: Any) -> Any:
 async def version(db: Db) -> str:
     """The installed schema version."""
     return await _call(db, "fetchval", "version")
+
+
+async def job_statuses(db: Db) -> list[str]:
+    """The statuses a job shows (``jobs`` view, ``get_job``), in the order of a job's life."""
+    return list(await _call(db, "fetchval", "job_statuses"))
+
+
+async def check_task_names(db: Db, names: Sequence[str]) -> None:
+    """Raise :class:`~pgrelay.errors.InvalidArgument` for the first name ``enqueue`` would refuse as a task."""
+    await _call(db, "fetchval", "check_task_names", list(names))
 
 
 async def enqueue(
@@ -481,8 +495,11 @@ async def list_jobs(
 ) -> list[Job]:
     """Jobs from the ``jobs`` view, newest first (``task``: a LIKE pattern; ``limit`` None: all).
 
-    Unlike ``get_job``, ``max_attempts`` is None when the job takes its queue's setting.
+    Unlike ``get_job``, ``max_attempts`` is None when the job takes its queue's setting. A ``status``
+    that is none of :func:`job_statuses` raises :class:`~pgrelay.errors.InvalidArgument`.
     """
+    if status is not None and status not in (statuses := await job_statuses(db)):
+        raise InvalidArgument(f"status must be one of {', '.join(statuses)}, not {status!r}")
     return [Job.from_row(row) for row in await _call(db, "fetch", "list_jobs", queue, status, task, limit)]
 
 

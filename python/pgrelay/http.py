@@ -50,7 +50,7 @@ from multidict import CIMultiDict
 
 from ._version import __version__
 from .models import ClaimedJob
-from .router import MAX_RETRY_AFTER_SECONDS, Permanent, RetryAfter
+from .router import Permanent, RetryAfter
 from .ssrf import GuardedResolver, TargetPolicy, TargetRefused, describe, host_matches, parse_host_patterns
 
 __all__ = ["HttpError", "HttpExecutor", "SecretEnv", "SigningSecrets", "TargetRefused", "parse_retry_after"]
@@ -84,12 +84,14 @@ class HttpError(Exception):
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value (delta-seconds or an HTTP-date); None when unusable."""
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or an HTTP-date); None when unusable.
+
+    However long: nack waits a year at most."""
     if value is None:
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():  # isdigit() alone accepts "²"
-        return min(float(value), MAX_RETRY_AFTER_SECONDS)
+        return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -99,7 +101,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     seconds = when.timestamp() - (time.time() if now is None else now)
-    return min(max(0.0, seconds), MAX_RETRY_AFTER_SECONDS)
+    return max(0.0, seconds)
 
 
 def _parse_host_bound(text: str | None, variable: str, *, host_first: bool,

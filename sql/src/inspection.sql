@@ -2,6 +2,17 @@
 -- Inspection
 -- ---------------------------------------------------------------------------------------------
 
+CREATE FUNCTION pgrelay.job_statuses()
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT ARRAY['pending', 'leased'] || ARRAY(SELECT pgrelay._status_name(c) FROM unnest('{s,d,c}'::"char"[]) c)
+$$;
+COMMENT ON FUNCTION pgrelay.job_statuses() IS
+'The statuses a job shows (the jobs view, get_job), in the order of a job''s life: pending, leased, then
+how it finished: succeeded, dead_letter or cancelled.
+
+Example: SELECT pgrelay.job_statuses();';
+
 CREATE VIEW pgrelay.jobs AS
     SELECT j.id, j.queue, j.task, pgrelay._kind_name(j.kind) AS kind,
            CASE WHEN j.leased_by IS NULL THEN 'pending' ELSE 'leased' END AS status,

@@ -16,6 +16,8 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     FROM (VALUES
         -- producers: record jobs, read a job back
         ('version',               '{producer,worker,reader,admin}'::text[]),
+        ('job_statuses',          '{producer,worker,reader,admin}'),
+        ('check_task_names',      '{producer,worker,reader,admin}'),
         ('enqueue',               '{producer,worker}'),
         ('enqueue_http',          '{producer,worker}'),
         ('enqueue_bulk',          '{producer,worker}'),

@@ -294,10 +294,10 @@ BEGIN
     IF nack.error IS NULL OR nack.error = '' THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'error must describe what went wrong (it is shown to operators)';
     END IF;
-    IF nack.retry_after_seconds IS NOT NULL
-       AND (nack.retry_after_seconds = 'NaN' OR nack.retry_after_seconds NOT BETWEEN 0 AND 31536000) THEN
+    IF nack.retry_after_seconds = 'NaN' OR nack.retry_after_seconds < 0 THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001',
-            MESSAGE = format('retry_after_seconds must be between 0 and 31536000 (a year), not %s', nack.retry_after_seconds);
+            MESSAGE = format('retry_after_seconds must be 0 or more seconds (or NULL for the backoff), not %s',
+                             nack.retry_after_seconds);
     END IF;
     IF coalesce(nack.outcome, 'failed') NOT IN ('failed', 'timeout', 'cancelled') THEN
         RAISE EXCEPTION USING ERRCODE = 'PR001',
@@ -329,8 +329,9 @@ BEGIN
     END IF;
     PERFORM pgrelay._notify(r.queue, r.run_at)
     FROM pgrelay._retry(ARRAY[nack.id], ARRAY[nack.attempt], coalesce(nack.outcome, 'failed'), ARRAY[left(nack.error, 10000)],
-        ARRAY[coalesce(nack.retry_after_seconds,
-                       pgrelay._backoff(v_job.attempt, v_job.backoff_base, v_job.backoff_max))],
+        ARRAY[least(coalesce(nack.retry_after_seconds,
+                             pgrelay._backoff(v_job.attempt, v_job.backoff_base, v_job.backoff_max)),
+                    31536000)],   -- a year at most
         ARRAY[nack.details]) r;
     RETURN 'pending';
 END
@@ -339,12 +340,37 @@ COMMENT ON FUNCTION pgrelay.nack(bigint, integer, text, double precision, boolea
 'Report a failed attempt; returns the job''s new status: pending, dead_letter, cancelled, or stale.
 
 pending: retried after exponential backoff with jitter (queue settings; default 1 s doubling up to 1 h), or
-after retry_after_seconds when given. dead_letter: permanent => true, or no attempts left. cancelled: an
+after retry_after_seconds when given (0 or more; a longer delay than a year, Infinity included, waits a
+year: a worker may pass on whatever a server''s Retry-After said). dead_letter: permanent => true, or no attempts left. cancelled: an
 operator asked to cancel the job (cancel()) while it ran, so it is not retried. stale: this attempt
 no longer holds the lease; nothing changed. outcome (failed, timeout, cancelled) and details (JSON, e.g. an
 HTTP status) are recorded in the attempt history.
 
 Example: SELECT pgrelay.nack(id => 101, attempt => 1, error => ''SMTP 451'', retry_after_seconds => 30);';
+
+CREATE FUNCTION pgrelay.check_task_names(tasks text[])
+RETURNS integer
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    SET plan_cache_mode = force_generic_plan SET jit = off AS $$
+DECLARE
+    v_error text;
+BEGIN
+    SELECT pgrelay._name_error('task', t, 200, '/') INTO v_error
+    FROM unnest(check_task_names.tasks) WITH ORDINALITY u(t, n)
+    WHERE pgrelay._name_error('task', t, 200, '/') IS NOT NULL
+    ORDER BY n LIMIT 1;
+    IF v_error IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = v_error;
+    END IF;
+    RETURN coalesce(cardinality(check_task_names.tasks), 0);
+END
+$$;
+COMMENT ON FUNCTION pgrelay.check_task_names(text[]) IS
+'Refuse (PR001, with enqueue''s message) the first of these names that enqueue would refuse as a task name;
+returns how many it checked when all are valid. A worker calls it at start for the tasks it has handlers for, so a handler that
+no job could ever name stops it at once instead of waiting in vain.
+
+Example: SELECT pgrelay.check_task_names(ARRAY[''emails.send'', ''billing.charge'']);';
 
 CREATE FUNCTION pgrelay.heartbeat(
     worker text,

@@ -405,3 +405,19 @@ async def test_metrics_count_a_lost_lease_as_lease_expired(dsn, admin):
 
     await run_until(worker, lose_the_lease, timeout=30)
     assert await outcomes(admin, job) == ["lease_expired"]
+
+
+# -- 17. the task name rule is the database's ----------------------------------------------------
+
+
+async def test_a_handler_no_job_could_name_stops_the_worker_at_start_with_the_databases_reason(dsn, admin):
+    waiting = await client.enqueue(admin, "fine")
+    router = pgrelay.Router()
+    router.add("fine", lambda ctx: None)
+    router.add("has space", lambda ctx: None)   # the Router takes any string; the database has the rule
+    worker = pgrelay.Worker(dsn, router, poll_interval=0.1)
+
+    with pytest.raises(pgrelay.errors.InvalidArgument, match="a handler's task name: invalid task 'has space'"):
+        await asyncio.wait_for(worker.run(), timeout=30)
+
+    assert await status(admin, waiting) == "pending"   # it claimed nothing

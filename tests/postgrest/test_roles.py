@@ -49,6 +49,8 @@ class Endpoint:
 
 
 ENDPOINTS = [
+    Endpoint("GET", "/rpc/job_statuses", lambda s: {}),
+    Endpoint("POST", "/rpc/check_task_names", lambda s: {"tasks": ["emails.send"]}),
     Endpoint("POST", "/rpc/enqueue", lambda s: {"task": "t", "queue": s.queue}),
     Endpoint("POST", "/rpc/enqueue_http", lambda s: {"url": "https://hooks.example.com/x", "queue": s.queue}),
     Endpoint("POST", "/rpc/enqueue_bulk", lambda s: {"jobs": [{"task": "t", "queue": s.queue}]}),

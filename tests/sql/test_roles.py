@@ -32,6 +32,8 @@ def matrix(db: psycopg.Connection) -> dict[str, set[str]]:
 # one call per public function and view; {job} stands for a dead-lettered job's id
 CALLS = {
     "version": "SELECT pgrelay.version()",
+    "job_statuses": "SELECT pgrelay.job_statuses()",
+    "check_task_names": "SELECT pgrelay.check_task_names('{roles.t}')",
     "enqueue": "SELECT pgrelay.enqueue('roles.t')",
     "enqueue_http": "SELECT pgrelay.enqueue_http('https://example.com/hook')",
     "enqueue_bulk": """SELECT pgrelay.enqueue_bulk('[{"task": "roles.t"}]')""",

@@ -33,6 +33,6 @@ def test_details_the_database_would_refuse_are_dropped_and_others_kept():
     assert _details(pgrelay.Permanent("x", details={"status": 503})) == {"status": 503}
 
 
-@pytest.mark.parametrize(("seconds", "delay"), [(-1, 0.0), (5, 5.0), (1e12, 31536000.0), (math.nan, None)])
-def test_retry_after_is_clamped_to_nacks_range(seconds, delay):
+@pytest.mark.parametrize(("seconds", "delay"), [(-1, 0.0), (5, 5.0), (1e12, 1e12), (math.inf, math.inf), (math.nan, None)])
+def test_a_retry_after_in_the_past_is_now_and_a_long_one_is_left_to_nack(seconds, delay):
     assert _retry_delay(seconds) == delay

@@ -32,11 +32,6 @@ from .output import (
 
 REPLAY_BATCH = 1000  # dead letters replayed per call of replay_dead_letters (one transaction each)
 
-# The states a job shows in the jobs view (declared with the job tables in sql/pgrelay.sql), restated
-# for --status's click.Choice; tests/sql/test_python_restatements.py pins them to the SQL.
-JOB_STATUSES = ("pending", "leased", "succeeded", "dead_letter", "cancelled")
-
-
 # --- enqueue ----------------------------------------------------------------------------------
 
 
@@ -86,7 +81,8 @@ def jobs_group() -> None:
 
 @jobs_group.command(name="list")
 @click.option("--queue", "-q", help="only this queue")
-@click.option("--status", "-s", type=click.Choice(JOB_STATUSES), help="only jobs in this state")
+@click.option("--status", "-s", metavar="STATUS",
+              help="only jobs in this state (one of those pgrelay.job_statuses() names)")
 @click.option("--task", "-t", metavar="PATTERN", help="only tasks matching this LIKE pattern, e.g. 'orders.%'")
 @click.option("--limit", "-n", type=click.IntRange(1, 100000), default=50, show_default=True, help="most jobs shown")
 @json_option
