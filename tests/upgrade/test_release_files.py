@@ -23,6 +23,9 @@ FROZEN = {
     # 0.2.0 (2026-12-07): the source split by area, privileges declared once, the upgrade chain
     "pgrelay--0.2.0.sql": "7f514011ac6bd0496832e2c861befe1008cb5f60e9093dd543ee97bce3903b9a",
     "pgrelay--0.1.0--0.2.0.sql": "148136078d36b2e3b57edb5a65d32420497f2a73176c48075b3b2cb2c13e3481",
+    # 0.3.0 (2026-12-07): hardening (issue 22)
+    "pgrelay--0.3.0.sql": "ef061076cb8cab754f7b98a9ef6076ddbc2de57cd0ad657d8d539c530c433785",
+    "pgrelay--0.2.0--0.3.0.sql": "b45da377e2accd073aa821fca7ed608f4226f14de3b5a2d3cba3a22bd0c1da00",
 }
 
 
