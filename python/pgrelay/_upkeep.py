@@ -1,6 +1,6 @@
 """Upkeep of the whole queue, not just this worker's jobs: ``recover()`` every ``recover_interval`` (one
 worker at a time, a transaction-level try-lock) and ``maintain()`` (recover + purge by each queue's
-retention) every ``maintenance_interval``, unless a pg_cron job does it."""
+retention + tick the schedules) every ``maintenance_interval``, unless a pg_cron job does it."""
 
 from __future__ import annotations
 
@@ -67,4 +67,7 @@ class Upkeep:
             return 0
         if done.purged:
             log.info("purged %d finished jobs past their queue's retention", done.purged)
+        if done.ticked:
+            log.debug("maintain() enqueued %d scheduled jobs", done.ticked)
+            self._state.wake.set()
         return done.recovered

@@ -31,6 +31,7 @@ from .models import (
     QueueSettings,
     QueueStats,
     RecentFailure,
+    Schedule,
     WorkerInfo,
     _json,
 )
@@ -51,12 +52,13 @@ __all__ = [
     "configure_queue",
     "consume",
     "database_name",
+    "declare_schedule",
+    "declared_roles",
     "enqueue",
     "enqueue_bulk",
     "enqueue_http",
     "enqueue_many",
     "existing_roles",
-    "declared_roles",
     "expired_leases",
     "get_attempts",
     "get_job",
@@ -68,6 +70,7 @@ __all__ = [
     "maintenance_scheduled",
     "nack",
     "pause",
+    "pause_schedule",
     "purge",
     "queue_stats",
     "recent_failures",
@@ -77,7 +80,13 @@ __all__ = [
     "replay",
     "replay_dead_letters",
     "resume",
+    "resume_schedule",
+    "run_schedule_now",
+    "schedule",
+    "schedules",
     "server_version",
+    "tick",
+    "unschedule",
     "version",
     "workers",
 ]
@@ -145,6 +154,19 @@ SQL = {
     "purge": "SELECT pgrelay.purge(older_than_days => $1, max_jobs => $2)",
     "maintain": "SELECT * FROM pgrelay.maintain(max_jobs => $1)",
     "maintenance_scheduled": "SELECT pgrelay.maintenance_scheduled()",
+    "schedule": """
+        SELECT pgrelay.schedule(name => $1, cron => $2, task => $3, payload => $4::text::jsonb, queue => $5,
+                                timezone => $6, catch_up => $7, priority => $8, max_attempts => $9,
+                                timeout_seconds => $10)""",
+    "declare_schedule": """
+        SELECT pgrelay.declare_schedule(name => $1, cron => $2, task => $3, payload => $4::text::jsonb, queue => $5,
+                                        timezone => $6, catch_up => $7, priority => $8, max_attempts => $9,
+                                        timeout_seconds => $10)""",
+    "unschedule": "SELECT pgrelay.unschedule(name => $1)",
+    "pause_schedule": "SELECT pgrelay.pause_schedule(name => $1)",
+    "resume_schedule": "SELECT pgrelay.resume_schedule(name => $1)",
+    "run_schedule_now": "SELECT pgrelay.run_schedule_now(name => $1)",
+    "tick": "SELECT pgrelay.tick(now => $1)",
     # views
     "queue_stats": "SELECT * FROM pgrelay.queue_stats ORDER BY queue",
     # newest first; a NULL filter matches every job (one plan for every combination of filters)
@@ -161,6 +183,11 @@ SQL = {
     "expired_leases": """SELECT * FROM pgrelay.expired_leases WHERE expired_for >= make_interval(secs => $1)
                          ORDER BY lease_expires_at""",
     "recent_failures": "SELECT * FROM pgrelay.recent_failures ORDER BY last_failed_at DESC NULLS LAST, queue, task",
+    "schedules": """
+        SELECT name, cron, timezone, task, queue, catch_up, paused, last_tick, next_run, last_job_id, last_job_status,
+               payload::text AS payload, priority, max_attempts, timeout_seconds, declared_by, created_at, updated_at
+        FROM pgrelay.schedules
+        ORDER BY name""",
 }
 
 # Catalog reads for `pgrelay doctor`: how pgrelay is installed, not the queue.
@@ -471,13 +498,89 @@ async def purge(db: Db, *, older_than_days: int | None = None, max_jobs: int | N
 
 
 async def maintain(db: Db, *, max_jobs: int | None = None) -> Maintenance:
-    """One round of housekeeping: recover expired leases, then purge up to ``max_jobs`` by retention."""
+    """One round of housekeeping: recover expired leases, purge up to ``max_jobs`` by retention, then tick the
+    schedules."""
     return Maintenance.from_row(await _call(db, "fetchrow", "maintain", max_jobs))
 
 
 async def maintenance_scheduled(db: Db) -> bool:
     """Whether ``maintain()`` is scheduled in the database (e.g. by pg_cron)."""
     return await _call(db, "fetchval", "maintenance_scheduled")
+
+
+async def schedule(
+    db: Db,
+    name: str,
+    cron: str,
+    task: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    queue: str | None = None,
+    timezone: str | None = None,
+    catch_up: str | None = None,
+    priority: int | None = None,
+    max_attempts: int | None = None,
+    timeout_seconds: int | None = None,
+) -> datetime | None:
+    """Create or replace the schedule ``name``: a ``task`` job per tick of ``cron`` (in ``timezone``, default
+    UTC); returns its next run (None: the expression runs no more). A schedule made here is the database's:
+    workers declaring the same name leave it alone. ``catch_up``: ``all``, ``latest`` (the default) or
+    ``none``. InvalidArgument names a bad argument (a bad expression or time zone too)."""
+    return await _call(
+        db, "fetchval", "schedule", name, cron, task, _dumps(payload), queue, timezone, catch_up, priority,
+        max_attempts, timeout_seconds,
+    )
+
+
+async def declare_schedule(
+    db: Db,
+    name: str,
+    cron: str,
+    task: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    queue: str | None = None,
+    timezone: str | None = None,
+    catch_up: str | None = None,
+    priority: int | None = None,
+    max_attempts: int | None = None,
+    timeout_seconds: int | None = None,
+) -> datetime | None:
+    """A worker's ``schedule()``, for a schedule declared next to its handler; returns the next run, or None
+    when a schedule of that name was made or changed in SQL (``schedule``), which a worker never changes."""
+    return await _call(
+        db, "fetchval", "declare_schedule", name, cron, task, _dumps(payload), queue, timezone, catch_up, priority,
+        max_attempts, timeout_seconds,
+    )
+
+
+async def unschedule(db: Db, name: str) -> bool:
+    """Remove a schedule (the jobs it enqueued stay); False when there is no such schedule."""
+    return await _call(db, "fetchval", "unschedule", name)
+
+
+async def pause_schedule(db: Db, name: str) -> bool:
+    """Stop enqueuing a schedule's ticks until ``resume_schedule``; False when there is no such schedule."""
+    return await _call(db, "fetchval", "pause_schedule", name)
+
+
+async def resume_schedule(db: Db, name: str) -> bool:
+    """Enqueue a paused schedule's ticks again, from its first tick after now (the ticks of the pause are not
+    made up); False when there is no such schedule."""
+    return await _call(db, "fetchval", "resume_schedule", name)
+
+
+async def run_schedule_now(db: Db, name: str) -> int:
+    """Enqueue one extra run of a schedule now, outside its ticks; returns the job's id. JobNotFound (PT404)
+    when there is no such schedule."""
+    return await _call(db, "fetchval", "run_schedule_now", name)
+
+
+async def tick(db: Db, now: datetime | None = None) -> int:
+    """Enqueue every due tick of every active schedule (exactly one job per schedule and tick, however many
+    callers tick at once); returns how many jobs it made. ``now``: the time to tick at (tests); None: the
+    database's current time."""
+    return await _call(db, "fetchval", "tick", now)
 
 
 async def queue_stats(db: Db) -> list[QueueStats]:
@@ -516,6 +619,11 @@ async def expired_leases(db: Db, *, older_than_seconds: float = 0) -> list[Expir
 async def recent_failures(db: Db) -> list[RecentFailure]:
     """The ``recent_failures`` view, most recent failure first."""
     return [RecentFailure.from_row(row) for row in await _call(db, "fetch", "recent_failures")]
+
+
+async def schedules(db: Db) -> list[Schedule]:
+    """The ``schedules`` view, by name."""
+    return [Schedule.from_row(row) for row in await _call(db, "fetch", "schedules")]
 
 
 # ---------------------------------------------------------------------------------------------

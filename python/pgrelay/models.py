@@ -16,6 +16,7 @@ __all__ = [
     "QueueSettings",
     "QueueStats",
     "RecentFailure",
+    "Schedule",
     "UnreadableJson",
     "WorkerInfo",
 ]
@@ -244,11 +245,43 @@ class RecentFailure:
 
 
 @dataclass(frozen=True, slots=True)
+class Schedule:
+    """A row of the ``schedules`` view: a periodic job's expression, what each tick enqueues, and its latest
+    tick and job. ``next_run`` None: the expression runs no more; ``last_job_status`` None: no job yet, or it
+    was purged; ``declared_by``: ``sql`` (``schedule()``) or ``worker`` (declared next to a handler)."""
+
+    name: str
+    cron: str
+    timezone: str
+    task: str
+    queue: str
+    catch_up: str
+    paused: bool
+    last_tick: datetime | None
+    next_run: datetime | None
+    last_job_id: int | None
+    last_job_status: str | None
+    payload: Any
+    priority: int | None
+    max_attempts: int | None
+    timeout_seconds: int | None
+    declared_by: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> Schedule:
+        """A row of the view with payload as text."""
+        return _by_name(cls, row, payload=_json(row["payload"]))
+
+
+@dataclass(frozen=True, slots=True)
 class Maintenance:
-    """What ``maintain()`` did: leases recovered and finished jobs purged."""
+    """What ``maintain()`` did: leases recovered, finished jobs purged, jobs the schedules' ticks made."""
 
     recovered: int
     purged: int
+    ticked: int = 0  # (0 before pgrelay 0.4.0, which had no schedules)
 
     @classmethod
     def from_row(cls, row: Any) -> Maintenance:

@@ -15,8 +15,11 @@ job each:
   each retried while the database is away;
 - ``_leases`` heartbeats the leases of running jobs and cancels a handler whose lease was lost;
 - ``_upkeep`` runs ``recover()`` every few seconds, and ``maintain()`` (recover + purge by each queue's
-  retention) every ``maintenance_interval`` unless a pg_cron job does it; recover one worker at a time
-  (a transaction-level try-lock), purge one at a time (its own);
+  retention + tick) every ``maintenance_interval`` unless a pg_cron job does it; recover one worker at a
+  time (a transaction-level try-lock), purge one at a time (its own);
+- ``_ticking`` declares the schedules of the router's handlers at start (``declare_schedule``) and calls
+  ``tick()`` every ``tick_interval``, which enqueues the schedules' due ticks: every worker ticks, the
+  database makes each tick one job, so there is no leader;
 - ``_state`` is what they share: the jobs held, the slots, the stop flags; a job's end is counted and
   logged there.
 
@@ -31,7 +34,7 @@ job each:
   with 1), never leaving it half alive.
 
 Connections: handlers get a pool of their own (``ctx.pool``, ``ctx.transaction()``); the worker's own
-calls (claim, ack, nack, recover) another small one, and heartbeats one connection of their own, so no
+calls (claim, ack, nack, recover, tick) another small one, and heartbeats one connection of their own, so no
 number of handlers holding connections makes a heartbeat or an ack wait past a lease.
 
 Behind PgBouncer in transaction mode: ``statement_cache_size=0`` (asyncpg's named prepared statements
@@ -62,6 +65,7 @@ from ._connections import CONNECTION_ERRORS, DATABASE_ERRORS, Connections
 from ._leases import Heartbeat
 from ._running import Runner
 from ._state import DEFAULT_LEASE_SECONDS, State
+from ._ticking import Ticker
 from ._upkeep import Upkeep
 from ._values import (
     describe,
@@ -107,6 +111,7 @@ class Worker:
         listen_dsn: str | None | bool = None,
         recover_interval: float | None = None,
         maintenance_interval: float | None = 300.0,
+        tick_interval: float | None = 1.0,
         ack_delay: float = 0.002,
         worker_id: str | None = None,
         http_executor: Any = None,
@@ -131,6 +136,7 @@ class Worker:
         self.listen_dsn = dsn if listen_dsn is None else listen_dsn
         self.recover_interval = recover_interval if recover_interval is not None else max(1.0, lease / 3)
         self.maintenance_interval = maintenance_interval or None  # None or 0: never purge from this worker
+        self.tick_interval = tick_interval or None  # None or 0: never tick (pg_cron or other workers do)
         self.ack_delay = ack_delay
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.http_executor = http_executor
@@ -151,6 +157,7 @@ class Worker:
         self._heartbeat = Heartbeat(self._state, self._connections, queues=self.queues, lease_seconds=lease_seconds)
         self._upkeep = Upkeep(self._state, self._connections, recover_interval=self.recover_interval,
                               maintenance_interval=self.maintenance_interval)
+        self._ticker = Ticker(self._state, self._connections, self.router, tick_interval=self.tick_interval)
         self._wakeups = Wakeups(self._state.wake, self.queues)
         self._background: list[asyncio.Task[None]] = []
 
@@ -185,7 +192,7 @@ class Worker:
             log.warning("no handlers registered and no HTTP executor: nothing to run")
         failure: BaseException | None = None
         try:
-            if not await self._connect() or not await self._check_tasks():
+            if not await self._connect() or not await self._check_tasks() or not await self._ticker.declare():
                 return
             self._runner.open()
             if self.listen_dsn is not False and self.listen_dsn == self.dsn and self.statement_cache_size == 0:
@@ -200,6 +207,8 @@ class Worker:
                         group.create_task(self._acker.loop(), name="pgrelay-ack"),
                         group.create_task(self._upkeep.loop(), name="pgrelay-recover"),
                     ]
+                    if self.tick_interval:
+                        self._background.append(group.create_task(self._ticker.loop(), name="pgrelay-tick"))
                     if self.listen_dsn is not False:  # None: like the pool, from the libpq variables (PGHOST, ...)
                         self._background.append(group.create_task(self._listen_loop(), name="pgrelay-listen"))
                     group.create_task(self._claim_then_drain(kinds), name="pgrelay-claim")

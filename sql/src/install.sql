@@ -50,6 +50,7 @@
 -- Private helpers
 \ir defaults.sql
 \ir helpers.sql
+\ir cron.sql
 \ir core.sql
 
 -- The public API: producers, workers, inspection, queue settings, operators
@@ -58,6 +59,7 @@
 \ir inspection.sql
 \ir queues.sql
 \ir operators.sql
+\ir schedules.sql
 
 -- Who may call what, and the record of each install
 \ir privileges.sql

@@ -337,12 +337,13 @@ DECLARE
 BEGIN
     v_done.recovered := pgrelay.recover(maintain.max_jobs);
     v_done.purged := pgrelay.purge(NULL, maintain.max_jobs);
+    v_done.ticked := pgrelay.tick();
     RETURN v_done;
 END
 $$;
 COMMENT ON FUNCTION pgrelay.maintain(integer) IS
 'Routine maintenance: recover() expired leases, then purge() finished jobs by each queue''s retention (at
-most max_jobs of each); returns what it did. A count of max_jobs says more may be left: call again. Run it from pg_cron every minute, or let the workers run it.
+most max_jobs of each), then tick() the schedules; returns what it did. A count of max_jobs says more may be left: call again. Run it from pg_cron every minute, or let the workers run it.
 
 Example: SELECT * FROM pgrelay.maintain();';
 

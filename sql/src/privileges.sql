@@ -36,6 +36,8 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         ('recover',               '{worker,admin}'),
         ('maintain',              '{worker,admin}'),
         ('maintenance_scheduled', '{worker,admin}'),
+        ('tick',                  '{worker,admin}'),
+        ('declare_schedule',      '{worker,admin}'),
         -- operators
         ('configure_queue',       '{admin}'),
         ('pause',                 '{admin}'),
@@ -44,6 +46,11 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         ('replay_dead_letters',   '{admin}'),
         ('cancel',                '{admin}'),
         ('purge',                 '{admin}'),
+        ('schedule',              '{admin}'),
+        ('unschedule',            '{admin}'),
+        ('pause_schedule',        '{admin}'),
+        ('resume_schedule',       '{admin}'),
+        ('run_schedule_now',      '{admin}'),
         -- the views (and, derived by _apply_privileges, the functions they call)
         ('jobs',                  '{reader,admin}'),
         ('queue_stats',           '{reader,admin}'),
@@ -51,6 +58,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         ('dead_letters',          '{reader,admin}'),
         ('workers',               '{reader,admin}'),
         ('recent_failures',       '{reader,admin}'),
+        ('schedules',             '{reader,admin}'),
         -- this matrix, for `pgrelay doctor`
         ('_privileges',           '{reader,admin}')
     ) m(object, roles), pg_catalog.unnest(m.roles) r

@@ -52,9 +52,10 @@ CREATE TYPE pgrelay.queue_settings AS (
 COMMENT ON TYPE pgrelay.queue_settings IS
 'A queue''s effective settings (defaults filled in); concurrency NULL means unlimited.';
 
-CREATE TYPE pgrelay.maintenance AS (recovered integer, purged integer);
+CREATE TYPE pgrelay.maintenance AS (recovered integer, purged integer, ticked integer);
 COMMENT ON TYPE pgrelay.maintenance IS
-'What maintain() did: expired leases recovered, finished jobs purged by the queues'' retention.';
+'What maintain() did: expired leases recovered, finished jobs purged by the queues'' retention, jobs
+enqueued by the schedules'' ticks.';
 
 -- Used by consume: the jobs _pick locked, their queues, and where their rows are (arrays rather than a
 -- set of rows: consume keeps them in variables, and composite values cost more to build and take apart).

@@ -37,6 +37,12 @@ class Setup:
     def dead(self) -> int:
         return state.dead_letter(self.pg, self.queue)
 
+    def scheduled(self) -> str:
+        """The name of a schedule made for this call (run_schedule_now needs one)."""
+        name = f"{self.queue}.now"
+        self.pg.execute("SELECT pgrelay.schedule(%s, '@daily', 't')", (name,))
+        return name
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -75,6 +81,14 @@ ENDPOINTS = [
     Endpoint("POST", "/rpc/replay_dead_letters", lambda s: {"queue": s.queue}),
     Endpoint("POST", "/rpc/cancel", lambda s: {"id": s.pending()}),
     Endpoint("POST", "/rpc/purge", lambda s: {"older_than_days": 36500, "max_jobs": 1}),
+    Endpoint("POST", "/rpc/schedule", lambda s: {"name": f"{s.queue}.s", "cron": "@daily", "task": "t"}),
+    Endpoint("POST", "/rpc/declare_schedule", lambda s: {"name": f"{s.queue}.d", "cron": "@daily", "task": "t"}),
+    Endpoint("POST", "/rpc/unschedule", lambda s: {"name": "none"}),
+    Endpoint("POST", "/rpc/pause_schedule", lambda s: {"name": "none"}),
+    Endpoint("POST", "/rpc/resume_schedule", lambda s: {"name": "none"}),
+    Endpoint("POST", "/rpc/run_schedule_now", lambda s: {"name": s.scheduled()}),
+    Endpoint("POST", "/rpc/tick", lambda s: {}),
+    Endpoint("GET", "/schedules", lambda s: {"name": "eq.none"}),
     Endpoint("GET", "/queue_stats", lambda s: {"queue": f"eq.{s.queue}"}),
     Endpoint("GET", "/dead_letters", lambda s: {"queue": f"eq.{s.queue}"}),
     Endpoint("GET", "/workers", lambda s: {"worker": "eq.matrix-w"}),

@@ -288,7 +288,7 @@ def test_maintain_recovers_expired_leases_and_purges_by_retention(db):
 
     [done] = call_rows(db, "maintain")
 
-    assert done == {"recovered": 1, "purged": 1}
+    assert done == {"recovered": 1, "purged": 1, "ticked": 0}
     assert status(db, expired) == "pending"
     assert get_job(db, old) is None
 

@@ -17,7 +17,7 @@ import pytest
 
 from tests.sql.factory import make_job
 
-VIEWS = {"jobs", "queue_stats", "expired_leases", "dead_letters", "workers", "recent_failures"}
+VIEWS = {"jobs", "queue_stats", "expired_leases", "dead_letters", "workers", "recent_failures", "schedules"}
 ROLES = ("pgrelay_admin", "pgrelay_producer", "pgrelay_reader", "pgrelay_worker")
 
 
@@ -57,6 +57,13 @@ CALLS = {
     "replay_dead_letters": "SELECT pgrelay.replay_dead_letters('default')",
     "cancel": "SELECT pgrelay.cancel({job})",
     "purge": "SELECT pgrelay.purge()",
+    "schedule": "SELECT pgrelay.schedule('roles.s', '@daily', 'roles.t')",
+    "declare_schedule": "SELECT pgrelay.declare_schedule('roles.d', '@daily', 'roles.t')",
+    "unschedule": "SELECT pgrelay.unschedule('roles.none')",
+    "pause_schedule": "SELECT pgrelay.pause_schedule('roles.none')",
+    "resume_schedule": "SELECT pgrelay.resume_schedule('roles.none')",
+    "run_schedule_now": "SELECT pgrelay.run_schedule_now('roles.s')",
+    "tick": "SELECT pgrelay.tick()",
     "_privileges": "SELECT * FROM pgrelay._privileges()",
     # a trigger function cannot be called; CREATE TRIGGER checks this privilege
     "enqueue_trigger": "DO $$ BEGIN IF NOT has_function_privilege('pgrelay.enqueue_trigger()', 'EXECUTE') "

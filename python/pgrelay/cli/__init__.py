@@ -14,6 +14,7 @@ Where each command lives:
 - ``entry``: ``jobs-migrate``, ``jobs-worker``, ``pgrelay migrate``, ``pgrelay worker``
 - ``jobs``: ``enqueue``, ``jobs list|show|attempts``, ``replay``, ``replay-dead``, ``cancel``
 - ``queues``: ``queues list|pause|resume|configure``, ``drain``, ``stats``, ``top``
+- ``schedules``: ``schedules list|add|remove|pause|resume|run-now``
 - ``operations``: ``purge``
 - ``doctor``: ``doctor``
 - ``common``: the ``pgrelay`` group, shared options, running an action and reporting its failure
@@ -23,7 +24,7 @@ Where each command lives:
 from __future__ import annotations
 
 # importing a command module registers its commands on the group main
-from . import doctor, jobs, operations, queues  # noqa: F401
+from . import doctor, jobs, operations, queues, schedules  # noqa: F401
 from .common import main
 from .doctor import expected_indexes
 from .entry import migrate_main, worker_main

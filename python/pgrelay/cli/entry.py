@@ -100,6 +100,10 @@ def worker_options(function: Callable[..., None]) -> Callable[..., None]:
         click.option("--maintenance-interval", type=click.FloatRange(0, 86400), default=300.0, show_default=True,
                      envvar="PGRELAY_MAINTENANCE_INTERVAL",
                      help="seconds between maintain() runs (purge by retention) unless pg_cron runs it; 0: never"),
+        click.option("--tick-interval", type=click.FloatRange(0, 3600), default=1.0, show_default=True,
+                     envvar="PGRELAY_TICK_INTERVAL",
+                     help="seconds between tick() calls, which enqueue the schedules' due jobs; 0: never (pg_cron "
+                          "or other workers tick)"),
         click.option("--shutdown-grace", type=click.FloatRange(0, 86400), default=30.0, show_default=True, envvar="PGRELAY_SHUTDOWN_GRACE"),
         click.option("--listen-dsn", envvar="PGRELAY_LISTEN_DSN", help="DSN for LISTEN (a direct connection when DSN goes through PgBouncer)"),
         click.option("--no-listen", is_flag=True, envvar="PGRELAY_NO_LISTEN", help="poll only"),
@@ -125,7 +129,7 @@ def _worker(dsn: str | None, app: str | None, queues: tuple[str, ...], tasks: tu
             batch_size: int | None, lease_seconds: int | None, poll_interval: float, shutdown_grace: float,
             listen_dsn: str | None, no_listen: bool, statement_cache_size: int, log_format: str, log_level: str,
             metrics_port: int | None, worker_id: str | None, no_http: bool = False,
-            maintenance_interval: float = 300.0) -> None:
+            maintenance_interval: float = 300.0, tick_interval: float = 1.0) -> None:
     _setup_logging(log_format, log_level)
     router = _load_router(app) if app else Router()
     http_executor = None
@@ -147,7 +151,7 @@ def _worker(dsn: str | None, app: str | None, queues: tuple[str, ...], tasks: tu
     worker = Worker(
         dsn, router, concurrency=concurrency, batch_size=batch_size, queues=queues or None, tasks=tasks or None,
         lease_seconds=lease_seconds, poll_interval=poll_interval, maintenance_interval=maintenance_interval,
-        shutdown_grace=shutdown_grace,
+        tick_interval=tick_interval or None, shutdown_grace=shutdown_grace,
         listen_dsn=False if no_listen else listen_dsn, statement_cache_size=statement_cache_size,
         worker_id=worker_id, metrics=metrics, http_executor=http_executor,
     )
