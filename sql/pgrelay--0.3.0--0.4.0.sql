@@ -1,5 +1,10 @@
--- pgrelay 0.3.0 -> 0.4.0 (in the making; frozen when 0.4.0 is released): schedules (issue 23). Run by
--- jobs-migrate (in one transaction, under its lock) and by ALTER EXTENSION pgrelay UPDATE.
+-- pgrelay 0.3.0 -> 0.4.0: schedules (issue 23). Run by jobs-migrate (in one transaction, under its
+-- lock) and by ALTER EXTENSION pgrelay UPDATE.
+--
+-- - Cron arithmetic (_cron type and functions) and schedules: the _schedules table, schedule(),
+--   declare_schedule(), unschedule(), pause_schedule(), resume_schedule(), run_schedule_now(),
+--   tick() and the schedules view.
+-- - maintain() ticks the schedules too: its result gains ticked (the last attribute).
 
 CREATE OR REPLACE FUNCTION pgrelay.version() RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT '0.4.0'::text $$;
