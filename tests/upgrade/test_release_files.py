@@ -26,6 +26,9 @@ FROZEN = {
     # 0.3.0 (2026-12-07): hardening (issue 22)
     "pgrelay--0.3.0.sql": "ef061076cb8cab754f7b98a9ef6076ddbc2de57cd0ad657d8d539c530c433785",
     "pgrelay--0.2.0--0.3.0.sql": "b45da377e2accd073aa821fca7ed608f4226f14de3b5a2d3cba3a22bd0c1da00",
+    # 0.4.0 (2026-12-07): schedules (issue 23)
+    "pgrelay--0.4.0.sql": "8a08db8d63eb45394fb3287c42c7591b47fb3df15cf60c4725b3fb9a681229e0",
+    "pgrelay--0.3.0--0.4.0.sql": "40c57da239b8fd493124a9c8898052d4e07cca8ea23e6b7bb264a7f7f2d20562",
 }
 
 
