@@ -2915,10 +2915,12 @@ CREATE FUNCTION pgrelay.maintain(max_jobs integer DEFAULT 10000) RETURNS pgrelay
     SET jit TO 'off'
     AS $$
 DECLARE
+    v_max integer := coalesce(maintain.max_jobs, 10000);
     v_done pgrelay.maintenance;
 BEGIN
-    v_done.recovered := pgrelay.recover(maintain.max_jobs);
-    v_done.purged := pgrelay.purge(NULL, maintain.max_jobs);
+    PERFORM pgrelay._check(pgrelay._range_error('max_jobs', v_max, 1, 10000000, ' (or NULL for 10000)'));
+    v_done.recovered := pgrelay.recover(least(v_max, 100000));   -- (the most recover() takes a call)
+    v_done.purged := pgrelay.purge(NULL, v_max);
     v_done.ticked := pgrelay.tick();
     RETURN v_done;
 END
@@ -2930,8 +2932,10 @@ ALTER FUNCTION pgrelay.maintain(max_jobs integer) OWNER TO postgres;
 -- Name: FUNCTION maintain(max_jobs integer); Type: COMMENT; Schema: pgrelay; Owner: postgres
 --
 
-COMMENT ON FUNCTION pgrelay.maintain(max_jobs integer) IS 'Routine maintenance: recover() expired leases, then purge() finished jobs by each queue''s retention (at
-most max_jobs of each), then tick() the schedules; returns what it did. A count of max_jobs says more may be left: call again. Run it from pg_cron every minute, or let the workers run it.
+COMMENT ON FUNCTION pgrelay.maintain(max_jobs integer) IS 'Routine maintenance: recover() expired leases (at most max_jobs, and 100,000), then purge() finished jobs by
+each queue''s retention (at most max_jobs), then tick() the schedules; returns what it did. max_jobs: 1 to
+10,000,000 (NULL: 10,000). A count of max_jobs (or 100,000 recovered) says more may be left: call again.
+Run it from pg_cron every minute, or let the workers run it.
 
 Example: SELECT * FROM pgrelay.maintain();';
 
@@ -3794,7 +3798,7 @@ Example: SELECT pgrelay.unschedule(''reports.daily'');';
 
 CREATE FUNCTION pgrelay.version() RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    AS $$ SELECT '0.4.0'::text $$;
+    AS $$ SELECT '0.4.1'::text $$;
 
 ALTER FUNCTION pgrelay.version() OWNER TO postgres;
 

@@ -333,17 +333,21 @@ RETURNS pgrelay.maintenance
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     SET plan_cache_mode = force_generic_plan SET jit = off AS $$
 DECLARE
+    v_max integer := coalesce(maintain.max_jobs, 10000);
     v_done pgrelay.maintenance;
 BEGIN
-    v_done.recovered := pgrelay.recover(maintain.max_jobs);
-    v_done.purged := pgrelay.purge(NULL, maintain.max_jobs);
+    PERFORM pgrelay._check(pgrelay._range_error('max_jobs', v_max, 1, 10000000, ' (or NULL for 10000)'));
+    v_done.recovered := pgrelay.recover(least(v_max, 100000));   -- (the most recover() takes a call)
+    v_done.purged := pgrelay.purge(NULL, v_max);
     v_done.ticked := pgrelay.tick();
     RETURN v_done;
 END
 $$;
 COMMENT ON FUNCTION pgrelay.maintain(integer) IS
-'Routine maintenance: recover() expired leases, then purge() finished jobs by each queue''s retention (at
-most max_jobs of each), then tick() the schedules; returns what it did. A count of max_jobs says more may be left: call again. Run it from pg_cron every minute, or let the workers run it.
+'Routine maintenance: recover() expired leases (at most max_jobs, and 100,000), then purge() finished jobs by
+each queue''s retention (at most max_jobs), then tick() the schedules; returns what it did. max_jobs: 1 to
+10,000,000 (NULL: 10,000). A count of max_jobs (or 100,000 recovered) says more may be left: call again.
+Run it from pg_cron every minute, or let the workers run it.
 
 Example: SELECT * FROM pgrelay.maintain();';
 

@@ -295,3 +295,16 @@ def test_maintain_recovers_expired_leases_and_purges_by_retention(db):
 
 def test_without_pg_cron_maintenance_is_not_scheduled(db):
     assert call(db, "maintenance_scheduled") is False
+
+
+def test_maintain_takes_what_purge_takes_and_recovers_at_most_what_recover_takes(db):
+    expired = make_job(db, "leased")
+    expire(db, expired)
+
+    [done] = call_rows(db, "maintain", max_jobs=10_000_000)   # more than recover() takes in a call
+
+    assert done == {"recovered": 1, "purged": 0, "ticked": 0}
+    for bad in (0, 10_000_001):
+        with raises_sqlstate("PR001") as info:
+            call(db, "maintain", max_jobs=bad)
+        assert "max_jobs must be between 1 and 10000000" in str(info.value)

@@ -29,6 +29,9 @@ FROZEN = {
     # 0.4.0 (2026-12-07): schedules (issue 23)
     "pgrelay--0.4.0.sql": "8a08db8d63eb45394fb3287c42c7591b47fb3df15cf60c4725b3fb9a681229e0",
     "pgrelay--0.3.0--0.4.0.sql": "40c57da239b8fd493124a9c8898052d4e07cca8ea23e6b7bb264a7f7f2d20562",
+    # 0.4.1 (2026-12-07): maintain(max_jobs) above recover()'s limit
+    "pgrelay--0.4.1.sql": "8eb22dc0dafbb9b3424221fcbf1479f91594a1084f261c52977c6d0b57d1755d",
+    "pgrelay--0.4.0--0.4.1.sql": "ab52e86611e76a8e283589b902b8d928f68dfd19a30a74947e629ecf436e03a2",
 }
 
 
