@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 from tests.sql.factory import (
     call,
     connect_in_transaction,
+    consume,
     dicts,
     in_thread,
     raises_sqlstate,
@@ -277,15 +278,10 @@ def test_jobs_from_schedules_are_ordinary_jobs_and_the_view_shows_their_status(d
     db.execute("UPDATE pgrelay._schedules SET next_run = now() - interval '1 second'")  # white box: due now
     assert call(db, "tick") == 1
     job_id = row(db)["last_job_id"]
-    rows = call_rows_consume(db)
-    assert [r["id"] for r in rows] == [job_id]
+    assert [r["id"] for r in consume(db, batch=10)] == [job_id]
     assert call(db, "ack", id=job_id, attempt=1) is True
 
     assert row(db)["last_job_status"] == "succeeded"
-
-
-def call_rows_consume(db) -> list[dict]:
-    return dicts(db, "SELECT * FROM pgrelay.consume('w', batch => 10)")
 
 
 def test_a_rolled_back_schedule_leaves_nothing(db):
