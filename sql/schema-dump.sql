@@ -1395,14 +1395,51 @@ $_$;
 ALTER FUNCTION pgrelay._name_error(p_what text, p_value text, p_max integer, p_extra text) OWNER TO postgres;
 
 --
+-- Name: _next_due(text[]); Type: FUNCTION; Schema: pgrelay; Owner: postgres
+--
+
+CREATE FUNCTION pgrelay._next_due(p_queues text[]) RETURNS timestamp with time zone
+    LANGUAGE plpgsql STABLE
+    SET enable_seqscan TO 'off'
+    SET enable_bitmapscan TO 'off'
+    AS $$
+DECLARE
+    v_next timestamptz;
+BEGIN
+    SELECT min(n.run_at) INTO v_next
+    FROM pgrelay._queues q CROSS JOIN LATERAL (
+        WITH RECURSIVE priorities(p) AS (
+            (SELECT j.priority FROM pgrelay._jobs j
+             WHERE j.leased_by IS NULL AND j.queue_id = q.id ORDER BY j.priority DESC LIMIT 1)
+            UNION ALL
+            SELECT (SELECT j.priority FROM pgrelay._jobs j
+                    WHERE j.leased_by IS NULL AND j.queue_id = q.id AND j.priority < s.p
+                    ORDER BY j.priority DESC LIMIT 1)
+            FROM priorities s WHERE s.p IS NOT NULL)
+        SELECT (SELECT j.run_at FROM pgrelay._jobs j
+                WHERE j.leased_by IS NULL AND j.queue_id = q.id AND j.priority = s.p AND j.run_at > pg_catalog.now()
+                ORDER BY j.priority DESC, j.run_at LIMIT 1) AS run_at
+        FROM priorities s WHERE s.p IS NOT NULL) n
+    WHERE p_queues IS NULL OR q.queue = ANY (p_queues);
+    RETURN v_next;
+END
+$$;
+
+ALTER FUNCTION pgrelay._next_due(p_queues text[]) OWNER TO postgres;
+
+--
 -- Name: _notify(text, timestamp with time zone); Type: FUNCTION; Schema: pgrelay; Owner: postgres
 --
 
 CREATE FUNCTION pgrelay._notify(p_queue text, p_run_at timestamp with time zone) RETURNS void
     LANGUAGE plpgsql
     AS $$
+DECLARE
+    v_mode text := coalesce(nullif(current_setting('pgrelay.notify', true), ''), 'on');
 BEGIN
-    IF coalesce(nullif(current_setting('pgrelay.notify', true), ''), 'on') <> 'off' THEN
+    IF v_mode = 'always'
+       OR (v_mode <> 'off'
+           AND coalesce(pg_sequence_last_value('pgrelay._wakeup_bits'), 0) & pgrelay._wakeup_bit(p_queue) <> 0) THEN
         PERFORM pg_notify(pgrelay._channel(),
             CASE WHEN p_run_at <= now() THEN p_queue
                  ELSE p_queue || ' ' || round(extract(epoch FROM p_run_at), 3)::text END);
@@ -1492,6 +1529,9 @@ CREATE FUNCTION pgrelay._privileges() RETURNS TABLE(role name, object name)
         ('nack',                  '{worker}'),
         ('release',               '{worker}'),
         ('heartbeat',             '{worker}'),
+        ('idle',                  '{worker}'),
+        ('idle_check',            '{worker}'),
+        ('awake',                 '{worker}'),
         ('recover',               '{worker,admin}'),
         ('maintain',              '{worker,admin}'),
         ('maintenance_scheduled', '{worker,admin}'),
@@ -1703,6 +1743,22 @@ $$;
 ALTER FUNCTION pgrelay._retry(p_ids bigint[], p_attempts integer[], p_outcome text, p_errors text[], p_delays double precision[], p_details jsonb[]) OWNER TO postgres;
 
 --
+-- Name: _running_transactions(bigint[]); Type: FUNCTION; Schema: pgrelay; Owner: postgres
+--
+
+CREATE FUNCTION pgrelay._running_transactions(p_among bigint[]) RETURNS bigint[]
+    LANGUAGE sql
+    AS $$
+    SELECT coalesce(pg_catalog.array_agg(DISTINCT x ORDER BY x), '{}')
+    FROM (SELECT l.transactionid::text::bigint AS x FROM pg_catalog.pg_locks l
+          WHERE l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' AND l.granted
+            AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()) t
+    WHERE p_among IS NULL OR t.x = ANY (p_among)
+$$;
+
+ALTER FUNCTION pgrelay._running_transactions(p_among bigint[]) OWNER TO postgres;
+
+--
 -- Name: _schedules; Type: TABLE; Schema: pgrelay; Owner: postgres
 --
 
@@ -1863,6 +1919,48 @@ $$;
 ALTER FUNCTION pgrelay._tick_text(p_tick timestamp with time zone) OWNER TO postgres;
 
 --
+-- Name: _wakeup_bit(text); Type: FUNCTION; Schema: pgrelay; Owner: postgres
+--
+
+CREATE FUNCTION pgrelay._wakeup_bit(p_queue text) RETURNS bigint
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT 1::bigint << ((pg_catalog.hashtext(p_queue) & 2147483647) % 62)
+$$;
+
+ALTER FUNCTION pgrelay._wakeup_bit(p_queue text) OWNER TO postgres;
+
+--
+-- Name: _wakeup_bits_of(text[]); Type: FUNCTION; Schema: pgrelay; Owner: postgres
+--
+
+CREATE FUNCTION pgrelay._wakeup_bits_of(p_queues text[]) RETURNS bigint
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT CASE WHEN p_queues IS NULL THEN 4611686018427387903
+                ELSE (SELECT coalesce(pg_catalog.bit_or(pgrelay._wakeup_bit(q)), 0) FROM pg_catalog.unnest(p_queues) q)
+           END
+$$;
+
+ALTER FUNCTION pgrelay._wakeup_bits_of(p_queues text[]) OWNER TO postgres;
+
+--
+-- Name: _wakeup_bits_update(); Type: FUNCTION; Schema: pgrelay; Owner: postgres
+--
+
+CREATE FUNCTION pgrelay._wakeup_bits_update() RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    DELETE FROM pgrelay._waiting w WHERE w.until < pg_catalog.now();
+    PERFORM pg_catalog.setval('pgrelay._wakeup_bits',
+        (SELECT coalesce(pg_catalog.bit_or(pgrelay._wakeup_bits_of(w.queues)), 0) FROM pgrelay._waiting w), true);
+END
+$$;
+
+ALTER FUNCTION pgrelay._wakeup_bits_update() OWNER TO postgres;
+
+--
 -- Name: ack(bigint, integer, jsonb); Type: FUNCTION; Schema: pgrelay; Owner: postgres
 --
 
@@ -1954,6 +2052,39 @@ ids, attempts: from consume, same length. results: optional JSON result per job.
 longer the current lease (it expired and was recovered or re-leased) is left alone and not counted.
 
 Example: SELECT pgrelay.ack_many(''{101,102}'', ''{1,1}'');';
+
+--
+-- Name: awake(text); Type: FUNCTION; Schema: pgrelay; Owner: postgres
+--
+
+CREATE FUNCTION pgrelay.awake(worker text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET plan_cache_mode TO 'force_generic_plan'
+    SET jit TO 'off'
+    AS $$
+BEGIN
+    PERFORM pgrelay._check(pgrelay._name_error('worker', awake.worker, 200, '/@'));
+    IF NOT EXISTS (SELECT 1 FROM pgrelay._waiting w WHERE w.worker = awake.worker) THEN
+        RETURN false;
+    END IF;
+    LOCK TABLE pgrelay._waiting IN SHARE ROW EXCLUSIVE MODE;
+    DELETE FROM pgrelay._waiting w WHERE w.worker = awake.worker;
+    PERFORM pgrelay._wakeup_bits_update();
+    RETURN true;
+END
+$$;
+
+ALTER FUNCTION pgrelay.awake(worker text) OWNER TO postgres;
+
+--
+-- Name: FUNCTION awake(worker text); Type: COMMENT; Schema: pgrelay; Owner: postgres
+--
+
+COMMENT ON FUNCTION pgrelay.awake(worker text) IS 'The worker no longer waits (it found work, or it stops): producers of its queues stop sending NOTIFY for it.
+Returns false when it was not waiting.
+
+Example: SELECT pgrelay.awake(''worker-1'');';
 
 --
 -- Name: cancel(bigint); Type: FUNCTION; Schema: pgrelay; Owner: postgres
@@ -2883,6 +3014,95 @@ lease_seconds: NULL for the queue''s setting. host, pid, queues, lease_seconds: 
 Example: SELECT pgrelay.heartbeat(''worker-1'', ''{101,102}'');';
 
 --
+-- Name: idle(text, text[], integer); Type: FUNCTION; Schema: pgrelay; Owner: postgres
+--
+
+CREATE FUNCTION pgrelay.idle(worker text, queues text[] DEFAULT NULL::text[], seconds integer DEFAULT 300) RETURNS TABLE(running bigint[], next_due timestamp with time zone)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET plan_cache_mode TO 'force_generic_plan'
+    SET jit TO 'off'
+    AS $$
+DECLARE
+    v_seconds integer := coalesce(idle.seconds, 300);
+BEGIN
+    PERFORM pgrelay._check(pgrelay._name_error('worker', idle.worker, 200, '/@'));
+    PERFORM pgrelay._check(pgrelay._range_error('seconds', v_seconds, 1, 86400, ' (or NULL for 300)'));
+    IF cardinality(idle.queues) > 1000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'queues must list at most 1000 queues (or be NULL for all)';
+    ELSIF idle.queues IS NOT NULL THEN
+        PERFORM pgrelay._check((SELECT pgrelay._name_error('queue', q, 128) FROM unnest(idle.queues) q
+                                WHERE pgrelay._name_error('queue', q, 128) IS NOT NULL LIMIT 1));
+    END IF;
+    -- changes to _waiting and _wakeup_bits one at a time (a self-conflicting lock no claim or enqueue takes)
+    LOCK TABLE pgrelay._waiting IN SHARE ROW EXCLUSIVE MODE;
+    INSERT INTO pgrelay._waiting AS w (worker, queues, until)
+    VALUES (idle.worker, idle.queues, now() + make_interval(secs => v_seconds))
+    ON CONFLICT ON CONSTRAINT _waiting_pkey DO UPDATE SET queues = excluded.queues, until = excluded.until;
+    PERFORM pgrelay._wakeup_bits_update();
+    -- after the bits are set: the transactions that may have read them before (see above), each of
+    -- which holds the lock on its own transaction id from the moment it got one until it has ended
+    -- (and is visible to a later snapshot); not this one
+    RETURN QUERY
+    SELECT pgrelay._running_transactions(NULL), pgrelay._next_due(idle.queues);
+END
+$$;
+
+ALTER FUNCTION pgrelay.idle(worker text, queues text[], seconds integer) OWNER TO postgres;
+
+--
+-- Name: FUNCTION idle(worker text, queues text[], seconds integer); Type: COMMENT; Schema: pgrelay; Owner: postgres
+--
+
+COMMENT ON FUNCTION pgrelay.idle(worker text, queues text[], seconds integer) IS 'A worker found nothing to claim and waits on its LISTEN: producers of these queues NOTIFY until awake().
+
+Call it only while LISTENing on the channel (and again after the LISTEN connection came back), then
+claim once more (jobs committed before the call are seen by that claim). running: transactions that
+were running and may have enqueued without seeing this call: pass them to idle_check() and claim again
+when it returns fewer of them. next_due: when the earliest job of these queues that is not due yet
+becomes due (NULL: none), to set a timer for. Until a worker is idle, producers send no NOTIFY for its
+queues: while busy it finds jobs by claiming as soon as it has free slots. queues: NULL for all.
+seconds (1 to 86400; NULL or left out: 300): the registration lapses then, unless renewed, so a worker that died
+waiting stops costing producers a NOTIFY. Set pgrelay.notify to always for consumers of the channel
+that do not call it.
+
+Example: SELECT * FROM pgrelay.idle(''worker-1'', queues => ''{emails}'');';
+
+--
+-- Name: idle_check(bigint[], text[]); Type: FUNCTION; Schema: pgrelay; Owner: postgres
+--
+
+CREATE FUNCTION pgrelay.idle_check(transactions bigint[], queues text[] DEFAULT NULL::text[]) RETURNS TABLE(running bigint[], next_due timestamp with time zone)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET plan_cache_mode TO 'force_generic_plan'
+    SET jit TO 'off'
+    AS $$
+BEGIN
+    IF cardinality(idle_check.transactions) > 100000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'transactions must hold at most 100000 transaction ids (those idle() returned)';
+    ELSIF cardinality(idle_check.queues) > 1000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'PR001', MESSAGE = 'queues must list at most 1000 queues (or be NULL for all)';
+    END IF;
+    RETURN QUERY
+    SELECT pgrelay._running_transactions(idle_check.transactions), pgrelay._next_due(idle_check.queues);
+END
+$$;
+
+ALTER FUNCTION pgrelay.idle_check(transactions bigint[], queues text[]) OWNER TO postgres;
+
+--
+-- Name: FUNCTION idle_check(transactions bigint[], queues text[]); Type: COMMENT; Schema: pgrelay; Owner: postgres
+--
+
+COMMENT ON FUNCTION pgrelay.idle_check(transactions bigint[], queues text[]) IS 'Which of the transactions idle() returned are still running, and the next due time as idle() gives it.
+
+A waiting worker claims again when this returns fewer transactions than it passed: one that ended may
+have enqueued a job whose NOTIFY it did not send. An id that is not a running transaction is dropped.
+
+Example: SELECT * FROM pgrelay.idle_check(''{7401,7405}'', queues => ''{emails}'');';
+
+--
 -- Name: job_statuses(); Type: FUNCTION; Schema: pgrelay; Owner: postgres
 --
 
@@ -2922,6 +3142,11 @@ BEGIN
     v_done.recovered := pgrelay.recover(least(v_max, 100000));   -- (the most recover() takes a call)
     v_done.purged := pgrelay.purge(NULL, v_max);
     v_done.ticked := pgrelay.tick();
+    IF EXISTS (SELECT 1 FROM pgrelay._waiting w WHERE w.until < now()) THEN
+        -- workers that died waiting (see idle()): producers stop sending NOTIFY for them
+        LOCK TABLE pgrelay._waiting IN SHARE ROW EXCLUSIVE MODE;
+        PERFORM pgrelay._wakeup_bits_update();
+    END IF;
     RETURN v_done;
 END
 $$;
@@ -2933,7 +3158,8 @@ ALTER FUNCTION pgrelay.maintain(max_jobs integer) OWNER TO postgres;
 --
 
 COMMENT ON FUNCTION pgrelay.maintain(max_jobs integer) IS 'Routine maintenance: recover() expired leases (at most max_jobs, and 100,000), then purge() finished jobs by
-each queue''s retention (at most max_jobs), then tick() the schedules; returns what it did. max_jobs: 1 to
+each queue''s retention (at most max_jobs), then tick() the schedules, and forget workers whose wait lapsed
+(idle()); returns what it did. max_jobs: 1 to
 10,000,000 (NULL: 10,000). A count of max_jobs (or 100,000 recovered) says more may be left: call again.
 Run it from pg_cron every minute, or let the workers run it.
 
@@ -3798,7 +4024,7 @@ Example: SELECT pgrelay.unschedule(''reports.daily'');';
 
 CREATE FUNCTION pgrelay.version() RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    AS $$ SELECT '0.4.1'::text $$;
+    AS $$ SELECT '0.5.0'::text $$;
 
 ALTER FUNCTION pgrelay.version() OWNER TO postgres;
 
@@ -4057,6 +4283,37 @@ ALTER TABLE pgrelay._queues ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     NO MAXVALUE
     CACHE 1
 );
+
+--
+-- Name: _waiting; Type: TABLE; Schema: pgrelay; Owner: postgres
+--
+
+CREATE TABLE pgrelay._waiting (
+    worker text NOT NULL,
+    queues text[],
+    until timestamp with time zone NOT NULL
+);
+
+ALTER TABLE pgrelay._waiting OWNER TO postgres;
+
+--
+-- Name: TABLE _waiting; Type: COMMENT; Schema: pgrelay; Owner: postgres
+--
+
+COMMENT ON TABLE pgrelay._waiting IS 'Private: workers waiting for a NOTIFY, and for which queues (see pgrelay.idle).';
+
+--
+-- Name: _wakeup_bits; Type: SEQUENCE; Schema: pgrelay; Owner: postgres
+--
+
+CREATE SEQUENCE pgrelay._wakeup_bits
+    START WITH 0
+    INCREMENT BY 1
+    MINVALUE 0
+    MAXVALUE 4611686018427387903
+    CACHE 1;
+
+ALTER TABLE pgrelay._wakeup_bits OWNER TO postgres;
 
 --
 -- Name: _workers; Type: TABLE; Schema: pgrelay; Owner: postgres
@@ -4351,7 +4608,10 @@ CREATE VIEW pgrelay.workers AS
             WHEN (w.last_seen >= (now() - make_interval(secs => (COALESCE(w.lease_seconds, pgrelay._default_lease_seconds()))::double precision))) THEN 'alive'::text
             ELSE 'stale'::text
         END AS status,
-    w.lease_seconds
+    w.lease_seconds,
+    (EXISTS ( SELECT 1
+           FROM pgrelay._waiting i
+          WHERE ((i.worker = w.worker) AND (i.until >= now())))) AS waiting
    FROM (pgrelay._workers w
      LEFT JOIN ( SELECT j.leased_by,
             count(*) AS leased
@@ -4368,7 +4628,8 @@ ALTER TABLE pgrelay.workers OWNER TO postgres;
 COMMENT ON VIEW pgrelay.workers IS 'Workers by their last heartbeat, with the number of leases each holds now.
 
 status: alive, or stale when not heard from for a whole lease period (lease_seconds, default 30; a worker
-heartbeats three times per lease); purge() forgets workers gone for a week.';
+heartbeats three times per lease); purge() forgets workers gone for a week. waiting: it found nothing to
+claim and waits for a NOTIFY (idle()).';
 
 --
 -- Name: _attempts _attempts_pkey; Type: CONSTRAINT; Schema: pgrelay; Owner: postgres
@@ -4446,6 +4707,13 @@ ALTER TABLE ONLY pgrelay._queues
 
 ALTER TABLE ONLY pgrelay._schedules
     ADD CONSTRAINT _schedules_pkey PRIMARY KEY (name);
+
+--
+-- Name: _waiting _waiting_pkey; Type: CONSTRAINT; Schema: pgrelay; Owner: postgres
+--
+
+ALTER TABLE ONLY pgrelay._waiting
+    ADD CONSTRAINT _waiting_pkey PRIMARY KEY (worker);
 
 --
 -- Name: _workers _workers_pkey; Type: CONSTRAINT; Schema: pgrelay; Owner: postgres
@@ -4726,6 +4994,12 @@ GRANT ALL ON FUNCTION pgrelay._kind_name(p_kind "char") TO pgrelay_reader;
 REVOKE ALL ON FUNCTION pgrelay._name_error(p_what text, p_value text, p_max integer, p_extra text) FROM PUBLIC;
 
 --
+-- Name: FUNCTION _next_due(p_queues text[]); Type: ACL; Schema: pgrelay; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION pgrelay._next_due(p_queues text[]) FROM PUBLIC;
+
+--
 -- Name: FUNCTION _notify(p_queue text, p_run_at timestamp with time zone); Type: ACL; Schema: pgrelay; Owner: postgres
 --
 
@@ -4790,6 +5064,12 @@ GRANT ALL ON FUNCTION pgrelay._redact_http_payload(p_kind "char", p_payload json
 REVOKE ALL ON FUNCTION pgrelay._retry(p_ids bigint[], p_attempts integer[], p_outcome text, p_errors text[], p_delays double precision[], p_details jsonb[]) FROM PUBLIC;
 
 --
+-- Name: FUNCTION _running_transactions(p_among bigint[]); Type: ACL; Schema: pgrelay; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION pgrelay._running_transactions(p_among bigint[]) FROM PUBLIC;
+
+--
 -- Name: FUNCTION _schedule_enqueue(p_schedule pgrelay._schedules, p_tick timestamp with time zone); Type: ACL; Schema: pgrelay; Owner: postgres
 --
 
@@ -4828,6 +5108,24 @@ GRANT ALL ON FUNCTION pgrelay._status_name(p_status "char") TO pgrelay_reader;
 REVOKE ALL ON FUNCTION pgrelay._tick_text(p_tick timestamp with time zone) FROM PUBLIC;
 
 --
+-- Name: FUNCTION _wakeup_bit(p_queue text); Type: ACL; Schema: pgrelay; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION pgrelay._wakeup_bit(p_queue text) FROM PUBLIC;
+
+--
+-- Name: FUNCTION _wakeup_bits_of(p_queues text[]); Type: ACL; Schema: pgrelay; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION pgrelay._wakeup_bits_of(p_queues text[]) FROM PUBLIC;
+
+--
+-- Name: FUNCTION _wakeup_bits_update(); Type: ACL; Schema: pgrelay; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION pgrelay._wakeup_bits_update() FROM PUBLIC;
+
+--
 -- Name: FUNCTION ack(id bigint, attempt integer, result jsonb); Type: ACL; Schema: pgrelay; Owner: postgres
 --
 
@@ -4847,6 +5145,13 @@ GRANT ALL ON FUNCTION pgrelay.ack_each(ids bigint[], attempts integer[], results
 
 REVOKE ALL ON FUNCTION pgrelay.ack_many(ids bigint[], attempts integer[], results jsonb[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION pgrelay.ack_many(ids bigint[], attempts integer[], results jsonb[]) TO pgrelay_worker;
+
+--
+-- Name: FUNCTION awake(worker text); Type: ACL; Schema: pgrelay; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION pgrelay.awake(worker text) FROM PUBLIC;
+GRANT ALL ON FUNCTION pgrelay.awake(worker text) TO pgrelay_worker;
 
 --
 -- Name: FUNCTION cancel(id bigint); Type: ACL; Schema: pgrelay; Owner: postgres
@@ -4951,6 +5256,20 @@ GRANT ALL ON FUNCTION pgrelay.get_job(id bigint) TO pgrelay_worker;
 
 REVOKE ALL ON FUNCTION pgrelay.heartbeat(worker text, ids bigint[], lease_seconds integer, host text, pid integer, queues text[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION pgrelay.heartbeat(worker text, ids bigint[], lease_seconds integer, host text, pid integer, queues text[]) TO pgrelay_worker;
+
+--
+-- Name: FUNCTION idle(worker text, queues text[], seconds integer); Type: ACL; Schema: pgrelay; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION pgrelay.idle(worker text, queues text[], seconds integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION pgrelay.idle(worker text, queues text[], seconds integer) TO pgrelay_worker;
+
+--
+-- Name: FUNCTION idle_check(transactions bigint[], queues text[]); Type: ACL; Schema: pgrelay; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION pgrelay.idle_check(transactions bigint[], queues text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION pgrelay.idle_check(transactions bigint[], queues text[]) TO pgrelay_worker;
 
 --
 -- Name: FUNCTION job_statuses(); Type: ACL; Schema: pgrelay; Owner: postgres

@@ -1,5 +1,12 @@
-"""Claims jobs: one ``consume`` call sized to the free slots, when woken (NOTIFY, recovered jobs) or every
-``poll_interval``, and starts each job claimed."""
+"""Claims jobs: one ``consume`` call sized to the free slots, and starts each job claimed.
+
+While jobs come, it claims again as soon as a claim leaves slots free (every ``BUSY_POLL`` seconds when
+the queue was empty), and costs producers nothing: they send NOTIFY only to a waiting worker. After
+``LINGER`` seconds without a job it waits: it calls ``idle()`` (only while its LISTEN is in place),
+claims once more, and then sleeps until a NOTIFY, the time the next job not yet due becomes due, the end
+of a transaction ``idle()`` named (``idle_check()``: it may have enqueued without a NOTIFY), or
+``poll_interval``. The first claim that finds a job makes it ``awake()`` again.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable
+from datetime import datetime
 from typing import Any
 
 from . import client
@@ -16,6 +24,7 @@ from ._connections import DATABASE_ERRORS, Connections
 from ._running import Runner
 from ._state import Running, State
 from ._values import oneline
+from ._wakeups import Wakeups
 from .models import ClaimedJob
 from .router import Router
 
@@ -25,15 +34,24 @@ log = logging.getLogger("pgrelay.worker")  # the worker's one logger, whichever 
 
 # after stop(), how long a claim in flight may still answer before it is abandoned
 STOP_CLAIM_GRACE = 2.0
+# after a claim that left slots free: claim again this soon while jobs came within LINGER seconds
+BUSY_POLL = 0.002
+LINGER = 0.05
+# a wait lapses after this long unless renewed (idle() is called again at half of it)
+IDLE_SECONDS = 300
+# first delay before asking which of the transactions idle() named still run (doubling, up to the
+# poll interval)
+IDLE_CHECK_DELAY = 0.002
 
 
 class Claimer:
     """:meth:`loop` claims until the worker stops; each job it claims runs in a task of its own."""
 
-    def __init__(self, state: State, connections: Connections, runner: Runner, router: Router, *,
+    def __init__(self, state: State, connections: Connections, runner: Runner, router: Router, wakeups: Wakeups, *,
                  queues: list[str] | None, tasks: list[str] | None, lease_seconds: int | None, concurrency: int,
                  batch_size: int, poll_interval: float) -> None:
         self._state = state
+        self._wakeups = wakeups
         self._connections = connections
         self._runner = runner
         self._router = router
@@ -43,6 +61,11 @@ class Claimer:
         self._concurrency = concurrency
         self._batch_size = batch_size
         self._poll_interval = poll_interval
+        self._found_at = 0.0                 # monotonic time of the last claim that found a job
+        self._waiting_since: int | None = None   # state.listens when idle() was called (None: not waiting)
+        self._renew_at = 0.0                 # when to call idle() again
+        self._running: list[int] = []        # transactions idle() named that were still running
+        self._check_delay = IDLE_CHECK_DELAY
 
     async def loop(self, kinds: list[str] | None) -> None:
         state = self._state
@@ -98,9 +121,82 @@ class Claimer:
                 state.running[job.id] = running
                 state.busy += 1
                 running.task = asyncio.create_task(self._runner.execute(running), name=f"pgrelay-job-{job.id}")
+            if jobs:
+                self._found_at = time.monotonic()
+                if self._waiting_since is not None:
+                    await self._awake()
             if len(jobs) < asked:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(state.wake.wait(), timeout=self._poll_interval)
+                await self._wait()
+        if self._waiting_since is not None:   # stopping: producers need not wake this worker any more
+            await self._awake()
+
+    async def _wait(self) -> None:
+        """After a claim that left slots free: when to claim again (see the module's docstring)."""
+        state = self._state
+        now = time.monotonic()
+        if self._waiting_since is None or self._waiting_since != state.listens or now >= self._renew_at:
+            if now - self._found_at < LINGER:
+                await self._sleep(BUSY_POLL)
+            elif state.listening and not state.stopping:
+                await self._idle()   # then claim once more: what committed before idle() is seen by it
+            else:
+                await self._sleep(self._poll_interval)
+            return
+        if not self._running:
+            await self._sleep(self._poll_interval)
+            return
+        if await self._sleep(min(self._check_delay, self._poll_interval)):
+            return
+        try:
+            checked = await self._connections.call(client.idle_check, self._running, queues=self._queues)
+        except DATABASE_ERRORS as exc:
+            log.warning("checking for jobs enqueued without a wakeup failed (%s); claiming", oneline(exc))
+            return
+        self._due(checked.next_due)
+        if len(checked.running) < len(self._running):   # one ended: it may have enqueued, unannounced
+            self._running = checked.running
+            self._check_delay = IDLE_CHECK_DELAY
+            return
+        self._check_delay *= 2
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True when woken first (NOTIFY, a job due, recovered jobs, stop)."""
+        state = self._state
+        if state.wake.is_set():
+            return True
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(state.wake.wait(), timeout=seconds)
+            return True
+        return False
+
+    async def _idle(self) -> None:
+        """Ask producers to NOTIFY this worker (it waits on its LISTEN); polls on if the call fails."""
+        state = self._state
+        listens = state.listens
+        try:
+            idle = await self._connections.call(client.idle, state.worker_id, queues=self._queues,
+                                                seconds=IDLE_SECONDS)
+        except DATABASE_ERRORS as exc:
+            log.warning("could not ask for wakeups (%s); polling", oneline(exc))
+            await self._sleep(self._poll_interval)
+            return
+        self._waiting_since = listens
+        self._renew_at = time.monotonic() + IDLE_SECONDS / 2
+        self._running = idle.running
+        self._check_delay = IDLE_CHECK_DELAY
+        self._due(idle.next_due)
+
+    async def _awake(self) -> None:
+        """Producers may stop sending NOTIFY for this worker: it claims as it runs what it found."""
+        self._waiting_since = None
+        try:
+            await self._connections.call(client.awake, self._state.worker_id)
+        except DATABASE_ERRORS as exc:   # its wait lapses by itself; until then NOTIFYs only cost a little
+            log.debug("awake() failed (%s)", oneline(exc))
+
+    def _due(self, when: datetime | None) -> None:
+        if when is not None:
+            self._wakeups.due_at(when.timestamp())
 
     async def _claim_unless_stopped(self, claim: Awaitable[Any]) -> list[ClaimedJob]:
         """The claimed jobs; none when stop() comes first and the claim gives no answer within

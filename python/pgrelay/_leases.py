@@ -42,7 +42,7 @@ class Heartbeat:
         state = self._state
         host, pid = socket.gethostname(), os.getpid()
         backoff = Backoff(0.2, 5.0)
-        due = time.monotonic() + self._interval()
+        due = time.monotonic()   # at once: the workers view shows a worker from its start
         while True:
             state.beat_soon.clear()
             state.beat_interval = interval = self._interval()

@@ -52,6 +52,9 @@ class State:
         self.busy = 0  # handlers running now; jobs waiting only for their ack do not hold a slot
         self.slot_free = asyncio.Event()
         self.wake = asyncio.Event()              # claim now: a NOTIFY, recovered jobs, stop()
+        self.listening = False                   # LISTEN is in place (NOTIFYs reach this worker)
+        self.listens = 0                         # how many times LISTEN was put in place: a new one asks
+                                                 # for idle() again
         self.stopping = False
         self.stop_requested = asyncio.Event()    # set by stop(): what a call in flight races against
         self.killed = False

@@ -36,7 +36,10 @@ class Wakeups:
         if not due:
             self.wake.set()
             return
-        when = float(due)
+        self.due_at(float(due))
+
+    def due_at(self, when: float) -> None:
+        """Wake at ``when`` (epoch seconds): at once when that has passed."""
         if when <= time.time():
             self.wake.set()
         elif when not in self._due_set and len(self._due) < MAX_WAKEUPS:

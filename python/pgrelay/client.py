@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import asyncpg
 import asyncpg.pool
@@ -42,11 +42,13 @@ CHANNEL = "pgrelay_jobs"
 __all__ = [
     "CHANNEL",
     "Db",
+    "Idle",
     "IndexInfo",
     "ack",
     "ack_each",
     "ack_many",
     "autovacuum_settings",
+    "awake",
     "cancel",
     "check_task_names",
     "configure_queue",
@@ -63,6 +65,8 @@ __all__ = [
     "get_attempts",
     "get_job",
     "heartbeat",
+    "idle",
+    "idle_check",
     "indexes",
     "job_statuses",
     "list_jobs",
@@ -131,6 +135,9 @@ SQL = {
     "heartbeat": """
         SELECT pgrelay.heartbeat(worker => $1, ids => $2, lease_seconds => $3, host => $4, pid => $5,
                                  queues => $6)""",
+    "idle": "SELECT running, next_due FROM pgrelay.idle(worker => $1, queues => $2, seconds => $3)",
+    "idle_check": "SELECT running, next_due FROM pgrelay.idle_check(transactions => $1, queues => $2)",
+    "awake": "SELECT pgrelay.awake(worker => $1)",
     "recover": "SELECT pgrelay.recover(max_jobs => $1)",
     # one worker at a time is enough: the others skip while one holds the (transaction) lock
     "recover_if_free": "SELECT CASE WHEN pg_try_advisory_xact_lock($1) THEN pgrelay.recover(max_jobs => $2) ELSE 0 END",
@@ -405,6 +412,33 @@ async def heartbeat(
         _list(queues),
     )
     return list(lost)
+
+
+class Idle(NamedTuple):
+    """What ``idle``/``idle_check`` answer: the transactions that may have enqueued without a NOTIFY
+    (claim again when fewer of them are running), and when the next job not yet due becomes due."""
+
+    running: list[int]
+    next_due: datetime | None
+
+
+async def idle(db: Db, worker: str, *, queues: Sequence[str] | None = None, seconds: int | None = None) -> Idle:
+    """Tell producers of ``queues`` (None: all) to NOTIFY: this worker found nothing and waits on its
+    LISTEN (call it only while listening); claim once more after it. ``seconds``: when the wait lapses
+    unless renewed (None: 300)."""
+    row = await _call(db, "fetchrow", "idle", worker, _list(queues), seconds)
+    return Idle(list(row["running"]), row["next_due"])
+
+
+async def idle_check(db: Db, transactions: Sequence[int], *, queues: Sequence[str] | None = None) -> Idle:
+    """Which of the transactions ``idle`` returned still run, and the next due time again."""
+    row = await _call(db, "fetchrow", "idle_check", list(transactions), _list(queues))
+    return Idle(list(row["running"]), row["next_due"])
+
+
+async def awake(db: Db, worker: str) -> bool:
+    """The worker no longer waits (it found work, or it stops); False when it was not waiting."""
+    return await _call(db, "fetchval", "awake", worker)
 
 
 async def recover(db: Db, *, max_jobs: int | None = None) -> int:

@@ -205,6 +205,7 @@ class WorkerInfo:
     leased: int
     status: str | None = None
     lease_seconds: int | None = None
+    waiting: bool = False   # found nothing to claim and waits for a NOTIFY (pgrelay.idle)
 
     @classmethod
     def from_row(cls, row: Any) -> WorkerInfo:

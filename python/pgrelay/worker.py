@@ -151,14 +151,14 @@ class Worker:
         self._acker = Acker(self._state, self._connections, batch_size=self.batch_size, ack_delay=ack_delay)
         self._runner = Runner(self._state, self._connections, self._acker, self.router, http_executor,
                               concurrency=concurrency)
-        self._claimer = Claimer(self._state, self._connections, self._runner, self.router, queues=self.queues,
-                                tasks=self.tasks, lease_seconds=lease_seconds, concurrency=concurrency,
-                                batch_size=self.batch_size, poll_interval=poll_interval)
+        self._wakeups = Wakeups(self._state.wake, self.queues)
+        self._claimer = Claimer(self._state, self._connections, self._runner, self.router, self._wakeups,
+                                queues=self.queues, tasks=self.tasks, lease_seconds=lease_seconds,
+                                concurrency=concurrency, batch_size=self.batch_size, poll_interval=poll_interval)
         self._heartbeat = Heartbeat(self._state, self._connections, queues=self.queues, lease_seconds=lease_seconds)
         self._upkeep = Upkeep(self._state, self._connections, recover_interval=self.recover_interval,
                               maintenance_interval=self.maintenance_interval)
         self._ticker = Ticker(self._state, self._connections, self.router, tick_interval=self.tick_interval)
-        self._wakeups = Wakeups(self._state.wake, self.queues)
         self._background: list[asyncio.Task[None]] = []
 
     # -- public -----------------------------------------------------------------------------
@@ -326,6 +326,8 @@ class Worker:
             try:
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(client.CHANNEL, self._wakeups.on_notify)
+                state.listening = True
+                state.listens += 1
                 backoff.reset()
                 state.wake.set()  # jobs enqueued while we were not listening
                 while not state.stopping and not lost.is_set():
@@ -341,6 +343,7 @@ class Worker:
             else:
                 reason = "closed"
             finally:
+                state.listening = False
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(conn.close(), timeout=2)
             if lost.is_set() and not state.stopping:

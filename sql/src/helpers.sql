@@ -3,21 +3,35 @@
 -- ---------------------------------------------------------------------------------------------
 
 -- Wake workers of p_queue: payload "<queue>" when a job is due now, "<queue> <unix time>" for the
--- time a job becomes due, so a listening worker can set a timer instead of polling.
--- NOTIFY serialises committing transactions; setting pgrelay.notify = off (per database, role or
--- session) skips it, and workers then find jobs by polling.
+-- time a job becomes due, so a listening worker can set a timer instead of polling. Sent only while
+-- some worker waits on the queue (_wakeup_bits, see idle()): NOTIFY serialises the commits of the
+-- transactions that send it, and a busy worker finds jobs by claiming. Callers call it after their
+-- write to _jobs (that order is what idle() relies on). Setting pgrelay.notify (per database, role
+-- or session) to off skips it (workers then find jobs by polling), to always sends it whether or not
+-- a worker waits (for consumers of the channel that do not call idle()).
 -- (PL/pgSQL, whose simple expressions run without planning: as an SQL function with a WHERE clause it
 -- could not be inlined and was planned again on every call, a large part of every single enqueue.)
 CREATE FUNCTION pgrelay._notify(p_queue text, p_run_at timestamptz)
 RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    v_mode text := coalesce(nullif(current_setting('pgrelay.notify', true), ''), 'on');
 BEGIN
-    IF coalesce(nullif(current_setting('pgrelay.notify', true), ''), 'on') <> 'off' THEN
+    IF v_mode = 'always'
+       OR (v_mode <> 'off'
+           AND coalesce(pg_sequence_last_value('pgrelay._wakeup_bits'), 0) & pgrelay._wakeup_bit(p_queue) <> 0) THEN
         PERFORM pg_notify(pgrelay._channel(),
             CASE WHEN p_run_at <= now() THEN p_queue
                  ELSE p_queue || ' ' || round(extract(epoch FROM p_run_at), 3)::text END);
     END IF;
 END
+$$;
+
+-- The bit of _wakeup_bits that stands for p_queue (62 bits: the sequence's values are positive).
+CREATE FUNCTION pgrelay._wakeup_bit(p_queue text)
+RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT 1::bigint << ((pg_catalog.hashtext(p_queue) & 2147483647) % 62)
 $$;
 
 -- Exponential backoff with "equal jitter": the n-th retry waits between d/2 and d seconds,

@@ -177,7 +177,8 @@ CREATE VIEW pgrelay.workers AS
            coalesce(l.leased, 0) AS leased,
            CASE WHEN w.last_seen >= now() - make_interval(secs => coalesce(w.lease_seconds, pgrelay._default_lease_seconds()))
                 THEN 'alive' ELSE 'stale' END AS status,
-           w.lease_seconds
+           w.lease_seconds,
+           EXISTS (SELECT 1 FROM pgrelay._waiting i WHERE i.worker = w.worker AND i.until >= now()) AS waiting
     FROM pgrelay._workers w
     LEFT JOIN (SELECT j.leased_by, count(*) AS leased FROM pgrelay._jobs j
                WHERE j.lease_expires_at IS NOT NULL GROUP BY j.leased_by) l ON l.leased_by = w.worker;
@@ -185,4 +186,5 @@ COMMENT ON VIEW pgrelay.workers IS
 'Workers by their last heartbeat, with the number of leases each holds now.
 
 status: alive, or stale when not heard from for a whole lease period (lease_seconds, default 30; a worker
-heartbeats three times per lease); purge() forgets workers gone for a week.';
+heartbeats three times per lease); purge() forgets workers gone for a week. waiting: it found nothing to
+claim and waits for a NOTIFY (idle()).';

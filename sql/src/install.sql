@@ -56,6 +56,7 @@
 -- The public API: producers, workers, inspection, queue settings, operators
 \ir producer.sql
 \ir worker.sql
+\ir wakeups.sql
 \ir inspection.sql
 \ir queues.sql
 \ir operators.sql

@@ -340,12 +340,18 @@ BEGIN
     v_done.recovered := pgrelay.recover(least(v_max, 100000));   -- (the most recover() takes a call)
     v_done.purged := pgrelay.purge(NULL, v_max);
     v_done.ticked := pgrelay.tick();
+    IF EXISTS (SELECT 1 FROM pgrelay._waiting w WHERE w.until < now()) THEN
+        -- workers that died waiting (see idle()): producers stop sending NOTIFY for them
+        LOCK TABLE pgrelay._waiting IN SHARE ROW EXCLUSIVE MODE;
+        PERFORM pgrelay._wakeup_bits_update();
+    END IF;
     RETURN v_done;
 END
 $$;
 COMMENT ON FUNCTION pgrelay.maintain(integer) IS
 'Routine maintenance: recover() expired leases (at most max_jobs, and 100,000), then purge() finished jobs by
-each queue''s retention (at most max_jobs), then tick() the schedules; returns what it did. max_jobs: 1 to
+each queue''s retention (at most max_jobs), then tick() the schedules, and forget workers whose wait lapsed
+(idle()); returns what it did. max_jobs: 1 to
 10,000,000 (NULL: 10,000). A count of max_jobs (or 100,000 recovered) says more may be left: call again.
 Run it from pg_cron every minute, or let the workers run it.
 

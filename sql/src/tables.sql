@@ -233,3 +233,21 @@ CREATE TABLE pgrelay._purge_later (
 COMMENT ON TABLE pgrelay._purge_later IS
 'Private: finished jobs purge() passed that are kept longer than its walk (see _purge_state), by due time.';
 CREATE INDEX _purge_later_due_at_idx ON pgrelay._purge_later (due_at);
+
+-- Workers waiting for jobs (see idle()): a producer sends NOTIFY only for a queue some worker waits
+-- on, so busy workers cost producers nothing (NOTIFY serialises the commits of the transactions that
+-- send it). One row per waiting worker, until it is awake again or its registration lapses.
+CREATE TABLE pgrelay._waiting (
+    worker text PRIMARY KEY,
+    queues text[],               -- NULL: every queue
+    until  timestamptz NOT NULL  -- a worker that died waiting stops counting then
+);
+COMMENT ON TABLE pgrelay._waiting IS 'Private: workers waiting for a NOTIFY, and for which queues (see pgrelay.idle).';
+
+-- What producers read of _waiting, kept by idle(), awake() and maintain(): bit n is set when a
+-- worker waits on a queue whose name hashes to n (_wakeup_bit), every bit for a worker of all queues.
+-- A sequence, because its value is read as it is now, not as the reader's snapshot saw it: a producer
+-- reads it after its insert, so either it sees a worker's bit or the worker's idle() sees the
+-- producer's transaction, still running or committed (see idle()). Distinct queues may share a bit:
+-- that costs a NOTIFY no one needed, never a missed one.
+CREATE SEQUENCE pgrelay._wakeup_bits AS bigint MINVALUE 0 MAXVALUE 4611686018427387903 START 0 NO CYCLE;

@@ -130,12 +130,47 @@ async def test_wakes_on_notify_without_waiting_for_the_poll(dsn, pool):
     worker = pgrelay.Worker(dsn, router, poll_interval=60)
     task = asyncio.create_task(worker.run())
     try:
-        await asyncio.sleep(0.5)  # idle, listening
+        # idle, listening, and it said so (idle()): producers of its queues send NOTIFY while it waits
+        for _ in range(100):
+            if [w.waiting for w in await client.workers(pool)] == [True]:
+                break
+            await asyncio.sleep(0.05)
+        assert [w.waiting for w in await client.workers(pool)] == [True]
         await client.enqueue(pool, "ping")
         await asyncio.wait_for(done.wait(), timeout=5)  # far sooner than the 60 s poll
     finally:
         worker.stop()
         await asyncio.wait_for(task, timeout=10)
+    # a stopped worker waits no more: producers stop sending NOTIFY for it
+    assert [w.waiting for w in await client.workers(pool)] == [False]
+
+
+async def test_a_busy_worker_claims_again_without_a_notify(dsn, pool):
+    """While jobs keep coming a worker claims again as soon as it has free slots: no producer sends a
+    NOTIFY (none waits), yet each job starts within milliseconds, far sooner than the 60 s poll."""
+    router = pgrelay.Router()
+    started: dict[int, float] = {}
+
+    @router.task("ping")
+    async def ping(ctx):
+        started[ctx.job_id] = asyncio.get_running_loop().time()
+
+    worker = pgrelay.Worker(dsn, router, poll_interval=60, listen_dsn=False)   # no LISTEN: never idle()
+    job = await client.enqueue(pool, "ping")   # the first is found by the claim at start
+    task = asyncio.create_task(worker.run())
+    try:
+        for n in range(20):
+            if n:
+                job = await client.enqueue(pool, "ping")
+            sent = asyncio.get_running_loop().time()
+            while job not in started:
+                assert asyncio.get_running_loop().time() - sent < 5, "a job waited for the poll"
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0.01)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, timeout=10)
+    assert len(started) == 20
 
 
 async def test_metrics_count_outcomes_durations_and_claims(dsn, pool):

@@ -310,6 +310,7 @@ async def test_listen_through_pgbouncer_receives_nothing_but_a_direct_listener_d
     direct = await asyncpg.connect(dsn)
     await through.add_listener(client.CHANNEL, lambda *a: received["bouncer"].append(a[-1]))
     await direct.add_listener(client.CHANNEL, lambda *a: received["direct"].append(a[-1]))
+    await client.idle(direct, "direct-listener", queues=["wake"])   # producers NOTIFY only a waiting worker
     # NOTIFY sent through PgBouncer, by enqueue (the producer's path), reaches the direct listener
     producer = bouncer.connect(dbname)
     producer.execute("SELECT pgrelay.enqueue('listen.check', queue => 'wake')")

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -192,3 +193,41 @@ async def test_a_worker_configured_by_the_libpq_variables_listens_too(db, dsn, p
         await wait_until(lambda: db_equals(db, "SELECT status FROM pgrelay.jobs WHERE id = %s", "succeeded", job),
                          timeout=WOKEN_WITHIN, what="the job to be woken for")
     assert latency(db, job) < WOKEN_WITHIN
+
+
+async def test_no_wakeup_is_lost_while_jobs_arrive_as_the_listener_reconnects(db, dsn, executions):
+    """Producers NOTIFY only a waiting worker (idle()). Jobs arrive one at a time, spaced so the worker goes
+    idle between them (over its 50 ms linger), while its LISTEN connection is terminated again and again: jobs
+    enqueued while it was not listening, while it listened again but had not yet called idle() again, and
+    while it waited must all run within seconds, with a minute between polls."""
+    app = "pgrelay-test-relisten-under-load"
+    worker = pgrelay.Worker(dsn, counting_router(), listen_dsn=with_app_name(dsn, app), poll_interval=60,
+                            concurrency=4)
+    ids: list[int] = []
+    stop = asyncio.Event()
+
+    async def produce() -> None:
+        rng = random.Random(7)
+        while not stop.is_set():
+            ids.append(await asyncio.to_thread(scalar, db, "SELECT pgrelay.enqueue('record')"))
+            await asyncio.sleep(rng.uniform(0.06, 0.3))
+
+    async with running(worker):
+        pid = await new_listener(db, set(), app=app)
+        producer = asyncio.create_task(produce())
+        killed: set[int] = set()
+        for _ in range(size(3, 15)):
+            await asyncio.sleep(random.uniform(0.2, 1.0))
+            await asyncio.to_thread(scalar, db, "SELECT pg_terminate_backend(%s)", pid)
+            killed.add(pid)
+            pid = await new_listener(db, killed, app=app)
+        await asyncio.sleep(1.0)
+        stop.set()
+        await producer
+        await wait_until(lambda: db_equals(
+            db, "SELECT count(*) FROM pgrelay.jobs WHERE status = 'succeeded' AND id = ANY (%s)", len(ids), ids),
+            timeout=WOKEN_WITHIN + 5, what="every job to run")
+    assert len(ids) >= 10
+    assert max(latency(db, i) for i in ids) < WOKEN_WITHIN
+    assert db.execute("SELECT count(*), count(DISTINCT job_id) FROM executions").fetchone() == (len(ids), len(ids))
+    assert scalar(db, "SELECT count(*) FROM pgrelay._waiting") == 0, "the stopped worker still counts as waiting"

@@ -84,6 +84,7 @@ def test_payloads_must_be_a_one_dimensional_array_of_at_most_10000(db):
 def test_one_call_sends_one_notification_after_commit(db, connect):
     listener = connect()
     listener.execute(f"LISTEN {CHANNEL}")
+    listener.execute("SELECT * FROM pgrelay.idle('listener')")   # a worker waiting for NOTIFY
     many(db, "t", [{}] * 50, queue="mail")
     got = [(n.channel, n.payload) for n in listener.notifies(timeout=1, stop_after=2)]
     assert got == [(CHANNEL, "mail")]

@@ -1,5 +1,6 @@
-"""Enqueueing wakes listening workers: NOTIFY pgrelay_jobs, sent when the enqueueing transaction commits (never
-for a rollback). Payload: "<queue>" for a job due now, "<queue> <unix time>" for a job that becomes due later."""
+"""Enqueueing wakes waiting workers: NOTIFY pgrelay_jobs, sent when the enqueueing transaction commits (never
+for a rollback). Payload: "<queue>" for a job due now, "<queue> <unix time>" for a job that becomes due later.
+The listener here waits on every queue (idle()); tests/sql/test_wakeups.py has who is notified when."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ LATER_EPOCH = "4102444800.250"   # LATER as unix time, to the millisecond
 def listener(connect):
     conn = connect()
     conn.execute(f"LISTEN {CHANNEL}")
+    conn.execute("SELECT * FROM pgrelay.idle('listener')")
     return conn
 
 

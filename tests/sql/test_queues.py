@@ -306,6 +306,7 @@ def test_resume_of_a_paused_queue_wakes_the_workers(db, connect):
     enqueue(db, queue="mail")
     listener = connect()
     listener.execute("LISTEN pgrelay_jobs")
+    listener.execute("SELECT * FROM pgrelay.idle('listener')")   # a worker waiting for NOTIFY
     call(db, "pause", queue="mail")
     call(db, "resume", queue="other")
 

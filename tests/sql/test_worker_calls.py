@@ -95,6 +95,7 @@ def test_a_retry_notifies_when_the_job_becomes_due(db, connect):
     job = make_job(db, "leased", queue="mail")
     listener = connect()
     listener.execute("LISTEN pgrelay_jobs")
+    listener.execute("SELECT * FROM pgrelay.idle('listener')")
     before = time.time()
     call(db, "nack", id=job.id, attempt=job.attempt, error="busy", retry_after_seconds=30)
     [note] = list(listener.notifies(timeout=2, stop_after=1))
@@ -106,6 +107,7 @@ def test_a_retry_notifies_when_the_job_becomes_due(db, connect):
 def test_notify_can_be_switched_off_per_session(db, connect):
     listener = connect()
     listener.execute("LISTEN pgrelay_jobs")
+    listener.execute("SELECT * FROM pgrelay.idle('listener')")
     db.execute("SET pgrelay.notify = off")
     enqueue(db, queue="quiet")
     assert list(listener.notifies(timeout=0.5, stop_after=1)) == []
