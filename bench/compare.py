@@ -1,7 +1,8 @@
 """pgrelay against its peers, side by side, on one throwaway cluster (issue 4's benchmark).
 
-    make bench-quick            # about 17 minutes on a 2-core machine
-    make bench                  # the full run (N = 100,000 jobs per drain, longer windows, 10-minute steady load)
+    make bench-quick            # about 27 minutes on a 2-core machine
+    make bench                  # the full run (N = 100,000 jobs per drain, longer windows, 10-minute steady load,
+                                # 1,000,000 jobs pushed through a held snapshot)
     make bench-quick BENCH_ARGS='--figures trigger_ latency_loaded steady_ --steady-seconds 20'   # just (3), (5), (6)
     make bench-quick BENCH_ARGS='--runs 5 --postgres-options "-c synchronous_commit=off"'
 
@@ -16,6 +17,9 @@ every figure is the median of --runs runs with min and max.
         pgrelay's SQL under pgbench (bench/sql_bench.py's enqueue_one.sql) next to pgmq.send under pgbench;
         pgrelay's Python client next to PgQueuer's and Procrastinate's Python APIs, all in the same
         producer harness (bench/peers.py: min(clients, 2) processes, a connection per producer).
+        The same two pgbench runs again while a consumer drains the same queue for the whole run
+        (enqueue_one_<N>_draining, issue 24): one jobs-worker process with default settings for pgrelay,
+        bench/peer_apps/pgmq_drainer.py (pgmq.read of 100 + pgmq.archive in a loop) for pgmq.
     (2) bulk enqueue, 1,000 jobs per call: the same pairs (enqueue_bulk_1000.sql / pgmq.send_batch;
         pgrelay.client.enqueue_bulk / Queries.enqueue(lists) / Task.batch_defer_async).
     (3) enqueue from a trigger on an application table (bench/trigger_bench.py): INSERTs into bench_orders
@@ -24,13 +28,24 @@ every figure is the median of --runs runs with min and max.
         procrastinate_defer_jobs_v1; PgQueuer's documented SQL enqueue (INSERT into pgqueuer + pgqueuer_log);
         and the same INSERTs without a trigger as the baseline. Every run checks one job per order.
     (SQL) SQL-only consume of 100 + complete them (2 transactions): pgrelay.consume + ack_many next to
-        pgmq.read + pgmq.archive, under pgbench, from a pre-filled queue.
+        pgmq.read + pgmq.archive, under pgbench, from a pre-filled queue. cycle_reference (issue 24):
+        pgrelay's cycle next to its physical reference, plain SQL on a plain table (plain_jobs, in
+        pgrelay's database; bench/pgbench/baseline_schema.sql): claim 100 due rows in claim order with
+        FOR UPDATE SKIP LOCKED and mark them taken in one transaction, move them to plain_jobs_archive
+        (DELETE ... RETURNING into INSERT) in a second (bench/pgbench/baseline_claim_archive_100.sql);
+        1 client, the same -t, pre-filled the same way, --sql-runs runs alternating.
     (4) drain N no-op jobs with 1 and 2 worker processes, default and tuned settings: jobs-worker
         (bench/worker_bench.py's drain), PgQueuer and Procrastinate workers (bench/peer_apps/).
-    (5) pickup latency, enqueue -> handler start, p50/p95/p99, 1 worker (defaults): on an idle queue; and
-        under load, while the worker drains a backlog sized by its drain rate in (4) (worker_bench's
-        latency_loaded; peers.pickup_latency(backlog=...)), the probes at a higher priority than the
-        backlog (all three claim higher priority first). Full mode adds the tuned settings under load.
+    (5) pickup latency, enqueue -> handler start, p50/p95/p99, 1 worker (defaults): on an idle queue, the
+        probes worker_bench.IDLE_PROBE_GAP (0.1 s) apart for every system (after a job a pgrelay worker
+        polls for about 50 ms before it goes idle; 20 ms apart it never would); and under load, while the
+        worker drains a backlog sized by its drain rate in (4) (worker_bench's latency_loaded;
+        peers.pickup_latency(backlog=...)), the probes PROBE_GAP (20 ms) apart at a higher priority than
+        the backlog (all three claim higher priority first). Full mode adds the tuned settings under load.
+        latency_steady_tuned (pgrelay only, issue 24): 1 worker with the tuned settings drains a steady
+        load of 80% of this run's tuned 1-worker drain rate in (4) (else of 12,000 jobs/s), enqueued in
+        batches every 5 ms for --latency-steady-seconds (quick 15, full 60; worker_bench's
+        latency_steady); the latency of every job after a 2 s warm-up, p50/p95/p99/max.
     (6) steady load (pgrelay only): a producer enqueues --steady-rate jobs/s (default 1,000, in batches
         of a tenth of a second) for --steady-seconds (quick 60, full 600) while --steady-workers
         jobs-worker processes (default 2) drain, default and tuned settings; size and tuple statistics
@@ -38,9 +53,25 @@ every figure is the median of --runs runs with min and max.
         pg_total_relation_size, n_live_tup, n_dead_tup, autovacuum_count) at the start, every
         --steady-sample-seconds and at the end; throughput achieved and the backlog at the end.
         Run --steady-runs times (default 1: it is long), not --runs.
+    (7) the debris a held snapshot leaves in the hot table (issue 24; bench/debris_bench.py), pgrelay and
+        pgmq, SQL under pgbench with 1 client (consume_ack_100.sql; pgmq.read of 100 + pgmq.archive), for
+        each --debris-sizes P (quick 50,000 and 200,000; full also 1,000,000): the claim-100-and-complete
+        rate on 10,000 waiting jobs in empty tables (clean); then, while another session holds a
+        REPEATABLE READ snapshot (idle in transaction), P jobs enqueued and all claimed and completed
+        (push-through rate), and the rate on 10,000 waiting jobs again (debris rate); the hot table's
+        size and n_dead_tup before the snapshot is let go. Run --debris-runs times (default 1).
+    (8) steady_snapshot (pgrelay only, issue 24): (6)'s steady load of --steady-rate bench.probe jobs/s
+        (their handler returns the time it started), --steady-workers jobs-worker processes with default
+        settings, while another session holds a REPEATABLE READ snapshot for --snapshot-hold-seconds
+        (quick 60, full 180), in a window with a third of that before the hold and two thirds after;
+        sampled every 5 s (jobs/s drained since the last sample, backlog, pgrelay._jobs's size and
+        n_dead_tup); per phase (before, during, after): jobs/s, pickup latency p50/p99 of the jobs created
+        in the phase, the hot table's size at the phase's end (worker_bench.steady_snapshot). --steady-runs
+        runs.
 
 --figures PREFIX ... runs only the figures whose id starts with one of the prefixes (e.g. trigger_,
-latency_loaded, steady_); --only SYSTEM ... only those systems. Writes bench/results/<date>.md
+latency_loaded, steady_, debris_, cycle_reference); --only SYSTEM ... only those systems. The report
+states issue 4's targets and issue 24's goals as measured in this run. Writes bench/results/<date>.md
 (<date>-quick.md in quick mode), the same as JSON (steady runs with all their samples), and a PNG plot
 when matplotlib is installed.
 """
@@ -74,6 +105,7 @@ for _path in (str(ROOT), str(BENCH)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+import debris_bench
 import peers  # noqa: E402
 import sql_bench  # noqa: E402
 import trigger_bench  # noqa: E402
@@ -89,13 +121,24 @@ DATABASES = {"pgrelay": "bench_pgrelay", "pgqueuer": "bench_pgqueuer", "procrast
              "pgmq": "bench_pgmq", "baseline": "bench_baseline"}
 PGRELAY_TUNED = ("--concurrency", "500", "--batch-size", "500")
 
-# "baseline" is no system: (3)'s INSERTs without a trigger. It is measured whenever the figure is.
+# "baseline" and "plain" are no systems: (3)'s INSERTs without a trigger, and cycle_reference's plain SQL.
+# They are measured whenever their figure is.
 NAMES = {"pgrelay": "pgrelay", "pgqueuer": "PgQueuer", "procrastinate": "Procrastinate", "pgmq": "pgmq",
-         "baseline": "no trigger (baseline)"}
+         "baseline": "no trigger (baseline)", "plain": "plain SQL (physical reference)"}
+REFERENCES = ("baseline", "plain")
 
 # (5) under load: the backlog should outlast the probes (PROBES x PROBE_GAP) by about 2 s at the worker's
 # drain rate; the rate comes from this run's drain figure (4) when it ran, else from these (jobs/s).
 FALLBACK_DRAIN_RATES = {"pgrelay": 5000, "pgqueuer": 2000, "procrastinate": 300}
+# (5) under a steady load: this share of pgrelay's 1-worker tuned drain rate in (4) (this run's when it
+# ran, else FALLBACK_TUNED_DRAIN_RATE jobs/s).
+STEADY_LATENCY_SHARE = 0.8
+FALLBACK_TUNED_DRAIN_RATE = 12_000
+SNAPSHOT_SAMPLE_SECONDS = 5.0        # (8): seconds between samples
+# issue 24's goals: (7) both rates with debris at least this share of the clean rate; cycle_reference:
+# pgrelay's cycle at least this share of the plain reference's
+DEBRIS_GOAL = 0.5
+REFERENCE_GOAL = 0.8
 
 
 class CompareError(RuntimeError):
@@ -165,6 +208,33 @@ class Pgrelay:
         return {"system": "pgrelay", "script": script, "clients": clients, "transactions": done, "tps": tps,
                 "jobs_per_s": tps * jobs_per_tx}
 
+    async def enqueue_draining(self, clients: int, seconds: int) -> dict[str, Any]:
+        """enqueue_one.sql under pgbench while one jobs-worker (default settings, started and listening
+        first) drains the same queue for the whole run. Checked: every job enqueued is in pgrelay._jobs
+        or pgrelay._finished when pgbench ends; then, once the worker has drained the queue, every one
+        succeeded at its first attempt."""
+        conn = await self._conn()
+        try:
+            await worker_bench.fresh(conn)
+            await worker_bench.settle(conn)
+            with self.workers.running(1, worker_bench.DEFAULT_ARGS):
+                await self.workers.wait_ready(conn)
+                tps, done = sql_bench.pgbench(self.dsn, "enqueue_one.sql", clients, seconds=seconds)
+                # one snapshot for both tables: a job moves from one to the other in one transaction
+                row = await conn.fetchrow("SELECT (SELECT count(*) FROM pgrelay._jobs) AS waiting,"
+                                          " (SELECT count(*) FROM pgrelay._finished) AS finished")
+                if row["waiting"] + row["finished"] != done:
+                    raise worker_bench.BenchError(
+                        f"enqueue_one.sql while draining: {done} transactions, pgrelay._jobs holds {row['waiting']} "
+                        f"and pgrelay._finished {row['finished']}")
+                await worker_bench.wait_drained(conn, self.workers, timeout=max(120.0, done / 100))
+            await worker_bench.verify_noop(conn, done)
+        finally:
+            await conn.close()
+        return {"system": "pgrelay", "script": "enqueue_one.sql", "clients": clients, "transactions": done,
+                "tps": tps, "jobs_per_s": tps, "worker": worker_bench.describe(worker_bench.DEFAULT_ARGS),
+                "drained_in_window": row["finished"]}
+
     async def consume_ack(self, clients: int, transactions: int) -> dict[str, Any]:
         conn = await self._conn()
         fill = int(clients * transactions * 100 * 1.1) + 1000
@@ -176,6 +246,22 @@ class Pgrelay:
             await conn.close()
         return {"system": "pgrelay", "script": "consume_ack_100.sql", "clients": clients, "transactions": done,
                 "tps": tps, "jobs_per_s": tps * 100}
+
+    async def plain_cycle(self, transactions: int) -> dict[str, Any]:
+        """cycle_reference's physical reference: bench/pgbench/baseline_claim_archive_100.sql on plain_jobs
+        (in pgrelay's database), 1 client, pre-filled as consume_ack fills pgrelay._jobs; checked: every
+        job claimed was moved to plain_jobs_archive, none left taken."""
+        conn = await self._conn()
+        fill = int(transactions * 100 * 1.1) + 1000
+        script = "baseline_claim_archive_100.sql"
+        try:
+            await sql_bench.reset(conn, "baseline", fill)
+            tps, done = sql_bench.pgbench(self.dsn, script, 1, transactions=transactions)
+            await sql_bench.verify(conn, sql_bench.Side(script, "archived"), done * 100, fill)
+        finally:
+            await conn.close()
+        return {"system": "plain", "script": script, "clients": 1, "transactions": done, "tps": tps,
+                "jobs_per_s": tps * 100}
 
     async def drain(self, n: int, count: int, args: tuple[str, ...]) -> dict[str, Any]:
         conn = await self._conn()
@@ -192,8 +278,8 @@ class Pgrelay:
             (p50, p95, p99), k = await worker_bench.latency_idle(conn, self.workers)
         finally:
             await conn.close()
-        return {"system": "pgrelay", "workload": "pickup_latency_idle", "probes": k, "p50_ms": p50, "p95_ms": p95,
-                "p99_ms": p99}
+        return {"system": "pgrelay", "workload": "pickup_latency_idle", "probes": k,
+                "gap_ms": worker_bench.IDLE_PROBE_GAP * 1000, "p50_ms": p50, "p95_ms": p95, "p99_ms": p99}
 
     async def latency_loaded(self, backlog: int, args: tuple[str, ...]) -> dict[str, Any]:
         conn = await self._conn()
@@ -205,6 +291,15 @@ class Pgrelay:
                 "probe_priority": 10, "settings": worker_bench.describe(args), "p50_ms": p50, "p95_ms": p95,
                 "p99_ms": p99}
 
+    async def latency_steady(self, rate: int, args: tuple[str, ...], seconds: float) -> dict[str, Any]:
+        conn = await self._conn()
+        try:
+            result = await worker_bench.latency_steady(conn, self.workers, args, rate, seconds)
+        finally:
+            await conn.close()
+        return {"system": "pgrelay", "workload": "pickup_latency_steady", "settings": worker_bench.describe(args),
+                **result}
+
     async def steady(self, count: int, args: tuple[str, ...], seconds: float, rate: int,
                      sample_every: float) -> dict[str, Any]:
         conn = await self._conn()
@@ -215,6 +310,17 @@ class Pgrelay:
             await conn.close()
         return {"system": "pgrelay", "workload": "steady_load", "workers": count,
                 "settings": worker_bench.describe(args), **result}
+
+    async def steady_snapshot(self, count: int, rate: int, before: float, hold: float,
+                              after: float) -> dict[str, Any]:
+        conn = await self._conn()
+        try:
+            result = await worker_bench.steady_snapshot(conn, self.workers, count, rate=rate, before=before,
+                                                        hold=hold, after=after, sample_every=SNAPSHOT_SAMPLE_SECONDS)
+        finally:
+            await conn.close()
+        return {"system": "pgrelay", "workload": "steady_snapshot", "workers": count,
+                "settings": worker_bench.describe(worker_bench.DEFAULT_ARGS), **result}
 
 
 # -- the plan -------------------------------------------------------------------------------------------
@@ -241,6 +347,24 @@ def plan(args: argparse.Namespace, dsns: dict[str, str], pgrelay: Pgrelay, workd
                 Entry("procrastinate", "Python: Task.defer_async (psycopg pool)",
                       lambda i, c=clients: peers.enqueue("procrastinate", dsns["procrastinate"], c, seconds)),
             ]))
+        figures.append(Figure(
+            f"enqueue_one_{clients}_draining",
+            f"(1) enqueue, 1 job per transaction, {clients} producer(s), while workers drain the same queue",
+            "jobs/s", [
+                Entry("pgrelay", "SQL under pgbench: SELECT pgrelay.enqueue(...); 1 jobs-worker (defaults) draining",
+                      lambda i, c=clients: pgrelay.enqueue_draining(c, seconds)),
+                Entry("pgmq", "SQL under pgbench: SELECT pgmq.send(...); 1 consumer draining "
+                              "(pgmq.read of 100 + pgmq.archive, bench/peer_apps/pgmq_drainer.py)",
+                      lambda i, c=clients: peers.pgmq_pgbench(dsns["pgmq"], "send_one", c, wd("pgmq"),
+                                                              seconds=seconds, draining=True)),
+            ], note="the consumer is started and connected (pgrelay's worker listening) before pgbench starts and "
+                    "drains for the whole run. pgrelay's worker waits for a NOTIFY only once it is idle "
+                    "(pgrelay.idle() after about 50 ms without a job; busy, it polls every 2 ms), and producers "
+                    "send NOTIFY only then. pgmq's consumer reads 100 (visibility timeout 30 s) and archives them, "
+                    "sleeps 10 ms when it found none, and stops with SIGTERM after pgbench. \"drained\": jobs finished (pgrelay._finished) or "
+                    "messages archived (pgmq.a_bench) when pgbench ended. Checked: pgrelay._jobs + "
+                    "pgrelay._finished hold every job enqueued, and all succeed once drained; pgmq.q_bench + "
+                    "pgmq.a_bench hold exactly the messages sent"))
     figures.append(Figure(
         "enqueue_bulk_1000", "(2) bulk enqueue, 1,000 jobs per call, 1 producer", "jobs/s", [
             Entry("pgrelay", "SQL under pgbench: pgrelay.enqueue_bulk(<json array literal>)",
@@ -292,6 +416,21 @@ def plan(args: argparse.Namespace, dsns: dict[str, str], pgrelay: Pgrelay, workd
                                                               transactions=tx)),
             ], note="no handler and no worker process: the SQL cost of a batched claim-and-complete cycle",
             runs=max(args.runs, args.sql_runs)))
+    figures.append(Figure(
+        "cycle_reference", "(SQL) claim 100 + complete them (2 transactions), 1 client, against the physical reference",
+        "jobs/s", [
+            Entry("pgrelay", f"pgbench -t {tx}: pgrelay.consume(batch => 100); pgrelay.ack_many(...)",
+                  lambda i: pgrelay.consume_ack(1, tx)),
+            Entry("plain", f"pgbench -t {tx}: claim 100 due rows of plain_jobs in claim order (FOR UPDATE SKIP "
+                           "LOCKED) and UPDATE them taken; move them to plain_jobs_archive (DELETE ... RETURNING "
+                           "into INSERT)",
+                  lambda i: pgrelay.plain_cycle(tx)),
+        ], note="the physical reference does what any two-transaction claim-and-complete must: one UPDATE of "
+                "100 rows found in claim order by a partial index, then their move to a history table with a "
+                "primary key (bench/pgbench/baseline_claim_archive_100.sql); pgrelay's cycle also records the "
+                "lease (worker, times, attempt), checks its arguments and the lease at completion, and counts "
+                "the jobs per queue",
+        runs=max(args.runs, args.sql_runs)))
     for count in (1, 2):
         for tuning in ("default", "tuned"):
             pg_args = () if tuning == "default" else args.pgrelay_tuned
@@ -305,14 +444,18 @@ def plan(args: argparse.Namespace, dsns: dict[str, str], pgrelay: Pgrelay, workd
             figures.append(Figure(
                 f"drain_{count}_{tuning}", f"(4) drain no-op jobs, {count} worker process(es), {tuning} settings",
                 "jobs/s", entries))
+    idle_gap = worker_bench.IDLE_PROBE_GAP
     figures.append(Figure(
         "latency_idle", "(5) pickup latency, idle queue, enqueue → handler start, 1 worker (defaults)", "ms", [
             Entry("pgrelay", "jobs-worker defaults", lambda i: pgrelay.latency_idle(), key="p50_ms"),
-            Entry("pgqueuer", "batch_size 10", lambda i: peers.pickup_latency("pgqueuer", dsns["pgqueuer"],
-                                                                            wd("pgqueuer")), key="p50_ms"),
+            Entry("pgqueuer", "batch_size 10", lambda i: peers.pickup_latency(
+                "pgqueuer", dsns["pgqueuer"], wd("pgqueuer"), gap=idle_gap), key="p50_ms"),
             Entry("procrastinate", "concurrency 1", lambda i: peers.pickup_latency(
-                "procrastinate", dsns["procrastinate"], wd("procrastinate")), key="p50_ms"),
-        ], higher_is_better=False))
+                "procrastinate", dsns["procrastinate"], wd("procrastinate"), gap=idle_gap), key="p50_ms"),
+        ], higher_is_better=False,
+        note=f"probes {idle_gap * 1000:.0f} ms apart for every system (under load {worker_bench.PROBE_GAP * 1000:.0f} "
+             "ms): after a job a pgrelay worker keeps polling every 2 ms for about 50 ms before it goes idle "
+             "(pgrelay.idle(), then it waits for a NOTIFY), so probes 20 ms apart would never find it idle"))
 
     def backlog(system: str, tuning: str) -> int:
         """(5) under load: enough no-op jobs to outlast the probes (+2 s), at this run's drain rate."""
@@ -345,6 +488,40 @@ def plan(args: argparse.Namespace, dsns: dict[str, str], pgrelay: Pgrelay, workd
                  "would wait behind the whole backlog, FIFO) and stop when no backlog job is waiting, so a run "
                  "counts the probes sent until then"))
 
+    def steady_latency_rate() -> int:
+        """(5) under a steady load: STEADY_LATENCY_SHARE of pgrelay's 1-worker tuned drain rate (this run's)."""
+        drain = next((e for f in figures if f.id == "drain_1_tuned" for e in f.entries
+                      if e.system == "pgrelay" and e.runs), None)
+        return round(STEADY_LATENCY_SHARE * (drain.summary()["median"] if drain else FALLBACK_TUNED_DRAIN_RATE))
+
+    share = f"{STEADY_LATENCY_SHARE:.0%}"
+    figures.append(Figure(
+        "latency_steady_tuned",
+        f"(5) pickup latency under a steady load of {share} of the tuned drain rate, 1 worker, tuned settings", "ms",
+        [Entry("pgrelay", f"jobs-worker {worker_bench.describe(args.pgrelay_tuned)}; producer: pgrelay.enqueue_bulk "
+                          f"of bench.probe jobs every 5 ms for {args.latency_steady_seconds:,} s",
+               lambda i: pgrelay.latency_steady(steady_latency_rate(), args.pgrelay_tuned,
+                                                args.latency_steady_seconds), key="p50_ms")],
+        higher_is_better=False,
+        note=f"the rate is {share} of pgrelay's 1-worker tuned drain rate in (4) (this run's median, else "
+             f"{FALLBACK_TUNED_DRAIN_RATE:,} jobs/s); latency = handler start - created_at of every job, those "
+             f"created in the first {worker_bench.STEADY_LATENCY_WARMUP:g} s left out (warm-up); \"drained\" = "
+             "jobs succeeded within the window / window; pgrelay only: the peers are not run here (the issue "
+             "makes them optional)"))
+
+    for p in args.debris_sizes:
+        figures.append(Figure(
+            f"debris_{size_label(p)}",
+            f"(7) claim 100 + complete them, 1 client, with the debris of {p:,} jobs pushed through while a "
+            "snapshot was held", "jobs/s",
+            [Entry(system, debris_bench.HOW[system],
+                   lambda i, s=system, p=p: debris_bench.run(s, dsns[s], p, wd(s)), key="debris_rate")
+             for system in debris_bench.SYSTEMS],
+            runs=args.debris_runs,
+            note=f"the rate with the debris (and the push-through's) next to the clean rate of the same run: "
+                 f"{debris_bench.MEASURE_TX * 100:,} jobs claimed and completed of "
+                 f"{debris_bench.MEASURE_FILL:,} waiting; the table in section (7) has every figure"))
+
     for tuning in ("default", "tuned"):
         pg_args = () if tuning == "default" else args.pgrelay_tuned
         w = args.steady_workers
@@ -360,14 +537,34 @@ def plan(args: argparse.Namespace, dsns: dict[str, str], pgrelay: Pgrelay, workd
             runs=args.steady_runs,
             note="jobs/s drained during the window (jobs succeeded / window); pgrelay only: the peers are not run "
                  "here (the issue makes them optional)"))
+    hold = args.snapshot_hold_seconds
+    before, after = round(hold / 3), round(2 * hold / 3)
+    figures.append(Figure(
+        "steady_snapshot",
+        f"(8) steady load, {args.steady_rate:,} jobs/s, {args.steady_workers} worker(s), default settings, a snapshot "
+        f"held for {hold:,} s ({before:,} s into the window, then {after:,} s after)", "jobs/s",
+        [Entry("pgrelay", f"jobs-worker {worker_bench.describe(worker_bench.DEFAULT_ARGS)} × {args.steady_workers}; "
+                          f"producer: pgrelay.enqueue_bulk of {max(1, args.steady_rate // 10):,} bench.probe jobs "
+                          "every 0.1 s; another session idle in a REPEATABLE READ transaction during the hold",
+               lambda i: pgrelay.steady_snapshot(args.steady_workers, args.steady_rate, before, hold, after))],
+        runs=args.steady_runs,
+        note="jobs/s drained during the whole window; per phase, see section (8); pgrelay only, no target: "
+             "the figures are reported"))
 
     if args.figures:
         figures = [f for f in figures if f.id.startswith(tuple(args.figures))]
     if args.only:
         for f in figures:
-            f.entries = [e for e in f.entries if e.system in args.only or e.system == "baseline"]
-        figures = [f for f in figures if any(e.system != "baseline" for e in f.entries)]
+            f.entries = [e for e in f.entries if e.system in args.only or e.system in REFERENCES]
+        figures = [f for f in figures if any(e.system not in REFERENCES for e in f.entries)]
     return figures
+
+
+def size_label(n: int) -> str:
+    """(7)'s figure ids: 50000 -> 50k, 1000000 -> 1m."""
+    if n % 1_000_000 == 0:
+        return f"{n // 1_000_000}m"
+    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
 
 
 async def measure(figures: list[Figure], runs: int) -> None:
@@ -390,11 +587,25 @@ async def measure(figures: list[Figure], runs: int) -> None:
                              f"p99 {result['p99_ms']:.1f} ms")
                     if result.get("backlog"):
                         shown += f" ({result['probes']} probes, backlog {result['backlog']:,})"
+                    if "target_rate" in result:
+                        shown += (f", max {result['max_ms']:.1f} ms ({result['counted']:,} jobs after the warm-up; "
+                                  f"target {result['target_rate']:,} jobs/s, enqueued {result['enqueue_rate']:,.0f}, "
+                                  f"drained {result['drain_rate']:,.0f})")
                 else:
                     shown = f"{result[entry.key]:,.0f} {figure.unit}"
+                    if "drained_in_window" in result:
+                        shown += f" (drained {result['drained_in_window']:,} during the run)"
                     if "backlog_end" in result:
                         shown += (f" (enqueued {result['enqueue_rate']:,.0f} jobs/s; backlog at the end "
                                   f"{result['backlog_end']:,})")
+                    if "clean_rate" in result:
+                        shown += (f" with debris, clean {result['clean_rate']:,.0f} ({result['debris_ratio']:.2f}×); "
+                                  f"push-through {result['push_rate']:,.0f} jobs/s ({result['push_ratio']:.2f}×); "
+                                  f"{result['hot_table']} {size(result['debris_table']['total_bytes'])}, "
+                                  f"n_dead_tup {result['debris_table']['dead_tuples']:,}")
+                    for ph in result.get("phases", ()):
+                        shown += (f"; {ph['phase']}: {ph['jobs_per_s']:,.0f} jobs/s, p50 {ph['p50_ms']:,.1f} ms, "
+                                  f"p99 {ph['p99_ms']:,.1f} ms, pgrelay._jobs {size(ph['jobs_bytes_end'])}")
                 print(f"  {figure.title} | {NAMES[entry.system]}: {entry.how} | run {i + 1}: {shown} "
                       f"[{time.monotonic() - started:.1f}s]", flush=True)
 
@@ -439,8 +650,8 @@ def pgrelay_like_for_like(figure: Figure, entry: Entry) -> Entry | None:
 
 
 def targets(figures: list[Figure]) -> list[dict[str, Any]]:
-    """The issue's targets, from this run's figures (each side: its best median among the given entries;
-    the SQL target once per number of clients)."""
+    """Issue 4's targets, from this run's figures (each side: its best median among the given entries;
+    the SQL target once per number of clients), then issue 24's goals (goals_24)."""
     def best(prefix: str, systems: tuple[str, ...], python_only: bool = False) -> tuple[float, str] | None:
         found = [(e.summary()["median"], f"{NAMES[e.system]}, {f.title}: {e.how}")
                  for f in figures if f.id.startswith(prefix) for e in f.entries
@@ -458,31 +669,118 @@ def targets(figures: list[Figure]) -> list[dict[str, Any]]:
             *sql):
         pg, peer = best(prefix, ("pgrelay",), python_only), best(prefix, peer_systems)
         if pg and peer:
-            out.append({"target": target, "pgrelay": pg, "peer": peer, "ratio": pg[0] / peer[0],
+            out.append({"issue": 4, "target": target, "pgrelay": pg, "peer": peer, "ratio": pg[0] / peer[0],
                         "met": pg[0] >= factor * peer[0]})
     lat = next((f for f in figures if f.id == "latency_idle"), None)
     e = next((e for e in lat.entries if e.system == "pgrelay" and e.runs), None) if lat else None
     if e:
         p50 = e.summary("p50_ms")["median"]
-        out.append({"target": "pickup latency p50 on an idle queue < 10 ms", "pgrelay": (p50, e.how),
-                    "peer": None, "ratio": None, "met": p50 < 10})
+        out.append({"issue": 4, "target": "pickup latency p50 on an idle queue < 10 ms", "pgrelay": (p50, e.how),
+                    "shown": f"{p50:,.1f} ms", "peer": None, "ratio": None, "met": p50 < 10})
+    return out + goals_24(figures)
+
+
+def goals_24(figures: list[Figure]) -> list[dict[str, Any]]:
+    """Issue 24's goals, from this run's figures. Item 1: pgrelay's SQL enqueue against pgmq.send, the
+    ratio of their medians in the same figure of the same run, 1 and 8 producers, without and with a
+    consumer draining the queue; the idle pickup latency (p50 and p99). Item 2: the pickup latency under
+    a steady load, and the tuned drain rate, to compare by hand with the figure before the change. Item 3:
+    (7)'s rates with the debris of a held snapshot and during the push-through, each at least DEBRIS_GOAL
+    of the clean rate of the same run (medians of the per-run ratios), at every size. The SQL cycle at
+    least REFERENCE_GOAL of its physical reference (cycle_reference, the ratio of the medians)."""
+    by_id = {f.id: f for f in figures}
+    out: list[dict[str, Any]] = []
+    for clients in (1, 8):
+        for suffix, label in (("", ""), ("_draining", ", consumer draining the queue")):
+            f = by_id.get(f"enqueue_one_{clients}{suffix}")
+            peer = next((e for e in f.entries if e.system == "pgmq" and e.runs), None) if f else None
+            pg = pgrelay_like_for_like(f, peer) if peer else None
+            if pg is None or not pg.runs:
+                continue
+            a, b = pg.summary()["median"], peer.summary()["median"]
+            out.append({"issue": 24, "target": f"item 1: SQL enqueue, 1 job per transaction, {clients} producer(s)"
+                                               f"{label}: pgrelay.enqueue ≥ 1.0× pgmq.send (same-run ratio)",
+                        "pgrelay": (a, f"{f.title}: {pg.how}"), "peer": (b, peer.how),
+                        "ratio": a / b, "met": a >= b})
+
+    def latency(fid: str) -> tuple[Entry, float, float] | None:
+        f = by_id.get(fid)
+        e = next((e for e in f.entries if e.system == "pgrelay" and e.runs), None) if f else None
+        return (e, e.summary("p50_ms")["median"], e.summary("p99_ms")["median"]) if e else None
+
+    idle = latency("latency_idle")
+    if idle:
+        e, p50, p99 = idle
+        out.append({"issue": 24, "target": "pickup latency on an idle queue (probes "
+                                           f"{worker_bench.IDLE_PROBE_GAP * 1000:.0f} ms apart): p50 < 5 ms and "
+                                           "p99 < 25 ms",
+                    "pgrelay": (p50, e.how), "shown": f"p50 {p50:,.1f} ms, p99 {p99:,.1f} ms", "peer": None,
+                    "ratio": None, "met": p50 < 5 and p99 < 25})
+    steady = latency("latency_steady_tuned")
+    if steady:
+        e, p50, p99 = steady
+        rate = statistics.median(r["target_rate"] for r in e.runs)
+        out.append({"issue": 24, "target": f"item 2: pickup latency under a steady load of {STEADY_LATENCY_SHARE:.0%} "
+                                           "of the tuned drain rate, 1 worker, tuned settings: p50 ≤ 10 ms and "
+                                           "p99 ≤ 50 ms",
+                    "pgrelay": (p50, e.how), "shown": f"p50 {p50:,.1f} ms, p99 {p99:,.1f} ms at {rate:,.0f} jobs/s",
+                    "peer": None, "ratio": None, "met": p50 <= 10 and p99 <= 50})
+    f = by_id.get("drain_1_tuned")
+    e = next((e for e in f.entries if e.system == "pgrelay" and e.runs), None) if f else None
+    if e:
+        rate = e.summary()["median"]
+        out.append({"issue": 24, "target": "item 2: tuned drain rate, 1 worker (drain_1_tuned), jobs/s: no more than "
+                                           "5% below the figure before the change (compared by hand)",
+                    "pgrelay": (rate, e.how), "shown": f"{rate:,.0f} jobs/s", "peer": None, "ratio": None,
+                    "met": None})
+
+    def debris(e: Entry) -> str:
+        return (f"{e.summary('debris_ratio')['median']:.2f}× with debris ({e.summary()['median']:,.0f} of "
+                f"{e.summary('clean_rate')['median']:,.0f} jobs/s), push-through "
+                f"{e.summary('push_ratio')['median']:.2f}× ({e.summary('push_rate')['median']:,.0f} jobs/s)")
+
+    for f in (f for f in figures if f.id.startswith("debris_")):
+        pg = next((e for e in f.entries if e.system == "pgrelay" and e.runs), None)
+        if pg is None:
+            continue
+        peer = next((e for e in f.entries if e.system == "pgmq" and e.runs), None)
+        ratios = (pg.summary("debris_ratio")["median"], pg.summary("push_ratio")["median"])
+        out.append({"issue": 24, "target": f"item 3: {pg.runs[0]['size']:,} jobs pushed through while a snapshot is "
+                                           "held, claim 100 + complete (SQL, 1 client): with the debris and during "
+                                           f"the push-through ≥ {DEBRIS_GOAL}× the clean rate (same run)",
+                    "pgrelay": (pg.summary()["median"], pg.how), "shown": debris(pg),
+                    "peer": (peer.summary()["median"], peer.how) if peer else None,
+                    "peer_shown": f"pgmq: {debris(peer)}" if peer else None,
+                    "ratio": None, "met": min(ratios) >= DEBRIS_GOAL})
+    f = by_id.get("cycle_reference")
+    pg = next((e for e in f.entries if e.system == "pgrelay" and e.runs), None) if f else None
+    ref = next((e for e in f.entries if e.system == "plain" and e.runs), None) if f else None
+    if pg and ref:
+        a, b = pg.summary()["median"], ref.summary()["median"]
+        out.append({"issue": 24, "target": "SQL claim 100 + complete (2 transactions), 1 client: pgrelay.consume + "
+                                           f"ack_many ≥ {REFERENCE_GOAL}× the physical reference (plain FOR UPDATE "
+                                           "SKIP LOCKED claim + move to an archive table; same-run ratio)",
+                    "pgrelay": (a, pg.how), "peer": (b, NAMES["plain"]), "ratio": a / b,
+                    "met": a >= REFERENCE_GOAL * b})
     return out
 
 
 def paired(figure: Figure) -> str | None:
-    """pgrelay against pgmq run by run, for a figure whose runs alternate one for one (the SQL figures):
-    how many of the pairs pgrelay won and the geometric mean of the pair ratios. A run of each, taken
-    back to back, shares the machine's speed at that moment, which the medians of noisy runs do not."""
-    pg = next((e for e in figure.entries if e.system == "pgrelay" and e.runs), None)
-    peer = next((e for e in figure.entries if e.system == "pgmq" and e.runs), None)
+    """pgrelay's SQL against pgmq (or the plain reference) run by run, for a figure whose runs alternate
+    one for one (the SQL figures, and (1)'s pgbench entries, which are next to each other): how many of
+    the pairs pgrelay won and the geometric mean of the pair ratios. A run of each, taken back to back,
+    shares the machine's speed at that moment, which the medians of noisy runs do not."""
+    peer = next((e for e in figure.entries if e.system in ("pgmq", "plain") and e.runs), None)
+    pg = pgrelay_like_for_like(figure, peer) if peer else None
     if pg is None or peer is None or len(pg.values) != len(peer.values):
         return None
     ratios = [a / b for a, b in zip(pg.values, peer.values, strict=True) if a > 0 and b > 0]
     if not ratios:
         return None
     won = sum(r > 1 for r in ratios)
-    return (f"{figure.title}: pgrelay faster in {won} of {len(ratios)} pairs (pgrelay's run i against pgmq's run i); "
-            f"geometric mean of the pair ratios {statistics.geometric_mean(ratios):.2f}×")
+    return (f"{figure.title}: pgrelay faster in {won} of {len(ratios)} pairs (pgrelay's run i against "
+            f"{NAMES[peer.system]}'s run i); geometric mean of the pair ratios "
+            f"{statistics.geometric_mean(ratios):.2f}×")
 
 
 def render(meta: dict[str, Any], figures: list[Figure], goals: list[dict[str, Any]]) -> str:
@@ -505,19 +803,31 @@ def render(meta: dict[str, Any], figures: list[Figure], goals: list[dict[str, An
                  f"{p['seconds']} s; SQL consume -t {p['transactions']} per client, "
                  f"{p.get('sql_runs', p['runs'])} runs; drains N = {p['jobs']:,} "
                  f"(Procrastinate N = {p['procrastinate_jobs']:,}: at a few hundred jobs/s a larger N only "
-                 f"costs time); latency {p['probes']} probes {p['probe_gap_ms']:.0f} ms apart; steady load "
+                 f"costs time); latency {p['probes']} probes, {p['idle_probe_gap_ms']:.0f} ms apart on an idle "
+                 f"queue, {p['probe_gap_ms']:.0f} ms apart under load; steady-load latency "
+                 f"{p['latency_steady_seconds']:,} s per run (the first {p['latency_steady_warmup_s']:g} s not "
+                 f"counted); steady load "
                  f"{p['steady_rate']:,} jobs/s for {p['steady_seconds']:,} s, {p['steady_workers']} worker(s), "
-                 f"{p['steady_runs']} run(s), sampled every {p['steady_sample_seconds']:g} s")
+                 f"{p['steady_runs']} run(s), sampled every {p['steady_sample_seconds']:g} s; debris (7): "
+                 + ", ".join(f"{n:,}" for n in p["debris_sizes"]) + f" jobs pushed through, {p['debris_runs']} "
+                 f"run(s), rates on {debris_bench.MEASURE_FILL:,} waiting jobs, -t {debris_bench.MEASURE_TX}; "
+                 f"snapshot held {p['snapshot_hold_seconds']:,} s in (8), sampled every "
+                 f"{SNAPSHOT_SAMPLE_SECONDS:g} s")
     lines.append(f"- pgrelay tuned: jobs-worker {' '.join(p['pgrelay_tuned'])}; PgQueuer tuned: batch_size 100 "
                  "(default 10); Procrastinate tuned: concurrency 10 with a pool of 12 (default concurrency 1)")
     lines.append("")
-    if goals:
-        lines += ["## Issue 4's targets", "", "| target | pgrelay | best peer | ratio | met |", "|---|---:|---:|---:|---|"]
-        for g in goals:
-            pg = f"{g['pgrelay'][0]:,.1f}" if g["target"].startswith("pickup") else f"{g['pgrelay'][0]:,.0f}"
-            peer = f"{g['peer'][0]:,.0f} ({g['peer'][1]})" if g["peer"] else "—"
+    for issue, heading, peer_column in ((4, "Issue 4's targets", "best peer"),
+                                        (24, "Issue 24's goals", "pgmq or the plain reference, same figure and run")):
+        rows = [g for g in goals if g["issue"] == issue]
+        if not rows:
+            continue
+        lines += [f"## {heading}", "", f"| target | pgrelay | {peer_column} | ratio | met |", "|---|---:|---:|---:|---|"]
+        for g in rows:
+            pg = g.get("shown") or f"{g['pgrelay'][0]:,.0f}"
+            peer = g.get("peer_shown") or (f"{g['peer'][0]:,.0f} ({g['peer'][1]})" if g["peer"] else "—")
             r = f"{g['ratio']:.2f}×" if g["ratio"] is not None else "—"
-            lines.append(f"| {g['target']} | {pg} | {peer} | {r} | {'yes' if g['met'] else '**no**'} |")
+            met = "compare by hand" if g["met"] is None else "yes" if g["met"] else "**no**"
+            lines.append(f"| {g['target']} | {pg} | {peer} | {r} | {met} |")
         lines.append("")
     lines += ["## All figures", "",
               f"Median of {p['runs']} runs (SQL consume: {p.get('sql_runs', p['runs'])}) (min–max). "
@@ -533,21 +843,32 @@ def render(meta: dict[str, Any], figures: list[Figure], goals: list[dict[str, An
                                     for k in ("p50_ms", "p95_ms", "p99_ms")) + " ms (p50 / p95 / p99)"
                 if e.runs and e.runs[0].get("backlog"):
                     result += f"; {span(e, 'probes')} probes, backlog {span(e, 'backlog')}"
+                if e.runs and "target_rate" in e.runs[0]:
+                    result += (f"; max {cell(e.summary('max_ms'), '.1f')} ms; target {span(e, 'target_rate')} "
+                               f"jobs/s, enqueued {cell(e.summary('enqueue_rate'))} jobs/s, drained "
+                               f"{cell(e.summary('drain_rate'))} jobs/s; {span(e, 'counted')} jobs counted")
             else:
                 result = cell(e.summary()) + f" {f.unit}"
+                if e.runs and "drained_in_window" in e.runs[0]:
+                    result += f"; drained during the run {span(e, 'drained_in_window')}"
                 if e.runs and "backlog_end" in e.runs[0]:
                     result += f"; backlog at the end {span(e, 'backlog_end')}"
+                if e.runs and "clean_rate" in e.runs[0]:
+                    result += (f" with debris; clean {cell(e.summary('clean_rate'))} jobs/s "
+                               f"({cell(e.summary('debris_ratio'), '.2f')}×); push-through "
+                               f"{cell(e.summary('push_rate'))} jobs/s ({cell(e.summary('push_ratio'), '.2f')}×)")
             base = pgrelay_like_for_like(f, e)
             r = "" if e.system == "pgrelay" or base is None else ratio(base.summary(), e.summary(), f.higher_is_better)
             lines.append(f"| {f.title} | {NAMES[e.system]} | {e.how} | {result} | {r} |")
     lines.append("")
-    pairs = [line for line in (paired(f) for f in figures if f.id.startswith("consume_100_")) if line]
+    pairs = [line for line in (paired(f) for f in figures
+                               if f.id.startswith(("enqueue_one_", "consume_100_", "cycle_reference"))) if line]
     if pairs:
         lines += ["Pairs (SQL figures, alternating runs):", ""] + [f"- {line}" for line in pairs] + [""]
     notes = [f for f in figures if f.note]
     if notes:
         lines += ["Notes:", ""] + [f"- {f.title}: {f.note}" for f in notes] + [""]
-    lines += steady_report(figures)
+    lines += steady_report(figures) + debris_report(figures) + snapshot_report(figures)
     errors = [(f, e, err) for f in figures for e in f.entries for err in e.errors]
     if errors:
         lines += ["## Failed runs", ""] + [f"- {f.title} / {NAMES[e.system]} ({e.how}): {err.splitlines()[0]}"
@@ -556,6 +877,14 @@ def render(meta: dict[str, Any], figures: list[Figure], goals: list[dict[str, An
               "- (1)/(2) pgbench rows: bench/sql_bench.py's scripts for pgrelay (bench/pgbench/*.sql), the same shape "
               "for pgmq (bench/peers.py writes them); -T windows, --protocol=simple, jobs/s = tps × jobs per call; "
               "every run is checked by counting the rows in the table afterwards.",
+              ("- (1) while draining: the same pgbench runs; before pgbench starts, pgrelay: one jobs-worker "
+               "process with default settings (bench/noop_app.py) is started and listening "
+               "(Pgrelay.enqueue_draining); pgmq: one bench/peer_apps/pgmq_drainer.py process, connected, "
+               "reads 100 + archives them in a loop (peers.pgmq_pgbench(draining=True)). Both drain for the "
+               "whole run; the pgmq consumer is then stopped (SIGTERM, exit 0), the pgrelay worker drains "
+               "what is left. Checked: pgrelay._jobs + pgrelay._finished (one snapshot) hold every job "
+               "enqueued, all succeeded at their first attempt once drained; pgmq.q_bench + pgmq.a_bench "
+               "hold exactly the messages sent, each once."),
               "- (1)/(2) Python rows: bench/peers.py's producer harness: min(clients, 2) processes, one connection "
               "per producer, each call its own transaction (autocommit), all producers released together; "
               "jobs/s = jobs enqueued in the window / window; checked by counting rows.",
@@ -568,13 +897,22 @@ def render(meta: dict[str, Any], figures: list[Figure], goals: list[dict[str, An
               "pgrelay.jobs; the peers: their job tables).",
               "- (SQL) pgbench -t from a pre-filled queue (10% more than read, + 1,000); checked: every job read was "
               "acked (pgrelay) or archived (pgmq).",
+              ("- (SQL) against the physical reference (cycle_reference): pgrelay's run is the consume_100 one; the "
+               "reference is bench/pgbench/baseline_claim_archive_100.sql on plain_jobs in pgrelay's database "
+               "(bench/pgbench/baseline_schema.sql, pre-filled with as many jobs by one INSERT ... SELECT, "
+               "vacuumed, checkpointed): one transaction claims 100 due rows in claim order (FOR UPDATE SKIP "
+               "LOCKED, through a partial index like pgrelay's) and sets them taken, a second moves them to "
+               "plain_jobs_archive; the same -t, 1 client, alternating with pgrelay's runs; checked: the archive "
+               "holds every job claimed, none is left taken."),
               "- (4) pgrelay: bench/worker_bench.py's drain (queue paused while N jobs are enqueued and workers "
               "connect; clock from pgrelay.resume() to the last finished_at). Peers: N jobs enqueued with their bulk "
               "API into an emptied, vacuumed, checkpointed table; worker processes (bench/peer_apps/) started, "
               "connected and released together; clock from the first handler start (time.time() in the handler) "
               "to the last completion in the peer's own table (pgqueuer_log 'successful' rows; "
               "procrastinate_events 'succeeded'). Every job is checked to have succeeded exactly once.",
-              "- (5) 1 idle worker, probes enqueued one at a time (each its own transaction) 20 ms apart; latency = "
+              "- (5) 1 idle worker, probes enqueued one at a time (each its own transaction) "
+              f"{p['idle_probe_gap_ms']:.0f} ms apart (a pgrelay worker polls for about 50 ms after a job "
+              "before it goes idle and waits for a NOTIFY); latency = "
               "handler start (time.time()) - the enqueueing transaction's now() as the system recorded it "
               "(pgrelay created_at; pgqueuer_log 'queued' row; procrastinate_events 'deferred' row).",
               "- (5) under load: pgrelay: bench/worker_bench.py's latency_loaded (queue paused while the backlog "
@@ -582,6 +920,13 @@ def render(meta: dict[str, Any], figures: list[Figure], goals: list[dict[str, An
               "backlog (enqueued with their bulk API, worker released after). 0.5 s after the drain starts, "
               "probes at a higher priority every 20 ms until no backlog job is waiting; every backlog job and "
               "probe is checked to have succeeded once.",
+              ("- (5) under a steady load: bench/worker_bench.py's latency_steady: emptied, vacuumed tables; 1 "
+               "jobs-worker with the tuned settings started and listening; one producer connection calls "
+               "pgrelay.enqueue_bulk with a batch of bench.probe jobs (round(rate × 5 ms)) every 5 ms on a fixed "
+               "schedule (catching up when late) for the window, then waits until all are done; latency = "
+               "handler start (result ->> 't') - created_at of every job created after the warm-up; drained = "
+               "jobs succeeded within the window / window; every job is checked to have succeeded at its "
+               "first attempt."),
               "- (6) bench/worker_bench.py's steady_load: emptied, vacuumed tables, their statistics counters "
               "reset (pg_stat_reset_single_table_counters); the workers started and listening; one producer "
               "connection calls pgrelay.enqueue_bulk on a fixed schedule (a tenth of a second's jobs per call; "
@@ -589,6 +934,30 @@ def render(meta: dict[str, Any], figures: list[Figure], goals: list[dict[str, An
               "succeeded in the window (pgrelay.queue_stats) / window; backlog = pending + leased at the end. "
               "Checked after the workers stop: pgrelay.queue_stats accounts for every job enqueued, none "
               "dead-lettered. The JSON has every sample.",
+              ("- (7) bench/debris_bench.py, each system in its own database, pgbench -c 1 throughout: the tables "
+               f"emptied, {debris_bench.MEASURE_FILL:,} jobs enqueued (10,000 per call), VACUUM ANALYZE, CHECKPOINT, "
+               f"-t {debris_bench.MEASURE_TX} of the claim-and-complete script (clean rate = tps × 100); the tables "
+               "emptied again; another connection runs BEGIN ISOLATION LEVEL REPEATABLE READ and reads a small table "
+               "(pgrelay._queues, pgmq.meta), then stays idle in transaction; P jobs enqueued (timed: the enqueue "
+               "part) and claimed and completed by -t P/100 of the script (push-through rate = tps × 100 = P / its "
+               f"time); {debris_bench.MEASURE_FILL:,} jobs enqueued, VACUUM ANALYZE, CHECKPOINT (as for the clean "
+               f"rate; the VACUUM can remove none of the debris), -t {debris_bench.MEASURE_TX} (debris rate); the hot "
+               "table's pg_total_relation_size and n_dead_tup (set by that VACUUM, plus what the last pgbench "
+               "counted) read; then ROLLBACK. Checked after every pgbench: every job enqueued is completed exactly "
+               "once (pgrelay._finished, succeeded at attempt 1; pgmq's archive, read_ct 1) or waiting untouched, "
+               "nothing else; at the end, that the held transaction was the same one throughout (its now() "
+               "unchanged). The sizes and n_dead_tup \"clean\" are those after the clean rate's run."),
+              ("- (8) bench/worker_bench.py's steady_snapshot: (6)'s steady_load (emptied, vacuumed tables, the "
+               "workers started and listening, one producer on a fixed schedule), with bench.probe jobs; at a third "
+               "of the hold into the window another connection begins a REPEATABLE READ transaction, reads "
+               "pgrelay._queues and stays idle in transaction for the hold, then rolls back; samples every "
+               f"{SNAPSHOT_SAMPLE_SECONDS:g} s and as the snapshot is taken and let go (pgrelay.queue_stats, "
+               "pg_total_relation_size, pg_stat_user_tables). After the window the workers finish every job before "
+               "they stop. Per phase: drained jobs/s = succeeded between the samples that bound the phase / its "
+               "length; latency = handler start (result ->> 't') - created_at of the jobs created in the phase; "
+               "pgrelay._jobs's size and n_dead_tup at the phase's end (workers report their tuple counts a second "
+               "or more late). Checked: every job succeeded at its first attempt, pgrelay.queue_stats accounts for "
+               "all."),
               ""]
     return "\n".join(lines)
 
@@ -617,7 +986,7 @@ def steady_report(figures: list[Figure]) -> list[str]:
     """(6): per steady run, the tables' sizes and tuples at the start and the end, and what was achieved."""
     lines: list[str] = []
     for f in figures:
-        if not f.id.startswith("steady_"):
+        if not f.id.startswith("steady_") or f.id == "steady_snapshot":
             continue
         for e in f.entries:
             for r in e.runs:
@@ -638,6 +1007,67 @@ def steady_report(figures: list[Figure]) -> list[str]:
                               f"{len(r['samples'])} samples in the JSON. \"end\": read once the workers had stopped "
                               "after the window (their backends flush their statistics as they exit; while busy they "
                               "report them a second or more late).", ""]
+    return lines
+
+
+def debris_report(figures: list[Figure]) -> list[str]:
+    """(7): every run of every size, both systems: the rates, their ratios, the hot table."""
+    runs = [(e, r) for f in figures if f.id.startswith("debris_") for e in f.entries for r in e.runs]
+    if not runs:
+        return []
+    lines = ["## (7) Debris a held snapshot leaves in the hot table", "",
+             ("Claim 100 + complete them, SQL under pgbench, 1 client. Clean: on "
+              f"{debris_bench.MEASURE_FILL:,} waiting jobs in empty tables. With debris: the same, after P jobs "
+              "were enqueued and pushed through while another session held a snapshot, still held. Ratios: "
+              f"to the clean rate of the same run (issue 24's goal for pgrelay: both ≥ {DEBRIS_GOAL}×). Hot table: "
+              "pg_total_relation_size and n_dead_tup after the clean run → after the run with the debris, before "
+              "the snapshot was let go."), "",
+             ("| P | system | run | clean jobs/s | with debris jobs/s | ÷ clean | push-through jobs/s | ÷ clean | "
+              "enqueue P (s) | push-through (s) | hot table | size | n_dead_tup |"),
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+    for e, r in runs:
+        c, d = r["clean_table"], r["debris_table"]
+        lines.append(f"| {r['size']:,} | {NAMES[e.system]} | {r['run']} | {r['clean_rate']:,.0f} | "
+                     f"{r['debris_rate']:,.0f} | {r['debris_ratio']:.2f}× | {r['push_rate']:,.0f} | "
+                     f"{r['push_ratio']:.2f}× | {r['enqueue_s']:,.1f} | {r['push_s']:,.1f} | {r['hot_table']} | "
+                     f"{size(c['total_bytes'])} → {size(d['total_bytes'])} | "
+                     f"{c['dead_tuples']:,} → {d['dead_tuples']:,} |")
+    return [*lines, ""]
+
+
+def snapshot_report(figures: list[Figure]) -> list[str]:
+    """(8): per run, the phases before, during and after the held snapshot, then every sample."""
+    lines: list[str] = []
+    for f in figures:
+        if f.id != "steady_snapshot":
+            continue
+        for e in f.entries:
+            for r in e.runs:
+                if not lines:
+                    lines += ["## (8) Steady load while a snapshot is held", ""]
+                lines += [(f"{f.title}, run {r['run']} ({r['settings']}, {r['workers']} worker(s); enqueued "
+                           f"{r['enqueue_rate']:,.0f} jobs/s, target {r['target_rate']:,}; window "
+                           f"{r['seconds']:,.1f} s):"), "",
+                          ("| phase | seconds into the window | enqueued jobs/s | drained jobs/s | pickup latency "
+                           "p50 / p95 / p99 / max (ms) | jobs created | backlog at its end | pgrelay._jobs at its "
+                           "end | n_dead_tup at its end |"),
+                          "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+                for ph in r["phases"]:
+                    lines.append(f"| {ph['phase']} | {ph['from_s']:,.1f}–{ph['to_s']:,.1f} | "
+                                 f"{ph['enqueue_rate']:,.0f} | {ph['jobs_per_s']:,.0f} | {ph['p50_ms']:,.1f} / "
+                                 f"{ph['p95_ms']:,.1f} / {ph['p99_ms']:,.1f} / {ph['max_ms']:,.1f} | "
+                                 f"{ph['jobs_created']:,} | {ph['backlog_end']:,} | {size(ph['jobs_bytes_end'])} | "
+                                 f"{ph['jobs_dead_end']:,} |")
+                heading = f"Samples (every {SNAPSHOT_SAMPLE_SECONDS:g} s, and as the snapshot was taken and let go):"
+                lines += ["", heading, "",
+                          "| s | phase | jobs/s drained since the last sample | backlog | pgrelay._jobs | n_dead_tup |",
+                          "|---:|---|---:|---:|---:|---:|"]
+                marks = {"hold_begin": " (snapshot taken)", "hold_end": " (about to be let go)"}
+                for smp in r["timeline"]:
+                    rate = "—" if smp["jobs_per_s"] is None else f"{smp['jobs_per_s']:,.0f}"
+                    lines.append(f"| {smp['t']:,.1f} | {smp['phase']}{marks.get(smp['mark'], '')} | {rate} | "
+                                 f"{smp['backlog']:,} | {size(smp['jobs_bytes'])} | {smp['jobs_dead']:,} |")
+                lines.append("")
     return lines
 
 
@@ -701,7 +1131,7 @@ def plot(path: Path, figures: list[Figure]) -> bool:
         ax_lat.set_xticks(list(x), names, fontsize=7)
         ax_lat.set_yscale("log")
         ax_lat.set_ylabel("ms (median of runs, log scale)")
-        ax_lat.set_title("pickup latency: idle queue; under load (probes at a higher priority)")
+        ax_lat.set_title("pickup latency: idle queue; under load (probes at a higher priority); steady load")
         ax_lat.legend()
     else:
         ax_lat.set_axis_off()
@@ -796,11 +1226,19 @@ async def run(args: argparse.Namespace) -> int:
                            "transactions": args.transactions,
                            "jobs": args.jobs, "procrastinate_jobs": args.procrastinate_jobs,
                            "probes": worker_bench.PROBES, "probe_gap_ms": worker_bench.PROBE_GAP * 1000,
+                           "idle_probe_gap_ms": worker_bench.IDLE_PROBE_GAP * 1000,
+                           "latency_steady_seconds": args.latency_steady_seconds,
+                           "latency_steady_warmup_s": worker_bench.STEADY_LATENCY_WARMUP,
                            "pgrelay_tuned": list(args.pgrelay_tuned), "worker_configs": peers.WORKER_CONFIGS,
                            "consume_clients": list(args.consume_clients), "figures": args.figures,
                            "only": args.only, "steady_seconds": args.steady_seconds,
                            "steady_rate": args.steady_rate, "steady_workers": args.steady_workers,
-                           "steady_runs": args.steady_runs, "steady_sample_seconds": args.steady_sample_seconds},
+                           "steady_runs": args.steady_runs, "steady_sample_seconds": args.steady_sample_seconds,
+                           "debris_sizes": list(args.debris_sizes), "debris_runs": args.debris_runs,
+                           "debris_measure_fill": debris_bench.MEASURE_FILL,
+                           "debris_measure_transactions": debris_bench.MEASURE_TX,
+                           "snapshot_hold_seconds": args.snapshot_hold_seconds,
+                           "snapshot_sample_seconds": SNAPSHOT_SAMPLE_SECONDS},
             "trigger_sql": {k: " ".join(v.split()) for k, v in trigger_bench.TRIGGERS.items()},
         }
         print(f"server:   PostgreSQL {version}, started with: {settings}")
@@ -836,7 +1274,7 @@ async def run(args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="about 17 minutes (the default)")
+    mode.add_argument("--quick", action="store_true", help="about 27 minutes (the default)")
     mode.add_argument("--full", action="store_true",
                       help="N = 100,000 per drain, longer windows, 10-minute steady-load runs")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
@@ -855,9 +1293,13 @@ def main() -> int:
                         help="measure only these systems ((3)'s no-trigger baseline runs with any of them)")
     parser.add_argument("--figures", nargs="+", default=None, metavar="PREFIX",
                         help="run only the figures whose id starts with one of these, e.g. trigger_ "
-                             "latency_loaded steady_ (ids: enqueue_one_1, enqueue_bulk_1000, trigger_one_1, "
-                             "trigger_bulk_1000, consume_100_1, drain_1_default, latency_idle, latency_loaded, "
-                             "steady_default, ...)")
+                             "latency_loaded steady_ (ids: enqueue_one_1, enqueue_one_1_draining, enqueue_bulk_1000, "
+                             "trigger_one_1, trigger_bulk_1000, consume_100_1, cycle_reference, drain_1_default, "
+                             "latency_idle, latency_loaded, latency_steady_tuned, debris_50k, steady_default, "
+                             "steady_snapshot, ...)")
+    parser.add_argument("--latency-steady-seconds", type=int, default=None,
+                        help="(5) latency under a steady load: window per run (quick 15 s; full 60 s; the "
+                             f"first {worker_bench.STEADY_LATENCY_WARMUP:g} s are not counted)")
     parser.add_argument("--steady-seconds", type=int, default=None,
                         help="(6) steady-load window per run (quick 60 s; full 600 s)")
     parser.add_argument("--steady-rate", type=int, default=1000, help="(6) jobs/s the producer enqueues (1000)")
@@ -867,6 +1309,14 @@ def main() -> int:
                         help="(6) runs of each steady-load figure (1: they are long; --runs does not apply)")
     parser.add_argument("--steady-sample-seconds", type=float, default=10.0,
                         help="(6) seconds between samples of the tables' statistics (10)")
+    parser.add_argument("--debris-sizes", type=int, nargs="+", default=None, metavar="P",
+                        help="(7) jobs pushed through while a snapshot is held, a figure each, multiples of 100 "
+                             "(quick 50000 200000; full 50000 200000 1000000)")
+    parser.add_argument("--debris-runs", type=int, default=1,
+                        help="(7) runs of each debris figure (1: the large ones take minutes; --runs does not apply)")
+    parser.add_argument("--snapshot-hold-seconds", type=int, default=None,
+                        help="(8) seconds the snapshot is held (quick 60, full 180); the window adds a third of "
+                             "that before and two thirds after")
     parser.add_argument("--postgres-options", default="",
                         help="extra server options appended to the defaults, e.g. '-c synchronous_commit=off'")
     parser.add_argument("--out", type=Path, default=BENCH / "results", help="where the report goes")
@@ -877,7 +1327,19 @@ def main() -> int:
         parser.error("--steady-runs, --steady-rate and --steady-seconds must be at least 1")
     if args.steady_sample_seconds <= 0:
         parser.error("--steady-sample-seconds must be positive")
+    if args.debris_sizes and any(n < 100 or n % 100 for n in args.debris_sizes):
+        parser.error("--debris-sizes must be multiples of 100")
+    if args.debris_runs < 1:
+        parser.error("--debris-runs must be at least 1")
+    if args.snapshot_hold_seconds is not None and args.snapshot_hold_seconds < 3:
+        parser.error("--snapshot-hold-seconds must be at least 3")
+    if args.latency_steady_seconds is not None and args.latency_steady_seconds <= worker_bench.STEADY_LATENCY_WARMUP:
+        parser.error(f"--latency-steady-seconds must be more than the {worker_bench.STEADY_LATENCY_WARMUP:g} s "
+                     "warm-up")
+    args.latency_steady_seconds = args.latency_steady_seconds or (60 if args.full else 15)
     args.steady_seconds = args.steady_seconds or (600 if args.full else 60)
+    args.debris_sizes = args.debris_sizes or ([50_000, 200_000, 1_000_000] if args.full else [50_000, 200_000])
+    args.snapshot_hold_seconds = args.snapshot_hold_seconds or (180 if args.full else 60)
     args.pgrelay_tuned = tuple(shlex.split(args.pgrelay_tuned))
     args.jobs = args.jobs or (100_000 if args.full else 20_000)
     args.procrastinate_jobs = args.procrastinate_jobs or (10_000 if args.full else 2_000)
@@ -891,7 +1353,7 @@ def main() -> int:
     try:
         return asyncio.run(run(args))
     except (CompareError, peers.PeerError, sql_bench.BenchError, worker_bench.BenchError,
-            trigger_bench.TriggerBenchError) as exc:
+            trigger_bench.TriggerBenchError, debris_bench.DebrisBenchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -12,7 +12,9 @@ Systems and the API each one is driven through (all from PyPI, the `bench` extra
     procrastinate   Procrastinate 3.10: Task.defer_async / Task.batch_defer_async; workers are
                     bench/peer_apps/procrastinate_worker.py (App.run_worker_async(concurrency=...))
     pgmq            pgmq's install SQL as shipped in the PyPI package `pgmq` (pgmq/sql/pgmq.sql), SQL only
-                    (no worker, no handler): pgmq.send, pgmq.send_batch, pgmq.read + pgmq.archive, under pgbench
+                    (no worker, no handler): pgmq.send, pgmq.send_batch, pgmq.read + pgmq.archive, under pgbench;
+                    the consumer that drains the queue while pgmq.send runs is bench/peer_apps/pgmq_drainer.py
+                    (pgmq.read of 100 + pgmq.archive in a loop, on one asyncpg connection)
     pgrelay-client  pgrelay through its Python client (pgrelay.client.enqueue / enqueue_bulk) in the same
                     producer harness as the peers, so the enqueue comparison is like for like
     pgrelay-many    the same, batches through pgrelay.client.enqueue_many (one task, a list of payloads:
@@ -29,15 +31,20 @@ Measurements:
         earliest handler start in any worker (time.time() in the handler); last finished: from the
         peer's own tables (pgqueuer_log.created of the 'successful' rows; procrastinate_events.at of
         'succeeded'). Every job is checked to have succeeded exactly once.
-    pickup_latency(system, dsn, workdir)              1 idle worker with default settings; PROBES probe
-        jobs enqueued one at a time, PROBE_GAP apart; latency = handler start - the enqueueing
-        transaction's now() as the peer recorded it (pgqueuer_log 'queued' row; procrastinate_events
-        'deferred' row) -- the same definition as bench/worker_bench.py's (created_at).
+    pickup_latency(system, dsn, workdir, gap)         1 idle worker with default settings; PROBES probe
+        jobs enqueued one at a time, ``gap`` apart (PROBE_GAP unless given; bench/compare.py's idle figure
+        gives worker_bench.IDLE_PROBE_GAP, 0.1 s, as pgrelay's uses); latency = handler start - the
+        enqueueing transaction's now() as the peer recorded it (pgqueuer_log 'queued' row;
+        procrastinate_events 'deferred' row) -- the same definition as bench/worker_bench.py's (created_at).
         With backlog=N: under load, as worker_bench.latency_loaded does it for pgrelay: N no-op jobs
         enqueued first, 1 worker drains them, the probes go in at priority PROBE_PRIORITY (both peers
         claim higher priority first) until no no-op job is waiting; every no-op job is checked too.
     pgmq_pgbench(dsn, workload, clients, ...)         pgmq's SQL under pgbench, as bench/sql_bench.py
         runs pgrelay's: send one per transaction, send_batch of 1,000, read 100 + archive them.
+        With draining=True (send_one): bench/peer_apps/pgmq_drainer.py reads and archives the same
+        queue during the whole pgbench run (started, connected and released before pgbench starts,
+        stopped with SIGTERM after it ends, exit 0); checked: the queue and archive tables together
+        hold exactly the messages sent.
 """
 
 from __future__ import annotations
@@ -334,6 +341,8 @@ async def enqueue(system: str, dsn: str, clients: int, seconds: float, batch: in
 # -- workers ----------------------------------------------------------------------------------------
 
 def worker_command(system: str, dsn: str, workdir: Path, config: dict[str, int]) -> list[str]:
+    if system == "pgmq":                 # no worker: the consumer loop pgmq_pgbench(draining=True) runs
+        return [sys.executable, str(APPS / "pgmq_drainer.py"), dsn, "--workdir", str(workdir), "--queue", PGMQ_QUEUE]
     if system == "pgqueuer":
         return [sys.executable, str(APPS / "pgqueuer_worker.py"), dsn, "--workdir", str(workdir),
                 "--batch-size", str(config["batch_size"])]
@@ -354,7 +363,8 @@ def describe_config(system: str, config: dict[str, int]) -> str:
 
 
 class PeerWorkers:
-    """Worker processes of one peer for one run; they write their marks into ``workdir``."""
+    """Worker processes of one peer for one run (pgmq's: its consumer loop, pgmq_drainer.py); they write
+    their marks into ``workdir``."""
 
     def __init__(self, system: str, dsn: str, workdir: Path) -> None:
         self.system, self.dsn, self.workdir = system, dsn, workdir
@@ -637,8 +647,9 @@ async def pickup_latency(system: str, dsn: str, workdir: Path, probes: int = PRO
 
 # -- pgmq under pgbench -----------------------------------------------------------------------------
 
-def _write_pgmq_scripts(workdir: Path) -> dict[str, Path]:
-    """pgbench scripts for pgmq, shaped like bench/pgbench/*.sql for pgrelay (the batch sent as a literal)."""
+def pgmq_scripts(workdir: Path) -> dict[str, Path]:
+    """pgbench scripts for pgmq, shaped like bench/pgbench/*.sql for pgrelay (the batch sent as a literal),
+    written into ``workdir`` (bench/debris_bench.py runs read_archive_100 too)."""
     workdir.mkdir(parents=True, exist_ok=True)
     element = '"{\\"n\\":1}"'
     batch = "'{" + ",".join([element] * 1000) + "}'::jsonb[]"
@@ -664,12 +675,15 @@ PGMQ_WORKLOADS = {"send_one": 1, "send_batch_1000": 1000, "read_archive_100": 10
 
 
 async def pgmq_pgbench(dsn: str, workload: str, clients: int, workdir: Path, *, seconds: int | None = None,
-                       transactions: int | None = None) -> dict[str, Any]:
+                       transactions: int | None = None, draining: bool = False) -> dict[str, Any]:
     """One pgbench run of pgmq's SQL. send_*: -T seconds; read_archive_100: -t transactions per client
-    from a pre-filled queue (10% more than it reads, + 1000)."""
+    from a pre-filled queue (10% more than it reads, + 1000). draining (send_* only): a consumer
+    process (bench/peer_apps/pgmq_drainer.py) reads and archives the queue during the whole run."""
     per_tx = PGMQ_WORKLOADS[workload]
-    script = _write_pgmq_scripts(workdir)[workload]
+    script = pgmq_scripts(workdir)[workload]
     consumes = workload == "read_archive_100"
+    if draining and consumes:
+        raise PeerError("pgmq read_archive_100 consumes already; draining applies to the send workloads")
     conn = await asyncpg.connect(dsn)
     try:
         await reset(conn, "pgmq")
@@ -684,6 +698,13 @@ async def pgmq_pgbench(dsn: str, workload: str, clients: int, workdir: Path, *, 
         await settle(conn, "pgmq")
         if consumes:
             tps, done = pgbench(dsn, str(script), clients, transactions=transactions)
+        elif draining:
+            drainer = PeerWorkers("pgmq", dsn, workdir)
+            with drainer.running(1, {}):
+                await drainer.wait_ready()
+                drainer.go()
+                tps, done = pgbench(dsn, str(script), clients, seconds=seconds)
+                drained = await conn.fetchval(f"SELECT count(*) FROM pgmq.a_{PGMQ_QUEUE}")
         else:
             tps, done = pgbench(dsn, str(script), clients, seconds=seconds)
         if consumes:
@@ -692,12 +713,23 @@ async def pgmq_pgbench(dsn: str, workload: str, clients: int, workdir: Path, *, 
             if archived != done * per_tx or archived + left_q != fill_n:
                 raise PeerError(f"pgmq {workload}: {done} transactions should archive {done * per_tx}; "
                                 f"archived {archived}, {left_q} left of {fill_n}")
+        elif draining:
+            # one snapshot for both tables; a message is in one of them, never both, never neither
+            row = await conn.fetchrow(
+                f"""SELECT count(*) AS messages, count(DISTINCT msg_id) AS distinct_ids
+                    FROM (SELECT msg_id FROM pgmq.q_{PGMQ_QUEUE} UNION ALL SELECT msg_id FROM pgmq.a_{PGMQ_QUEUE}) m""")
+            if row["messages"] != done * per_tx or row["distinct_ids"] != row["messages"]:
+                raise PeerError(f"pgmq {workload} while draining: {done} transactions should send {done * per_tx}; "
+                                f"queue + archive hold {row['messages']} ({row['distinct_ids']} distinct ids)")
         else:
             sent = await conn.fetchval(f"SELECT count(*) FROM pgmq.q_{PGMQ_QUEUE}")
             if sent != done * per_tx:
                 raise PeerError(f"pgmq {workload}: {done} transactions should send {done * per_tx}; found {sent}")
     finally:
         await conn.close()
-    return {"system": "pgmq", "workload": f"pgmq_{workload}", "clients": clients, "jobs_per_tx": per_tx,
-            "transactions": done, "tps": tps, "jobs_per_s": tps * per_tx, "script": script.read_text()
-            if workload != "send_batch_1000" else "SELECT count(*) FROM pgmq.send_batch('bench', '{...1000 x {\"n\":1}...}'::jsonb[])"}
+    result = {"system": "pgmq", "workload": f"pgmq_{workload}", "clients": clients, "jobs_per_tx": per_tx,
+              "transactions": done, "tps": tps, "jobs_per_s": tps * per_tx, "script": script.read_text()
+              if workload != "send_batch_1000" else "SELECT count(*) FROM pgmq.send_batch('bench', '{...1000 x {\"n\":1}...}'::jsonb[])"}
+    if draining:      # drained_in_window: the messages the consumer had archived when pgbench ended
+        result.update(workload=f"pgmq_{workload}_draining", drained_in_window=drained)
+    return result

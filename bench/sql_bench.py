@@ -11,6 +11,9 @@ pgrelay with the real installer (``pgrelay.schema.migrate``) and a plain job tab
     (c) consume_ack_100.sql             vs (d) baseline_claim_delete_100.sql    100 jobs per script run
     (e) enqueue_bulk_1000.sql           vs     baseline_insert_1000.sql         1000 jobs per statement
 
+(bench/compare.py's cycle_reference runs consume_ack_100.sql against baseline_claim_archive_100.sql: a
+plain claim of 100 in one transaction and their move to plain_jobs_archive in a second one.)
+
 Every run starts from the same state: both job tables emptied, refilled when the workload consumes
 (so it never runs dry: consumers run a fixed number of transactions, -t, the baseline 4x as many as
 it is faster), vacuumed, checkpointed.
@@ -57,7 +60,7 @@ FILL_CHUNK = 10_000      # enqueue_bulk takes at most 10000 jobs per call
 @dataclass(frozen=True)
 class Side:
     script: str
-    verify: str             # "enqueued", "acked" or "deleted"
+    verify: str             # "enqueued", "acked", "deleted" or "archived"
 
 
 @dataclass(frozen=True)
@@ -103,13 +106,13 @@ class BenchError(RuntimeError):
 
 
 def pgbench(dsn: str, script: str, clients: int, *, seconds: int | None = None,
-            transactions: int | None = None) -> tuple[float, int]:
-    """Run one pgbench; returns (tps, transactions processed)."""
+            transactions: int | None = None, timeout: float = 900) -> tuple[float, int]:
+    """Run one pgbench (stopped after ``timeout`` seconds); returns (tps, transactions processed)."""
     cmd = [str(Path(pg_bindir()) / "pgbench"), "--no-vacuum", "--protocol=simple",
            f"--client={clients}", f"--jobs={min(clients, 2)}", f"--file={SCRIPTS / script}"]
     cmd += [f"--time={seconds}"] if seconds else [f"--transactions={transactions}"]
     cmd.append(dsn)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     out = proc.stdout + proc.stderr
     tps = re.search(r"^tps = ([0-9.]+) \(without initial connection time\)", out, re.MULTILINE)
     processed = re.search(r"^number of transactions actually processed: (\d+)", out, re.MULTILINE)
@@ -120,9 +123,10 @@ def pgbench(dsn: str, script: str, clients: int, *, seconds: int | None = None,
 
 
 async def reset(conn: asyncpg.Connection, who: str, fill: int) -> None:
-    """Empty both job tables, pre-fill ``who``'s with ``fill`` due jobs in QUEUE, vacuum, checkpoint."""
+    """Empty both job tables (and the baseline's archive), pre-fill ``who``'s with ``fill`` due jobs in
+    QUEUE, vacuum, checkpoint."""
     await conn.execute("TRUNCATE pgrelay._jobs, pgrelay._finished, pgrelay._attempts, pgrelay._idempotency_keys,"
-                       " plain_jobs")
+                       " plain_jobs, plain_jobs_archive")
     left = fill if who == "pgrelay" else 0
     while left > 0:
         n = min(left, FILL_CHUNK)
@@ -137,12 +141,13 @@ async def reset(conn: asyncpg.Connection, who: str, fill: int) -> None:
             """INSERT INTO plain_jobs (queue, task, payload, priority, run_at, status)
                SELECT $1::text, 'bench.noop', jsonb_build_object('n', i), 0, now(), 'pending'
                FROM generate_series(1, $2::int) i""", QUEUE, fill)
-    await conn.execute("VACUUM ANALYZE pgrelay._jobs, pgrelay._finished, pgrelay._attempts, plain_jobs")
+    await conn.execute("VACUUM ANALYZE pgrelay._jobs, pgrelay._finished, pgrelay._attempts, plain_jobs,"
+                       " plain_jobs_archive")
     await conn.execute("CHECKPOINT")
 
 
 async def verify(conn: asyncpg.Connection, side: Side, expected: int, fill: int) -> None:
-    """Check that the run did what it claims: count the jobs it enqueued, acked or deleted."""
+    """Check that the run did what it claims: count the jobs it enqueued, acked, deleted or archived."""
     if side.verify == "enqueued":
         table = "pgrelay._jobs" if side.script.startswith("enqueue") else "plain_jobs"
         got = await conn.fetchval(f"SELECT count(*) FROM {table}")
@@ -151,6 +156,13 @@ async def verify(conn: asyncpg.Connection, side: Side, expected: int, fill: int)
         leased = await conn.fetchval("SELECT count(*) FROM pgrelay._jobs WHERE leased_by IS NOT NULL")
         if leased:
             raise BenchError(f"{side.script}: {leased} jobs were left leased (an ack did not land)")
+    elif side.verify == "archived":
+        got = await conn.fetchval("SELECT count(*) FROM plain_jobs_archive")
+        row = await conn.fetchrow("SELECT count(*) FILTER (WHERE status = 'pending') AS pending,"
+                                  " count(*) FILTER (WHERE status <> 'pending') AS taken FROM plain_jobs")
+        if row["taken"] or got + row["pending"] != fill:
+            raise BenchError(f"{side.script}: of {fill} jobs, {got} archived, {row['pending']} pending and "
+                             f"{row['taken']} left taken (a move did not land)")
     else:
         got = fill - await conn.fetchval("SELECT count(*) FROM plain_jobs")
     if got != expected:

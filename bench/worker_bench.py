@@ -13,17 +13,23 @@ async handler, and a probe that returns the time it started):
     tuned settings (several --concurrency/--batch-size pairs tried, the best reported). Also shown:
     jobs/s counted from the moment the worker processes were launched (so including their start-up).
 (b) pickup latency, idle queue: 1 idle worker with default settings, listening; PROBES jobs enqueued one
-    at a time (each its own autocommit statement, PROBE_GAP apart). Latency = the handler's start
-    (wall clock) - the job's created_at (now() of the enqueueing transaction, so the commit, its fsync
-    and the NOTIFY are included); p50/p95/p99.
-(c) pickup latency under load: the same probes, at priority 10 (consume takes higher priority first;
-    at the default priority they would wait behind the whole backlog, FIFO), while 1 worker drains a
-    backlog of no-op jobs sized by (a)'s rate to last about 2 s longer than the probes. Probes stop
-    when no no-op job is pending any more; only probes enqueued until then count.
+    at a time (each its own autocommit statement, IDLE_PROBE_GAP = 0.1 s apart: after a job a worker
+    keeps polling every 2 ms for about 50 ms before it calls pgrelay.idle() and waits for a NOTIFY, so
+    probes 20 ms apart would never find it idle). Latency = the handler's start (wall clock) - the
+    job's created_at (now() of the enqueueing transaction, so the commit, its fsync and the NOTIFY are
+    included); p50/p95/p99.
+(c) pickup latency under load: the same probes, PROBE_GAP (20 ms) apart, at priority 10 (consume takes
+    higher priority first; at the default priority they would wait behind the whole backlog, FIFO),
+    while 1 worker drains a backlog of no-op jobs sized by (a)'s rate to last about 2 s longer than the
+    probes. Probes stop when no no-op job is pending any more; only probes enqueued until then count.
 
-bench/compare.py also runs latency_loaded, and steady_load (its figure 6: a fixed enqueue rate drained
-by workers for minutes, with the size and tuple statistics of pgrelay._jobs and pgrelay._finished sampled),
-which this script's own report leaves out.
+bench/compare.py also runs latency_loaded, latency_steady (its figure 5 under a steady load: 1 worker
+with tuned settings drains probe jobs enqueued at a fixed rate, in batches every 5 ms; the latency of
+every job), steady_load (its figure 6: a fixed enqueue rate drained by workers for minutes, with the
+size and tuple statistics of pgrelay._jobs and pgrelay._finished sampled) and steady_snapshot (its figure
+8: the same steady load of probe jobs while another session holds a REPEATABLE READ snapshot for part of
+the window, held_snapshot; per phase before, during and after: jobs/s, pickup latency, the hot table's
+size), which this script's own report leaves out.
 
 Every figure: median of --runs runs (3), with min-max. Each run starts from emptied tables, vacuumed and
 checkpointed, with new worker processes, stopped afterwards with SIGTERM (they must exit 0).
@@ -34,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import math
 import os
 import platform
@@ -44,7 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,7 +73,11 @@ APP = "noop_app:router"          # bench/noop_app.py, on PYTHONPATH
 QUEUE = "default"
 FILL_CHUNK = 10_000              # enqueue_bulk takes at most 10000 jobs per call
 PROBES = 200                     # latency probes per run
-PROBE_GAP = 0.020                # seconds between probes
+PROBE_GAP = 0.020                # seconds between probes under load
+# Seconds between probes on an idle queue. After a job a worker keeps polling (every 2 ms) for about
+# 50 ms before it calls pgrelay.idle() and waits for a NOTIFY; probes PROBE_GAP apart would find it
+# still polling every time, never idle.
+IDLE_PROBE_GAP = 0.100
 
 DEFAULT_ARGS: tuple[str, ...] = ()   # jobs-worker's defaults: --concurrency 10, batch = concurrency
 
@@ -203,9 +214,10 @@ async def fill(conn: asyncpg.Connection, n: int) -> None:
         left -= chunk
 
 
-async def wait_drained(conn: asyncpg.Connection, workers: Workers, timeout: float) -> None:
+async def wait_drained(conn: asyncpg.Connection, workers: Workers, timeout: float,
+                       task: str = "bench.noop") -> None:
     deadline = time.monotonic() + timeout
-    while await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pgrelay._jobs WHERE task = 'bench.noop')"):
+    while await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pgrelay._jobs WHERE task = $1)", task):
         workers.check_alive()
         if time.monotonic() > deadline:
             left = await conn.fetchval("SELECT count(*) FROM pgrelay._jobs")
@@ -242,8 +254,9 @@ async def drain(conn: asyncpg.Connection, workers: Workers, n: int, count: int,
     return n / (last - resumed), n / (last - launched)
 
 
-async def probe_latencies(conn: asyncpg.Connection, *, during_backlog: bool) -> list[float]:
-    """Enqueue up to PROBES probe jobs PROBE_GAP apart; returns their pickup latencies in ms."""
+async def probe_latencies(conn: asyncpg.Connection, *, during_backlog: bool,
+                          gap: float = PROBE_GAP) -> list[float]:
+    """Enqueue up to PROBES probe jobs ``gap`` apart; returns their pickup latencies in ms."""
     sent = 0
     sql = ("SELECT pgrelay.enqueue('bench.probe', priority => 10)" if during_backlog
            else "SELECT pgrelay.enqueue('bench.probe')")
@@ -254,7 +267,7 @@ async def probe_latencies(conn: asyncpg.Connection, *, during_backlog: bool) -> 
             break
         await conn.execute(sql)
         sent += 1
-        next_at += PROBE_GAP
+        next_at += gap
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
     deadline = time.monotonic() + 60
     while await conn.fetchval("SELECT count(*) FROM pgrelay._finished WHERE task = 'bench.probe'") < sent:
@@ -282,7 +295,7 @@ async def latency_idle(conn: asyncpg.Connection, workers: Workers) -> tuple[tupl
     with workers.running(1, DEFAULT_ARGS):
         await workers.wait_ready(conn)
         await asyncio.sleep(1.0)            # idle: nothing to do, waiting on LISTEN
-        values = await probe_latencies(conn, during_backlog=False)
+        values = await probe_latencies(conn, during_backlog=False, gap=IDLE_PROBE_GAP)
     return percentiles(values), len(values)
 
 
@@ -302,9 +315,96 @@ async def latency_loaded(conn: asyncpg.Connection, workers: Workers, n: int,
     return percentiles(values), len(values)
 
 
+# -- pickup latency under a steady load (bench/compare.py's latency_steady_tuned) -------------------
+
+STEADY_LATENCY_INTERVAL = 0.005      # seconds between the producer's batches (exactly: batch / rate)
+STEADY_LATENCY_WARMUP = 2.0          # seconds at the start of the window whose jobs are not counted
+
+
+async def latency_steady(conn: asyncpg.Connection, workers: Workers, args: Sequence[str], rate: int,
+                         seconds: float) -> dict:
+    """Pickup latency of every job while 1 worker with ``args`` drains a steady ``rate`` jobs/s.
+
+    Emptied, vacuumed tables; the worker started and listening. Then ``conn`` enqueues bench.probe jobs
+    (their handler returns the time it started) with pgrelay.enqueue_bulk, round(rate x 5 ms) jobs per
+    call (at least 1), one call every batch / rate seconds (5 ms but for the rounding), each its own
+    transaction, on a fixed schedule for ``seconds`` (when late it catches up; the worst lateness is
+    returned). Once the window is over it waits until every job has finished. Latency of a job = its
+    handler's start (result ->> 't') - its created_at (now() of the enqueueing transaction), in ms:
+    p50/p95/p99/max over the jobs created after the first STEADY_LATENCY_WARMUP seconds (the warm-up:
+    the worker reaches its pace, the caches fill). Drain rate = jobs that succeeded within the window /
+    window. Checked: every job enqueued succeeded at its first attempt.
+    """
+    batch = max(1, round(rate * STEADY_LATENCY_INTERVAL))
+    interval = batch / rate
+    calls = max(1, round(seconds / interval))
+    await fresh(conn)
+    await settle(conn)
+    sent = 0
+    late = 0.0
+    with workers.running(1, args):
+        await workers.wait_ready(conn)
+        wall_start, started = time.time(), time.monotonic()
+        for k in range(calls):
+            wait = started + k * interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            else:
+                late = max(late, -wait)
+            workers.check_alive()
+            await conn.execute(
+                """SELECT count(*) FROM pgrelay.enqueue_bulk(
+                       (SELECT jsonb_agg(jsonb_build_object('task', 'bench.probe', 'queue', $1::text))
+                        FROM generate_series(1, $2::int)))""", QUEUE, batch)
+            sent += batch
+        # the window ends a batch interval after the last batch went in
+        await asyncio.sleep(max(0.0, started + calls * interval - time.monotonic()))
+        elapsed = time.monotonic() - started
+        await wait_drained(conn, workers, timeout=max(120.0, sent / 100), task="bench.probe")
+    # time.time() is the clock PostgreSQL's timestamps read on this same host (see bench/noop_app.py)
+    row = await conn.fetchrow(
+        """SELECT count(*) FILTER (WHERE status = 's' AND attempt = 1) AS ok,
+                  count(*) FILTER (WHERE status = 's' AND finished_at < to_timestamp($1)) AS in_window
+           FROM pgrelay._finished WHERE task = 'bench.probe'""", wall_start + elapsed)
+    if row["ok"] != sent:
+        raise BenchError(f"steady latency: {sent} jobs enqueued, {row['ok']} succeeded at their first attempt")
+    rows = await conn.fetch(
+        """SELECT ((result ->> 't')::float8 - extract(epoch FROM created_at)::float8) * 1000 AS ms
+           FROM pgrelay._finished WHERE task = 'bench.probe' AND created_at >= to_timestamp($1)""",
+        wall_start + STEADY_LATENCY_WARMUP)
+    values = [r["ms"] for r in rows]
+    p50, p95, p99 = percentiles(values)
+    return {"seconds": round(elapsed, 2), "target_rate": rate, "batch": batch, "interval_ms": interval * 1000,
+            "enqueued": sent, "enqueue_rate": sent / elapsed, "producer_late_s": round(late, 3),
+            "drained_in_window": row["in_window"], "drain_rate": row["in_window"] / elapsed,
+            "warmup_s": STEADY_LATENCY_WARMUP, "counted": len(values),
+            "p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "max_ms": max(values)}
+
+
 # -- steady load (bench/compare.py's figure 6) ---------------------------------------------------
 
 STEADY_TABLES = ("pgrelay._jobs", "pgrelay._finished")   # the hot table and the history
+
+
+@contextlib.asynccontextmanager
+async def held_snapshot(dsn: str, table: str) -> AsyncIterator[None]:
+    """A REPEATABLE READ transaction on a connection of its own, which reads ``table`` (any small
+    table: the read takes the transaction's snapshot) and then stays idle in transaction for the whole
+    block: while it is open, no VACUUM (autovacuum included) removes a row version deleted or updated
+    after that snapshot was taken. Rolled back on the way out, after a check that it was still the same
+    transaction (its now(), the transaction's start, is unchanged: a session that was ended, or a
+    transaction that was replaced, fails the run instead of measuring nothing)."""
+    holder = await asyncpg.connect(dsn)
+    try:
+        await holder.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        await holder.fetchval(f"SELECT count(*) FROM {table}")
+        began = await holder.fetchval("SELECT now()")
+        yield
+        if await holder.fetchval("SELECT now()") != began:
+            raise BenchError("the transaction holding the snapshot ended before its time")
+        await holder.execute("ROLLBACK")
+    finally:
+        await holder.close()
 
 
 async def table_stats(conn: asyncpg.Connection) -> dict[str, dict[str, int]]:
@@ -332,9 +432,10 @@ async def queue_counts(conn: asyncpg.Connection) -> dict[str, int]:
 
 
 async def steady_load(conn: asyncpg.Connection, workers: Workers, count: int, args: Sequence[str], *,
-                      seconds: float, rate: int, sample_every: float = 10.0) -> dict:
+                      seconds: float, rate: int, sample_every: float = 10.0, task: str = "bench.noop",
+                      hold: tuple[float, float] | None = None, finish: bool = False) -> dict:
     """One steady-load run: a producer enqueues ``rate`` jobs/s (pgrelay.enqueue_bulk, a tenth of a
-    second's worth per call) for ``seconds`` while ``count`` workers drain continuously.
+    second's worth per call, jobs of ``task``) for ``seconds`` while ``count`` workers drain continuously.
 
     Size and tuple statistics of pgrelay._jobs and pgrelay._finished are sampled at the start, every
     ``sample_every`` seconds and at the end of the window, with the queue's counts (pgrelay.queue_stats).
@@ -342,7 +443,14 @@ async def steady_load(conn: asyncpg.Connection, workers: Workers, count: int, ar
     later when they are busy), so "end" is taken again once the workers have stopped and their backends
     have exited, which flushes their statistics. Checked then: every job enqueued is accounted for, none
     dead-lettered.
+
+    hold=(begin, end): from ``begin`` to ``end`` seconds into the window another session holds a
+    snapshot (held_snapshot, reading pgrelay._queues), with a sample taken as soon as it holds it (marked
+    "hold_begin") and one just before it lets go ("hold_end"). finish: once the window is over, the
+    workers go on until every job is done before they stop (so "end" is read after that).
     """
+    if hold and not 0 <= hold[0] < hold[1] <= seconds:
+        raise BenchError(f"steady load: the hold {hold} must lie within the window of {seconds} s")
     batch = max(1, rate // 10)
     calls = max(1, round(seconds * rate / batch))
     interval = batch / rate
@@ -355,13 +463,17 @@ async def steady_load(conn: asyncpg.Connection, workers: Workers, count: int, ar
                        " WHERE relid = ANY($1::text[]::regclass[])", list(STEADY_TABLES))
     producer = await asyncpg.connect(workers.dsn)
     sampler = await asyncpg.connect(workers.dsn)
+    sampling = asyncio.Lock()            # the periodic samples and the hold's share the sampler connection
     samples: list[dict] = []
     sent = 0
     late = 0.0                           # how far behind its schedule the producer fell, at worst
 
-    async def sample(started: float) -> dict:
-        snap = {"t": round(time.monotonic() - started, 2), "enqueued": sent, **await queue_counts(sampler),
-                "tables": await table_stats(sampler)}
+    async def sample(started: float, mark: str | None = None) -> dict:
+        async with sampling:
+            snap = {"t": round(time.monotonic() - started, 2), "enqueued": sent, **await queue_counts(sampler),
+                    "tables": await table_stats(sampler)}
+        if mark:
+            snap["mark"] = mark
         samples.append(snap)
         return snap
 
@@ -376,9 +488,16 @@ async def steady_load(conn: asyncpg.Connection, workers: Workers, count: int, ar
             workers.check_alive()
             await producer.execute(
                 """SELECT count(*) FROM pgrelay.enqueue_bulk(
-                       (SELECT jsonb_agg(jsonb_build_object('task', 'bench.noop', 'queue', $1::text))
-                        FROM generate_series(1, $2::int)))""", QUEUE, batch)
+                       (SELECT jsonb_agg(jsonb_build_object('task', $3::text, 'queue', $1::text))
+                        FROM generate_series(1, $2::int)))""", QUEUE, batch, task)
             sent += batch
+
+    async def hold_snapshot(started: float) -> None:
+        await asyncio.sleep(max(0.0, started + hold[0] - time.monotonic()))
+        async with held_snapshot(workers.dsn, "pgrelay._queues"):
+            await sample(started, "hold_begin")
+            await asyncio.sleep(max(0.0, started + hold[1] - time.monotonic()))
+            await sample(started, "hold_end")
 
     async def sample_periodically(started: float) -> None:
         k = 1
@@ -391,19 +510,26 @@ async def steady_load(conn: asyncpg.Connection, workers: Workers, count: int, ar
     try:
         with workers.running(count, args):
             await workers.wait_ready(conn)
-            started = time.monotonic()
+            wall_start, started = time.time(), time.monotonic()
             start = await sample(started)
             ticker = asyncio.create_task(sample_periodically(started))
+            holding = asyncio.create_task(hold_snapshot(started)) if hold else None
             try:
                 await produce(started)
+                if holding:
+                    await holding
                 # the window ends a batch interval after the last batch went in
                 await asyncio.sleep(max(0.0, started + calls * interval - time.monotonic()))
                 elapsed = time.monotonic() - started
             finally:
-                ticker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticker
+                for helper in (ticker, holding):
+                    if helper and not helper.done():
+                        helper.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await helper
             end = await sample(started)
+            if finish:
+                await wait_drained(conn, workers, timeout=max(120.0, sent / 100), task=task)
     finally:
         await producer.close()
         await sampler.close()
@@ -414,8 +540,9 @@ async def steady_load(conn: asyncpg.Connection, workers: Workers, count: int, ar
     if accounted != sent or after["dead_letter"] or after["cancelled"]:
         raise BenchError(f"steady load: {sent} jobs enqueued; pgrelay.queue_stats accounts for {accounted}: {after}")
     drained = end["succeeded"] - start["succeeded"]
-    return {"seconds": round(elapsed, 2), "target_rate": rate, "batch": batch, "enqueued": sent,
-            "enqueue_rate": sent / elapsed, "producer_late_s": round(late, 3), "drained": drained,
+    return {"seconds": round(elapsed, 2), "wall_start": wall_start, "task": task, "target_rate": rate,
+            "batch": batch, "enqueued": sent, "enqueue_rate": sent / elapsed, "producer_late_s": round(late, 3),
+            "drained": drained,
             "jobs_per_s": drained / elapsed, "backlog_end": end["pending"] + end["leased"],
             "pending_end": end["pending"], "leased_end": end["leased"],
             "start": start["tables"], "end": stopped, "end_in_window": end["tables"], "samples": samples}
@@ -430,6 +557,69 @@ async def wait_backends_gone(conn: asyncpg.Connection, timeout: float = 15) -> N
         if time.monotonic() > deadline:
             raise BenchError(f"other backends still connected {timeout:.0f}s after the workers stopped")
         await asyncio.sleep(0.05)
+
+
+# -- steady load while a snapshot is held (bench/compare.py's figure 8) ----------------------------
+
+SNAPSHOT_PHASES = ("before", "during", "after")
+
+
+async def steady_snapshot(conn: asyncpg.Connection, workers: Workers, count: int, *, rate: int, before: float,
+                          hold: float, after: float, sample_every: float) -> dict:
+    """steady_load of bench.probe jobs (their handler returns the time it started) at ``rate`` jobs/s for
+    ``before + hold + after`` seconds, drained by ``count`` workers with default settings, while another
+    session holds a snapshot (held_snapshot) from ``before`` to ``before + hold`` seconds into the
+    window; after the window the workers finish every job (steady_load's finish).
+
+    Per phase (before, during and after the hold), bounded by the samples taken at the window's start,
+    as the snapshot is taken (hold_begin), just before it is let go (hold_end) and at the window's end:
+    jobs/s enqueued and drained (pgrelay.queue_stats's succeeded at the bounds / the phase's length);
+    the pickup latency (handler start - created_at, in ms) of every job created in the phase,
+    p50/p95/p99/max; and at its end the backlog (pending + leased) and pgrelay._jobs's total size and
+    n_dead_tup. The timeline: every sample with the jobs/s drained since the one before (None when that
+    was less than a second before: a mark next to a periodic sample) and the phase that interval falls
+    in. Checked: every job enqueued succeeded at its first attempt (and steady_load's own check).
+    """
+    result = await steady_load(conn, workers, count, DEFAULT_ARGS, seconds=before + hold + after, rate=rate,
+                               sample_every=sample_every, task="bench.probe", hold=(before, before + hold),
+                               finish=True)
+    samples = sorted(result["samples"], key=lambda smp: smp["t"])
+    marks = {smp["mark"]: smp for smp in samples if "mark" in smp}
+    bounds = [samples[0], marks["hold_begin"], marks["hold_end"], samples[-1]]
+    # created_at as seconds into the window (time.time() is the clock now() reads on this host)
+    rows = await conn.fetch(
+        """SELECT extract(epoch FROM created_at)::float8 - $1 AS t,
+                  ((result ->> 't')::float8 - extract(epoch FROM created_at)::float8) * 1000 AS ms
+           FROM pgrelay._finished WHERE task = 'bench.probe' AND status = 's' AND attempt = 1""",
+        result["wall_start"])
+    if len(rows) != result["enqueued"]:
+        raise BenchError(f"steady load with a held snapshot: {result['enqueued']} jobs enqueued, {len(rows)} "
+                         "succeeded at their first attempt")
+
+    def phase_of(t: float) -> str:
+        return "before" if t < bounds[1]["t"] else "during" if t < bounds[2]["t"] else "after"
+
+    phases = []
+    for name, (a, b) in zip(SNAPSHOT_PHASES, itertools.pairwise(bounds), strict=True):
+        span = b["t"] - a["t"]
+        enqueued, drained = b["enqueued"] - a["enqueued"], b["succeeded"] - a["succeeded"]
+        values = [r["ms"] for r in rows if phase_of(r["t"]) == name]
+        p50, p95, p99 = percentiles(values)
+        hot = b["tables"]["pgrelay._jobs"]
+        phases.append({"phase": name, "from_s": a["t"], "to_s": b["t"], "seconds": round(span, 2),
+                       "enqueued": enqueued, "enqueue_rate": enqueued / span, "drained": drained,
+                       "jobs_per_s": drained / span, "jobs_created": len(values), "p50_ms": p50, "p95_ms": p95,
+                       "p99_ms": p99, "max_ms": max(values), "backlog_end": b["pending"] + b["leased"],
+                       "jobs_bytes_end": hot["total_bytes"], "jobs_dead_end": hot["dead_tuples"]})
+    timeline = []
+    for a, b in itertools.pairwise(samples):
+        hot = b["tables"]["pgrelay._jobs"]
+        timeline.append({"t": b["t"], "mark": b.get("mark"), "phase": phase_of((a["t"] + b["t"]) / 2),
+                         "jobs_per_s": (b["succeeded"] - a["succeeded"]) / (b["t"] - a["t"])
+                         if b["t"] - a["t"] >= 1 else None,
+                         "backlog": b["pending"] + b["leased"], "jobs_bytes": hot["total_bytes"],
+                         "jobs_dead": hot["dead_tuples"]})
+    return {**result, "before_s": before, "hold_s": hold, "after_s": after, "phases": phases, "timeline": timeline}
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -464,7 +654,8 @@ async def run(args: argparse.Namespace) -> int:
             print(f"schema:   {result.describe()}")
             print(f"worker:   {shlex.join(workers.command(['...']))}")
             print(f"mode:     {'full' if args.full else 'quick'}: N = {n:,} jobs per drain, {PROBES} probes "
-                  f"{PROBE_GAP * 1000:.0f} ms apart, {args.runs} runs each\n", flush=True)
+                  f"{IDLE_PROBE_GAP * 1000:.0f} ms apart on an idle queue, {PROBE_GAP * 1000:.0f} ms apart under "
+                  f"load, {args.runs} runs each\n", flush=True)
 
             # (a) drain throughput
             # round-robin over the settings, so a disturbance (another process) is spread over them
@@ -527,9 +718,12 @@ async def run(args: argparse.Namespace) -> int:
         print(f"| {count} | {describe(config)} | {a.cell()} | {b.cell()} |")
     print("\n(a) the queue is paused while N jobs are enqueued and the workers connect; the clock starts at")
     print("    pgrelay.resume() and stops at the last job's finished_at. Every job is checked: succeeded, attempt 1.")
-    print("(b) one probe at a time, 20 ms apart, each its own autocommit pgrelay.enqueue; latency = handler start")
-    print("    (wall clock, bench/noop_app.py) - created_at (now() of the enqueue: commit, fsync, NOTIFY included).")
-    print("(c) the same probes at priority 10 (else FIFO puts them behind the backlog) while 1 worker drains a backlog.")
+    print(f"(b) one probe at a time, {IDLE_PROBE_GAP * 1000:.0f} ms apart (a worker polls for about 50 ms after a job "
+          "before it goes idle),")
+    print("    each its own autocommit pgrelay.enqueue; latency = handler start (wall clock, bench/noop_app.py)")
+    print("    - created_at (now() of the enqueue: commit, fsync, NOTIFY included).")
+    print(f"(c) the same probes, {PROBE_GAP * 1000:.0f} ms apart, at priority 10 (else FIFO puts them behind the "
+          "backlog) while 1 worker drains a backlog.")
     given = shlex.join(sys.argv[1:])
     command = "make bench-worker" + (f" BENCH_ARGS={shlex.quote(given)}" if given else "")
     print(f"\ncommand: {command}   (runs: {shlex.join(['.venv/bin/python', 'bench/worker_bench.py', *sys.argv[1:]])})")
