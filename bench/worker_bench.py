@@ -408,14 +408,18 @@ async def held_snapshot(dsn: str, table: str) -> AsyncIterator[None]:
 
 
 async def table_stats(conn: asyncpg.Connection) -> dict[str, dict[str, int]]:
-    """Size and tuple statistics of STEADY_TABLES (pg_relation_size & co., pg_stat_user_tables)."""
+    """Size and tuple statistics of STEADY_TABLES (pg_relation_size & co., pg_stat_user_tables), each
+    summed over its partitions (pgrelay._finished is partitioned by day; a plain table is its own)."""
     rows = await conn.fetch(
-        """SELECT s.relid::regclass::text AS name,
-                  pg_relation_size(s.relid) AS heap_bytes, pg_indexes_size(s.relid) AS index_bytes,
-                  pg_total_relation_size(s.relid) AS total_bytes,
-                  s.n_live_tup AS live_tuples, s.n_dead_tup AS dead_tuples,
-                  s.autovacuum_count AS autovacuums, s.autoanalyze_count AS autoanalyzes
-           FROM pg_stat_user_tables s WHERE s.relid = ANY($1::text[]::regclass[])""", list(STEADY_TABLES))
+        """SELECT t.name,
+                  sum(pg_relation_size(s.relid))::bigint AS heap_bytes, sum(pg_indexes_size(s.relid))::bigint AS index_bytes,
+                  sum(pg_total_relation_size(s.relid))::bigint AS total_bytes,
+                  sum(s.n_live_tup)::bigint AS live_tuples, sum(s.n_dead_tup)::bigint AS dead_tuples,
+                  sum(s.autovacuum_count)::bigint AS autovacuums, sum(s.autoanalyze_count)::bigint AS autoanalyzes
+           FROM unnest($1::text[]) t(name)
+           CROSS JOIN LATERAL pg_partition_tree(t.name::regclass) p
+           JOIN pg_stat_user_tables s ON s.relid = p.relid
+           GROUP BY t.name""", list(STEADY_TABLES))
     found = {r["name"]: {k: v for k, v in dict(r).items() if k != "name"} for r in rows}
     if set(found) != set(STEADY_TABLES):
         raise BenchError(f"pg_stat_user_tables has no row for {sorted(set(STEADY_TABLES) - set(found))}")

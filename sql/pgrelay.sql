@@ -149,11 +149,18 @@ CREATE UNIQUE INDEX _jobs_dedupe_key_idx ON pgrelay._jobs (queue_id, ((options).
 -- made by _finish, the only writer (and so with the values _jobs holds NOT NULL). Like the hot
 -- table's, its constraints are in the functions that write it: NOT NULL columns and a CHECK here
 -- would cost every ack, each statement re-reading the CHECK's expression and taking every checked
--- row apart column by column. No index on finished_at either: purge() walks the history in id order
--- (see there); a BRIN index would cost every ack too (PostgreSQL 15 reads its metapage and revmap
--- again for each row).
+-- row apart column by column.
+-- Partitioned by the day a job finished (UTC), then by status: succeeded (s) and the rest (x: dead
+-- letters and cancelled jobs, which share a retention), so that retention drops whole tables
+-- (_drop_partitions) instead of deleting rows: no dead tuples, no vacuum, however long the history.
+-- pgrelay makes the partitions itself (_make_partitions, from purge() and so from maintain(), a few
+-- days ahead): _finished_YYYYMMDD, with _finished_YYYYMMDD_s and _finished_YYYYMMDD_x. A row no day
+-- covers (maintain() not run for days) goes to _finished_default, which purge() handles row by row;
+-- so does _finished_before_YYYYMMDD, the history of a database upgraded from 0.4 (everything that
+-- finished before that day), until it is empty (_legacy_history).
+-- Indexes are made per partition (no index of the partitioned table): the legacy table keeps its own.
 CREATE TABLE pgrelay._finished (
-    id               bigint PRIMARY KEY,
+    id               bigint,
     queue            text COLLATE "C",
     task             text COLLATE "C",
     kind             "char",   -- as in _jobs
@@ -171,28 +178,42 @@ CREATE TABLE pgrelay._finished (
     finished_at      timestamptz,
     replayed_as      bigint,        -- the job replay() created from this one (the latest, when forced again)
     enqueued_by      oid            -- as in _jobs
-);
-COMMENT ON TABLE pgrelay._finished IS 'Private: succeeded, dead-lettered and cancelled jobs, kept until purged.';
-CREATE INDEX _finished_dead_letter_idx ON pgrelay._finished (queue, finished_at) WHERE status = 'd';
+) PARTITION BY RANGE (finished_at);
+COMMENT ON TABLE pgrelay._finished IS 'Private: succeeded, dead-lettered and cancelled jobs, kept until purged; partitioned by day.';
+CREATE TABLE pgrelay._finished_default PARTITION OF pgrelay._finished DEFAULT;
+CREATE INDEX _finished_default_id_idx ON pgrelay._finished_default (id);
+CREATE INDEX _finished_default_dead_letter_idx ON pgrelay._finished_default (queue, finished_at) WHERE status = 'd';
 
 -- One row per ended attempt, except a successful last attempt, which _finished records (leased_by,
 -- leased_at, finished_at): one row fewer written per job on the hot path. get_attempts joins the
 -- three places; the running attempt is read from _jobs.
+-- Partitioned like _finished, so that a job's attempts go with it: by the day its job finished
+-- (job_finished_at), then by its job's status class (job_class: s or x). The attempts of a job
+-- still active are in _attempts_active (job_finished_at infinity), and move to their day when the
+-- job finishes (_finish).
 CREATE TABLE pgrelay._attempts (
     job_id      bigint NOT NULL,
-    attempt     integer NOT NULL CHECK (attempt >= 1),
+    attempt     integer NOT NULL CONSTRAINT _attempts_attempt_check CHECK (attempt >= 1),
     worker      text NOT NULL,
     started_at  timestamptz NOT NULL,
     finished_at timestamptz NOT NULL,
-    outcome     text NOT NULL CHECK (outcome IN ('succeeded', 'failed', 'timeout', 'lease_expired', 'cancelled')),
+    outcome     text NOT NULL CONSTRAINT _attempts_outcome_check
+                CHECK (outcome IN ('succeeded', 'failed', 'timeout', 'lease_expired', 'cancelled')),
     error       text,
     details     jsonb,
-    PRIMARY KEY (job_id, attempt)
-);
-COMMENT ON TABLE pgrelay._attempts IS 'Private: the audit trail, one row per ended attempt.';
--- Attempts arrive in finished_at order: the recent_failures view reads the last hour through this
--- BRIN index, and purge() finds the attempts of the jobs it removes by the primary key.
-CREATE INDEX _attempts_finished_at_idx ON pgrelay._attempts USING brin (finished_at);
+    -- (last: added by 0.5.0)
+    job_finished_at timestamptz NOT NULL,   -- infinity while the job is active
+    job_class   "char"                      -- its job's status class, s or x, once it finished
+) PARTITION BY RANGE (job_finished_at);
+COMMENT ON TABLE pgrelay._attempts IS 'Private: the audit trail, one row per ended attempt; partitioned like _finished.';
+CREATE TABLE pgrelay._attempts_active PARTITION OF pgrelay._attempts FOR VALUES FROM ('infinity') TO (MAXVALUE);
+CREATE TABLE pgrelay._attempts_default PARTITION OF pgrelay._attempts DEFAULT;
+-- Attempts arrive in finished_at order: the recent_failures view reads the last hour through BRIN
+-- indexes, and purge() and get_attempts find a job's attempts by (job_id, attempt).
+CREATE UNIQUE INDEX _attempts_active_pkey ON pgrelay._attempts_active (job_id, attempt);
+CREATE INDEX _attempts_active_finished_at_idx ON pgrelay._attempts_active USING brin (finished_at);
+CREATE INDEX _attempts_default_job_idx ON pgrelay._attempts_default (job_id, attempt);
+CREATE INDEX _attempts_default_finished_at_idx ON pgrelay._attempts_default USING brin (finished_at);
 
 -- Idempotency keys outlive the active job: they are kept as long as the job or its history is. A key
 -- belongs to its queue: the same key in another queue is another job, and no caller learns anything
@@ -1336,14 +1357,17 @@ DECLARE
     v_ids bigint[];
     v_first text;   -- the first and the last queue (in name order) of the jobs that moved
     v_last text;
+    v_retried bigint[];   -- those of them that may have attempts recorded before this one
 BEGIN
     IF v_status IS NULL THEN
         RAISE EXCEPTION 'pgrelay._finish: unknown status %', p_status;
     END IF;
     IF v_status <> 's' AND p_leased THEN
         -- (locking the jobs it records, so the move below finds the same ones)
-        INSERT INTO pgrelay._attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, details)
-        SELECT j.id, j.attempt, j.leased_by, j.leased_at, pg_catalog.now(), p_outcome, u.error, u.details
+        INSERT INTO pgrelay._attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, details,
+                                       job_finished_at, job_class)
+        SELECT j.id, j.attempt, j.leased_by, j.leased_at, pg_catalog.now(), p_outcome, u.error, u.details,
+               pg_catalog.now(), 'x'
         FROM unnest(p_ids, p_attempts, p_errors, p_details) AS u(id, attempt, error, details)
              JOIN pgrelay._jobs j ON j.id = u.id AND j.attempt = u.attempt AND j.leased_by IS NOT NULL
         FOR UPDATE OF j;
@@ -1366,7 +1390,17 @@ BEGIN
                d.last_error, d.result, d.leased_by, d.leased_at, d.created_at, pg_catalog.now(), d.enqueued_by
         FROM done d
     )
-    SELECT coalesce(array_agg(d.id), '{}'), min(d.queue), max(d.queue) INTO v_ids, v_first, v_last FROM done d;
+    SELECT coalesce(array_agg(d.id), '{}'), min(d.queue), max(d.queue),
+           array_agg(d.id) FILTER (WHERE d.attempt > CASE WHEN p_leased THEN 1 ELSE 0 END)
+        INTO v_ids, v_first, v_last, v_retried
+    FROM done d;
+    IF v_retried IS NOT NULL THEN
+        -- the attempts their earlier tries left (in _attempts_active; -infinity: from before 0.5.0)
+        -- go to the day the job finished, to be dropped with it
+        UPDATE pgrelay._attempts a
+        SET job_finished_at = pg_catalog.now(), job_class = CASE WHEN v_status = 's' THEN 's' ELSE 'x' END
+        WHERE a.job_finished_at IN ('infinity', '-infinity') AND a.job_id = ANY (v_retried);
+    END IF;
     IF v_first = v_last THEN
         INSERT INTO pgrelay._counts AS c (queue, minute, backend, succeeded, dead_letter, cancelled)
         VALUES (v_first, pg_catalog.date_trunc('minute', pg_catalog.now()), pg_catalog.pg_backend_pid(),
@@ -1418,8 +1452,9 @@ BEGIN
         WHERE j.id = o.id
         RETURNING j.id, j.queue, j.run_at
     ), attempts AS (
-        INSERT INTO pgrelay._attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, details)
-        SELECT o.id, o.attempt, o.leased_by, o.leased_at, pg_catalog.now(), p_outcome, o.error, o.details
+        INSERT INTO pgrelay._attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, details,
+                                       job_finished_at)
+        SELECT o.id, o.attempt, o.leased_by, o.leased_at, pg_catalog.now(), p_outcome, o.error, o.details, 'infinity'
         FROM old o
     )
     SELECT m.id, m.queue, m.run_at FROM moved m;
@@ -1509,6 +1544,218 @@ BEGIN
             LIMIT q.take
             FOR UPDATE OF j SKIP LOCKED) c;
     RETURN v_picked;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- The history's partitions (see _finished and _attempts in tables.sql): made a few days ahead, and
+-- dropped whole when their retention is over, by purge()
+-- ---------------------------------------------------------------------------------------------
+
+-- The start (midnight, UTC) of the day p_at falls in.
+CREATE FUNCTION pgrelay._day(p_at timestamptz)
+RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT pg_catalog.date_trunc('day', p_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+$$;
+
+-- The history of a database upgraded from 0.4, kept in place as the partitions of everything
+-- before the day it names (see the upgrade script to 0.5.0): _finished_before_YYYYMMDD and
+-- _attempts_before_YYYYMMDD, until purge() has emptied them. NULLs when there is none.
+CREATE FUNCTION pgrelay._legacy_history(OUT finished regclass, OUT attempts regclass, OUT before timestamptz)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (SELECT c.oid::regclass FROM pg_class c
+            WHERE c.relnamespace = 'pgrelay'::regnamespace AND c.relname ~ '^_finished_before_[0-9]{8}$'),
+           (SELECT c.oid::regclass FROM pg_class c
+            WHERE c.relnamespace = 'pgrelay'::regnamespace AND c.relname ~ '^_attempts_before_[0-9]{8}$'),
+           (SELECT max(to_date(right(c.relname, 8), 'YYYYMMDD')::timestamp AT TIME ZONE 'UTC') FROM pg_class c
+            WHERE c.relnamespace = 'pgrelay'::regnamespace AND c.relname ~ '^_(finished|attempts)_before_[0-9]{8}$')
+$$;
+
+-- Make the partitions of p_days days from the day of p_from on, those not made yet: for each day
+-- _finished_YYYYMMDD (with _s and _x) and _attempts_YYYYMMDD (with _s and _x), with their indexes.
+-- Each is made as a table of its own, then attached, which takes a lock that lets jobs finish
+-- meanwhile (CREATE TABLE ... PARTITION OF would lock the whole history), and reads the default
+-- partition (to check that none of its rows belong to the new day). Rows the default partitions
+-- took for such a day (no partition covered it then) move into it first. purge() makes
+-- only days that have not begun: an ack that routed a job of that day to the default partition just
+-- before the attach would fail its partition check after it. Returns how many days it made.
+CREATE FUNCTION pgrelay._make_partitions(p_from timestamptz, p_days integer)
+RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_day timestamptz;
+    v_next timestamptz;
+    v_name text;
+    v_leaf text;
+    v_made integer := 0;
+    v_legacy_before timestamptz := (pgrelay._legacy_history()).before;
+    v_lock_timeout text := current_setting('lock_timeout');
+BEGIN
+    -- Attaching locks the default partition against readers: not waited for behind a long query
+    -- (readers would queue behind the attach); a day left undone is made by the next call.
+    PERFORM set_config('lock_timeout', '100ms', true);
+    FOR n IN 0 .. p_days - 1 LOOP
+        v_day := pgrelay._day(p_from) + make_interval(days => n);
+        v_next := v_day + interval '1 day';
+        v_name := to_char(v_day AT TIME ZONE 'UTC', 'YYYYMMDD');
+        CONTINUE WHEN to_regclass(format('pgrelay.%I', '_finished_' || v_name)) IS NOT NULL
+                   OR v_day < v_legacy_before;   -- (the legacy history's partitions hold those days)
+        BEGIN
+        EXECUTE format('CREATE TABLE pgrelay.%I (LIKE pgrelay._finished) PARTITION BY LIST (status)',
+                       '_finished_' || v_name);
+        EXECUTE format('CREATE TABLE pgrelay.%I PARTITION OF pgrelay.%I FOR VALUES IN (%L)',
+                       '_finished_' || v_name || '_s', '_finished_' || v_name, 's');
+        EXECUTE format('CREATE TABLE pgrelay.%I PARTITION OF pgrelay.%I FOR VALUES IN (%L, %L)',
+                       '_finished_' || v_name || '_x', '_finished_' || v_name, 'd', 'c');
+        EXECUTE format('CREATE INDEX %I ON pgrelay.%I (id)', '_finished_' || v_name || '_s_id_idx',
+                       '_finished_' || v_name || '_s');
+        EXECUTE format('CREATE INDEX %I ON pgrelay.%I (id)', '_finished_' || v_name || '_x_id_idx',
+                       '_finished_' || v_name || '_x');
+        EXECUTE format('CREATE INDEX %I ON pgrelay.%I (queue, finished_at) WHERE status = %L',
+                       '_finished_' || v_name || '_x_dead_letter_idx', '_finished_' || v_name || '_x', 'd');
+        IF v_day <= now() THEN   -- (a day that has not begun has no jobs yet)
+            EXECUTE format('WITH moved AS (DELETE FROM pgrelay._finished_default f WHERE f.finished_at >= %L AND f.finished_at < %L RETURNING f.*)
+                            INSERT INTO pgrelay.%I SELECT * FROM moved', v_day, v_next, '_finished_' || v_name);
+        END IF;
+        EXECUTE format('ALTER TABLE pgrelay._finished ATTACH PARTITION pgrelay.%I FOR VALUES FROM (%L) TO (%L)',
+                       '_finished_' || v_name, v_day, v_next);
+
+        EXECUTE format('CREATE TABLE pgrelay.%I (LIKE pgrelay._attempts INCLUDING CONSTRAINTS) PARTITION BY LIST (job_class)',
+                       '_attempts_' || v_name);
+        EXECUTE format('CREATE TABLE pgrelay.%I PARTITION OF pgrelay.%I FOR VALUES IN (%L)',
+                       '_attempts_' || v_name || '_s', '_attempts_' || v_name, 's');
+        EXECUTE format('CREATE TABLE pgrelay.%I PARTITION OF pgrelay.%I FOR VALUES IN (%L)',
+                       '_attempts_' || v_name || '_x', '_attempts_' || v_name, 'x');
+        FOREACH v_leaf IN ARRAY ARRAY['_attempts_' || v_name || '_s', '_attempts_' || v_name || '_x'] LOOP
+            EXECUTE format('CREATE UNIQUE INDEX %I ON pgrelay.%I (job_id, attempt)', v_leaf || '_pkey', v_leaf);
+            EXECUTE format('CREATE INDEX %I ON pgrelay.%I USING brin (finished_at)', v_leaf || '_finished_at_idx', v_leaf);
+        END LOOP;
+        IF v_day <= now() THEN
+            EXECUTE format('WITH moved AS (DELETE FROM pgrelay._attempts_default a WHERE a.job_finished_at >= %L AND a.job_finished_at < %L RETURNING a.*)
+                            INSERT INTO pgrelay.%I SELECT * FROM moved', v_day, v_next, '_attempts_' || v_name);
+        END IF;
+        EXECUTE format('ALTER TABLE pgrelay._attempts ATTACH PARTITION pgrelay.%I FOR VALUES FROM (%L) TO (%L)',
+                       '_attempts_' || v_name, v_day, v_next);
+        v_made := v_made + 1;
+        EXCEPTION WHEN lock_not_available THEN
+            NULL;
+        END;
+    END LOOP;
+    PERFORM set_config('lock_timeout', v_lock_timeout, true);
+    RETURN v_made;
+END
+$$;
+
+-- Whether a table holds any row.
+CREATE FUNCTION pgrelay._has_rows(p_table regclass)
+RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_found boolean;
+BEGIN
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', p_table) INTO v_found;
+    RETURN v_found;
+END
+$$;
+
+-- Before a partition of the history is dropped: take its jobs off the counters behind queue_stats
+-- (the trigger that does so for deletes does not see a drop) and remove their idempotency keys.
+-- Returns how many jobs it holds.
+CREATE FUNCTION pgrelay._forget_partition(p_table regclass)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET enable_seqscan = on AS $$
+DECLARE
+    v_rows bigint;
+BEGIN
+    EXECUTE format(
+        'WITH counted AS (
+             SELECT f.queue, count(*) FILTER (WHERE f.status = %L) AS s, count(*) FILTER (WHERE f.status = %L) AS d,
+                    count(*) FILTER (WHERE f.status = %L) AS c
+             FROM %s f GROUP BY f.queue
+         ), subtracted AS (
+             INSERT INTO pgrelay._counts AS c (queue, minute, backend, succeeded, dead_letter, cancelled)
+             SELECT n.queue, %L, 0, -n.s, -n.d, -n.c FROM counted n ORDER BY n.queue
+             ON CONFLICT ON CONSTRAINT _counts_pkey DO UPDATE
+             SET succeeded = c.succeeded + excluded.succeeded, dead_letter = c.dead_letter + excluded.dead_letter,
+                 cancelled = c.cancelled + excluded.cancelled
+         )
+         SELECT coalesce(sum(n.s + n.d + n.c), 0) FROM counted n', 's', 'd', 'c', p_table, '-infinity')
+    INTO v_rows;
+    EXECUTE format(
+        'DELETE FROM pgrelay._idempotency_keys k USING %s f, pgrelay._queues q
+         WHERE (f.options).idempotency_key IS NOT NULL AND q.queue = f.queue AND k.queue_id = q.id
+           AND k.key = (f.options).idempotency_key AND k.job_id = f.id', p_table);
+    RETURN v_rows;
+END
+$$;
+
+-- Drop the partitions whose retention is over: a day's succeeded jobs (_s) once the longest
+-- retention any queue gives succeeded jobs is over for that day, the rest of the day (_x, and the
+-- day's table) once the longest dead-letter retention is; the day's attempts with them. A day is
+-- dropped when the whole day is past its retention, so a job may stay up to a day longer than it.
+-- A partition that is in use right now (a lock not granted at once) is left for the next call.
+-- Returns how many jobs went.
+CREATE FUNCTION pgrelay._drop_partitions(p_succeeded_days integer, p_dead_letter_days integer)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_part record;
+    v_gone bigint := 0;
+    v_rows bigint;
+    v_lock_timeout text := current_setting('lock_timeout');
+BEGIN
+    PERFORM set_config('lock_timeout', '100ms', true);
+    FOR v_part IN
+        SELECT c.relname AS name, (to_date(substr(c.relname, 11), 'YYYYMMDD')::timestamp AT TIME ZONE 'UTC') AS day
+        FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'pgrelay._finished'::regclass AND c.relname ~ '^_finished_[0-9]{8}$'
+        ORDER BY c.relname
+    LOOP
+        BEGIN
+            IF v_part.day + make_interval(days => p_dead_letter_days + 1) <= now() THEN
+                v_rows := pgrelay._forget_partition(format('pgrelay.%I', v_part.name)::regclass);
+                EXECUTE format('DROP TABLE pgrelay.%I', v_part.name);
+                EXECUTE format('DROP TABLE IF EXISTS pgrelay.%I', '_attempts_' || substr(v_part.name, 11));
+                v_gone := v_gone + v_rows;
+            ELSIF v_part.day + make_interval(days => p_succeeded_days + 1) <= now()
+                  AND to_regclass(format('pgrelay.%I', v_part.name || '_s')) IS NOT NULL THEN
+                v_rows := pgrelay._forget_partition(format('pgrelay.%I', v_part.name || '_s')::regclass);
+                EXECUTE format('DROP TABLE pgrelay.%I', v_part.name || '_s');
+                EXECUTE format('DROP TABLE IF EXISTS pgrelay.%I', '_attempts_' || substr(v_part.name, 11) || '_s');
+                v_gone := v_gone + v_rows;
+            END IF;
+        EXCEPTION WHEN lock_not_available THEN
+            NULL;   -- in use (a long query reading the history): the next purge tries again
+        END;
+    END LOOP;
+    PERFORM set_config('lock_timeout', v_lock_timeout, true);
+    RETURN v_gone;
+END
+$$;
+
+-- Drop the history from before 0.5.0 (_legacy_history) once purge() has emptied it row by row.
+CREATE FUNCTION pgrelay._drop_legacy_history()
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v_part record;
+    v_lock_timeout text := current_setting('lock_timeout');
+BEGIN
+    PERFORM set_config('lock_timeout', '100ms', true);
+    FOR v_part IN
+        SELECT t.oid FROM unnest(ARRAY[(pgrelay._legacy_history()).finished, (pgrelay._legacy_history()).attempts]) t(oid)
+        WHERE t.oid IS NOT NULL
+    LOOP
+        BEGIN
+            IF NOT pgrelay._has_rows(v_part.oid) THEN
+                EXECUTE format('DROP TABLE %s', v_part.oid);
+            END IF;
+        EXCEPTION WHEN lock_not_available THEN
+            NULL;
+        END;
+    END LOOP;
+    PERFORM set_config('lock_timeout', v_lock_timeout, true);
 END
 $$;
 
@@ -3135,7 +3382,9 @@ Example: SELECT pgrelay.cancel(101);';
 -- caller holds (a replay marking a dead letter); returns the ids removed.
 CREATE FUNCTION pgrelay._purge_jobs(p_ids bigint[])
 RETURNS bigint[]
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+    -- (each job by its id, in every partition: a merge join read whole partitions in id order)
+    SET enable_mergejoin = off SET enable_hashjoin = off AS $$
     WITH doomed AS (
         SELECT f.id FROM pgrelay._finished f WHERE f.id = ANY (p_ids) FOR UPDATE SKIP LOCKED
     ), gone AS (
@@ -3167,6 +3416,11 @@ DECLARE
     v_last bigint;
     v_ahead bigint;
     v_n integer;
+    v_keep_s integer;      -- the longest retention of succeeded jobs, and of the others, any queue has:
+    v_keep_x integer;      -- their partitions are dropped whole then (_drop_partitions)
+    v_rowwise regclass[];  -- partitions purged row by row whatever the retention (see _finished)
+    v_walk boolean;
+    v_dropped bigint;      -- jobs that went with their partition
 BEGIN
     PERFORM pgrelay._check(coalesce(
         pgrelay._range_error('older_than_days', purge.older_than_days, 0, 36500, ' (or NULL for each queue''s retention)'),
@@ -3182,6 +3436,28 @@ BEGIN
          FROM pgrelay._queues q),
         pgrelay._default_retention_succeeded_days(), pgrelay._default_retention_dead_letter_days()));
     v_front := now() - make_interval(days => v_min_days);
+    SELECT greatest(max(coalesce(q.retention_succeeded_days, pgrelay._default_retention_succeeded_days())),
+                    pgrelay._default_retention_succeeded_days()),
+           greatest(max(coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days())),
+                    pgrelay._default_retention_dead_letter_days())
+        INTO v_keep_s, v_keep_x
+    FROM pgrelay._queues q;
+
+    -- the days ahead (from tomorrow: attaching a day that has begun could fail the acks that a
+    -- moment earlier routed its jobs to the default partition), then whole days past their retention
+    PERFORM pgrelay._make_partitions(now() + interval '1 day', 3);
+    v_dropped := pgrelay._drop_partitions(coalesce(purge.older_than_days, v_keep_s),
+                                          coalesce(purge.older_than_days, v_keep_x));
+    -- Row by row: the default and legacy partitions, and the jobs of a queue that keeps them for less
+    -- than the longest retention of their kind (their day is dropped later). Not at all when there
+    -- are none of those.
+    v_rowwise := ARRAY['pgrelay._finished_default'::regclass, coalesce((pgrelay._legacy_history()).finished, 0::oid::regclass)];
+    v_walk := purge.older_than_days IS NOT NULL
+              OR EXISTS (SELECT 1 FROM pgrelay._queues q
+                         WHERE coalesce(q.retention_succeeded_days, pgrelay._default_retention_succeeded_days()) < v_keep_s
+                            OR coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days()) < v_keep_x)
+              OR EXISTS (SELECT 1 FROM pgrelay._finished_default)
+              OR (v_rowwise[2] <> 0 AND pgrelay._has_rows(v_rowwise[2]));
 
     IF purge.older_than_days IS NULL THEN
         -- first the jobs an earlier walk noted as kept longer, whose time has come
@@ -3204,16 +3480,24 @@ BEGIN
     -- first job created after the front. It removes the due jobs it reads and notes the kept ones
     -- (created before the front: a later walk does not read them again). A routine purge reads at most
     -- about 10,000 jobs it leaves per call, however long the history a pass has to go through.
-    WHILE v_total < v_max AND (v_kept < 10000 OR purge.older_than_days IS NOT NULL) LOOP
-        WITH batch AS (
-            SELECT f.id, f.queue, f.status, f.created_at, f.finished_at,
-                   f.finished_at + make_interval(days => coalesce(purge.older_than_days,
+    WHILE v_walk AND v_total < v_max AND (v_kept < 10000 OR purge.older_than_days IS NOT NULL) LOOP
+        WITH read AS (
+            SELECT f.id, f.queue, f.status, f.created_at, f.finished_at, f.tableoid::regclass = ANY (v_rowwise) AS rowwise,
+                   coalesce(purge.older_than_days,
                        CASE WHEN f.status = 's'
                             THEN coalesce(q.retention_succeeded_days, pgrelay._default_retention_succeeded_days())
-                            ELSE coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days()) END))
-                       AS due_at
-            FROM (SELECT f.* FROM pgrelay._finished f WHERE f.id > v_after ORDER BY f.id LIMIT 1000) f
+                            ELSE coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days()) END)
+                       AS days
+            FROM (SELECT f.id, f.queue, f.status, f.created_at, f.finished_at, f.tableoid
+                  FROM pgrelay._finished f WHERE f.id > v_after ORDER BY f.id LIMIT 1000) f
             LEFT JOIN pgrelay._queues q ON q.queue = f.queue
+        ), batch AS (
+            -- due_at NULL: left to its day's drop
+            SELECT r.id, r.queue, r.status, r.created_at, r.finished_at,
+                   CASE WHEN r.rowwise OR purge.older_than_days IS NOT NULL
+                             OR r.days < CASE WHEN r.status = 's' THEN v_keep_s ELSE v_keep_x END
+                        THEN r.finished_at + make_interval(days => r.days) END AS due_at
+            FROM read r
         ), noted AS (
             INSERT INTO pgrelay._purge_later (id, queue, succeeded, finished_at, due_at)
             SELECT b.id, b.queue, b.status = 's', b.finished_at, b.due_at FROM batch b
@@ -3278,9 +3562,10 @@ BEGIN
     SET succeeded = c.succeeded + excluded.succeeded, dead_letter = c.dead_letter + excluded.dead_letter,
         cancelled = c.cancelled + excluded.cancelled;
 
+    PERFORM pgrelay._drop_legacy_history();
     -- workers gone for a week
     DELETE FROM pgrelay._workers w WHERE w.last_seen < now() - interval '7 days';
-    RETURN v_total;
+    RETURN v_total + v_dropped;
 END
 $$;
 COMMENT ON FUNCTION pgrelay.purge(integer, integer) IS
@@ -3843,7 +4128,7 @@ COMMENT ON FUNCTION pgrelay._apply_privileges() IS
 
 -- Called last by the install script and by every upgrade script, with the version they leave.
 -- Under CREATE EXTENSION (and ALTER EXTENSION UPDATE), has pg_dump keep the data of every table and
--- sequence, those an upgrade added included; records in _migrations how this version arrived.
+-- sequence of the extension, those an upgrade added included; records in _migrations how this version arrived.
 CREATE FUNCTION pgrelay._record_install(p_version text)
 RETURNS void
 LANGUAGE plpgsql
@@ -3855,7 +4140,11 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname = 'pgrelay') THEN
         FOR v_table IN
             SELECT c.oid FROM pg_catalog.pg_class c
-            WHERE c.relnamespace = 'pgrelay'::regnamespace AND c.relkind IN ('r', 'S') ORDER BY c.relname
+            WHERE c.relnamespace = 'pgrelay'::regnamespace AND c.relkind IN ('r', 'S')
+              -- (the history's day partitions are not members: pg_dump dumps them as tables)
+              AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                          WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+            ORDER BY c.relname
         LOOP
             PERFORM pg_catalog.pg_extension_config_dump(v_table, '');
         END LOOP;

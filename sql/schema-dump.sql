@@ -1048,6 +1048,18 @@ $$;
 ALTER FUNCTION pgrelay._cron_wall_prev(p_cron pgrelay._cron, p_at timestamp without time zone) OWNER TO postgres;
 
 --
+-- Name: _day(timestamp with time zone); Type: FUNCTION; Schema: pgrelay; Owner: postgres
+--
+
+CREATE FUNCTION pgrelay._day(p_at timestamp with time zone) RETURNS timestamp with time zone
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$
+    SELECT pg_catalog.date_trunc('day', p_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+$$;
+
+ALTER FUNCTION pgrelay._day(p_at timestamp with time zone) OWNER TO postgres;
+
+--
 -- Name: _default_backoff_base_seconds(); Type: FUNCTION; Schema: pgrelay; Owner: postgres
 --
 
@@ -1118,6 +1130,82 @@ CREATE FUNCTION pgrelay._delivery_id(p_id bigint, p_options pgrelay._job_options
 $$;
 
 ALTER FUNCTION pgrelay._delivery_id(p_id bigint, p_options pgrelay._job_options) OWNER TO postgres;
+
+--
+-- Name: _drop_legacy_history(); Type: FUNCTION; Schema: pgrelay; Owner: postgres
+--
+
+CREATE FUNCTION pgrelay._drop_legacy_history() RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_part record;
+    v_lock_timeout text := current_setting('lock_timeout');
+BEGIN
+    PERFORM set_config('lock_timeout', '100ms', true);
+    FOR v_part IN
+        SELECT t.oid FROM unnest(ARRAY[(pgrelay._legacy_history()).finished, (pgrelay._legacy_history()).attempts]) t(oid)
+        WHERE t.oid IS NOT NULL
+    LOOP
+        BEGIN
+            IF NOT pgrelay._has_rows(v_part.oid) THEN
+                EXECUTE format('DROP TABLE %s', v_part.oid);
+            END IF;
+        EXCEPTION WHEN lock_not_available THEN
+            NULL;
+        END;
+    END LOOP;
+    PERFORM set_config('lock_timeout', v_lock_timeout, true);
+END
+$$;
+
+ALTER FUNCTION pgrelay._drop_legacy_history() OWNER TO postgres;
+
+--
+-- Name: _drop_partitions(integer, integer); Type: FUNCTION; Schema: pgrelay; Owner: postgres
+--
+
+CREATE FUNCTION pgrelay._drop_partitions(p_succeeded_days integer, p_dead_letter_days integer) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+DECLARE
+    v_part record;
+    v_gone bigint := 0;
+    v_rows bigint;
+    v_lock_timeout text := current_setting('lock_timeout');
+BEGIN
+    PERFORM set_config('lock_timeout', '100ms', true);
+    FOR v_part IN
+        SELECT c.relname AS name, (to_date(substr(c.relname, 11), 'YYYYMMDD')::timestamp AT TIME ZONE 'UTC') AS day
+        FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'pgrelay._finished'::regclass AND c.relname ~ '^_finished_[0-9]{8}$'
+        ORDER BY c.relname
+    LOOP
+        BEGIN
+            IF v_part.day + make_interval(days => p_dead_letter_days + 1) <= now() THEN
+                v_rows := pgrelay._forget_partition(format('pgrelay.%I', v_part.name)::regclass);
+                EXECUTE format('DROP TABLE pgrelay.%I', v_part.name);
+                EXECUTE format('DROP TABLE IF EXISTS pgrelay.%I', '_attempts_' || substr(v_part.name, 11));
+                v_gone := v_gone + v_rows;
+            ELSIF v_part.day + make_interval(days => p_succeeded_days + 1) <= now()
+                  AND to_regclass(format('pgrelay.%I', v_part.name || '_s')) IS NOT NULL THEN
+                v_rows := pgrelay._forget_partition(format('pgrelay.%I', v_part.name || '_s')::regclass);
+                EXECUTE format('DROP TABLE pgrelay.%I', v_part.name || '_s');
+                EXECUTE format('DROP TABLE IF EXISTS pgrelay.%I', '_attempts_' || substr(v_part.name, 11) || '_s');
+                v_gone := v_gone + v_rows;
+            END IF;
+        EXCEPTION WHEN lock_not_available THEN
+            NULL;   -- in use (a long query reading the history): the next purge tries again
+        END;
+    END LOOP;
+    PERFORM set_config('lock_timeout', v_lock_timeout, true);
+    RETURN v_gone;
+END
+$_$;
+
+ALTER FUNCTION pgrelay._drop_partitions(p_succeeded_days integer, p_dead_letter_days integer) OWNER TO postgres;
 
 --
 -- Name: _enqueue(text, text, "char", jsonb, timestamp with time zone, integer, integer, integer, text, text, text, bigint); Type: FUNCTION; Schema: pgrelay; Owner: postgres
@@ -1206,14 +1294,17 @@ DECLARE
     v_ids bigint[];
     v_first text;   -- the first and the last queue (in name order) of the jobs that moved
     v_last text;
+    v_retried bigint[];   -- those of them that may have attempts recorded before this one
 BEGIN
     IF v_status IS NULL THEN
         RAISE EXCEPTION 'pgrelay._finish: unknown status %', p_status;
     END IF;
     IF v_status <> 's' AND p_leased THEN
         -- (locking the jobs it records, so the move below finds the same ones)
-        INSERT INTO pgrelay._attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, details)
-        SELECT j.id, j.attempt, j.leased_by, j.leased_at, pg_catalog.now(), p_outcome, u.error, u.details
+        INSERT INTO pgrelay._attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, details,
+                                       job_finished_at, job_class)
+        SELECT j.id, j.attempt, j.leased_by, j.leased_at, pg_catalog.now(), p_outcome, u.error, u.details,
+               pg_catalog.now(), 'x'
         FROM unnest(p_ids, p_attempts, p_errors, p_details) AS u(id, attempt, error, details)
              JOIN pgrelay._jobs j ON j.id = u.id AND j.attempt = u.attempt AND j.leased_by IS NOT NULL
         FOR UPDATE OF j;
@@ -1236,7 +1327,17 @@ BEGIN
                d.last_error, d.result, d.leased_by, d.leased_at, d.created_at, pg_catalog.now(), d.enqueued_by
         FROM done d
     )
-    SELECT coalesce(array_agg(d.id), '{}'), min(d.queue), max(d.queue) INTO v_ids, v_first, v_last FROM done d;
+    SELECT coalesce(array_agg(d.id), '{}'), min(d.queue), max(d.queue),
+           array_agg(d.id) FILTER (WHERE d.attempt > CASE WHEN p_leased THEN 1 ELSE 0 END)
+        INTO v_ids, v_first, v_last, v_retried
+    FROM done d;
+    IF v_retried IS NOT NULL THEN
+        -- the attempts their earlier tries left (in _attempts_active; -infinity: from before 0.5.0)
+        -- go to the day the job finished, to be dropped with it
+        UPDATE pgrelay._attempts a
+        SET job_finished_at = pg_catalog.now(), job_class = CASE WHEN v_status = 's' THEN 's' ELSE 'x' END
+        WHERE a.job_finished_at IN ('infinity', '-infinity') AND a.job_id = ANY (v_retried);
+    END IF;
     IF v_first = v_last THEN
         INSERT INTO pgrelay._counts AS c (queue, minute, backend, succeeded, dead_letter, cancelled)
         VALUES (v_first, pg_catalog.date_trunc('minute', pg_catalog.now()), pg_catalog.pg_backend_pid(),
@@ -1262,6 +1363,60 @@ END
 $$;
 
 ALTER FUNCTION pgrelay._finish(p_ids bigint[], p_attempts integer[], p_status text, p_outcome text, p_results jsonb[], p_errors text[], p_details jsonb[], p_leased boolean) OWNER TO postgres;
+
+--
+-- Name: _forget_partition(regclass); Type: FUNCTION; Schema: pgrelay; Owner: postgres
+--
+
+CREATE FUNCTION pgrelay._forget_partition(p_table regclass) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET enable_seqscan TO 'on'
+    AS $$
+DECLARE
+    v_rows bigint;
+BEGIN
+    EXECUTE format(
+        'WITH counted AS (
+             SELECT f.queue, count(*) FILTER (WHERE f.status = %L) AS s, count(*) FILTER (WHERE f.status = %L) AS d,
+                    count(*) FILTER (WHERE f.status = %L) AS c
+             FROM %s f GROUP BY f.queue
+         ), subtracted AS (
+             INSERT INTO pgrelay._counts AS c (queue, minute, backend, succeeded, dead_letter, cancelled)
+             SELECT n.queue, %L, 0, -n.s, -n.d, -n.c FROM counted n ORDER BY n.queue
+             ON CONFLICT ON CONSTRAINT _counts_pkey DO UPDATE
+             SET succeeded = c.succeeded + excluded.succeeded, dead_letter = c.dead_letter + excluded.dead_letter,
+                 cancelled = c.cancelled + excluded.cancelled
+         )
+         SELECT coalesce(sum(n.s + n.d + n.c), 0) FROM counted n', 's', 'd', 'c', p_table, '-infinity')
+    INTO v_rows;
+    EXECUTE format(
+        'DELETE FROM pgrelay._idempotency_keys k USING %s f, pgrelay._queues q
+         WHERE (f.options).idempotency_key IS NOT NULL AND q.queue = f.queue AND k.queue_id = q.id
+           AND k.key = (f.options).idempotency_key AND k.job_id = f.id', p_table);
+    RETURN v_rows;
+END
+$$;
+
+ALTER FUNCTION pgrelay._forget_partition(p_table regclass) OWNER TO postgres;
+
+--
+-- Name: _has_rows(regclass); Type: FUNCTION; Schema: pgrelay; Owner: postgres
+--
+
+CREATE FUNCTION pgrelay._has_rows(p_table regclass) RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_found boolean;
+BEGIN
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s)', p_table) INTO v_found;
+    RETURN v_found;
+END
+$$;
+
+ALTER FUNCTION pgrelay._has_rows(p_table regclass) OWNER TO postgres;
 
 --
 -- Name: _http_args_error(text, text, jsonb); Type: FUNCTION; Schema: pgrelay; Owner: postgres
@@ -1375,6 +1530,98 @@ CREATE FUNCTION pgrelay._kind_name(p_kind "char") RETURNS text
 $$;
 
 ALTER FUNCTION pgrelay._kind_name(p_kind "char") OWNER TO postgres;
+
+--
+-- Name: _legacy_history(); Type: FUNCTION; Schema: pgrelay; Owner: postgres
+--
+
+CREATE FUNCTION pgrelay._legacy_history(OUT finished regclass, OUT attempts regclass, OUT before timestamp with time zone) RETURNS record
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+    SELECT (SELECT c.oid::regclass FROM pg_class c
+            WHERE c.relnamespace = 'pgrelay'::regnamespace AND c.relname ~ '^_finished_before_[0-9]{8}$'),
+           (SELECT c.oid::regclass FROM pg_class c
+            WHERE c.relnamespace = 'pgrelay'::regnamespace AND c.relname ~ '^_attempts_before_[0-9]{8}$'),
+           (SELECT max(to_date(right(c.relname, 8), 'YYYYMMDD')::timestamp AT TIME ZONE 'UTC') FROM pg_class c
+            WHERE c.relnamespace = 'pgrelay'::regnamespace AND c.relname ~ '^_(finished|attempts)_before_[0-9]{8}$')
+$_$;
+
+ALTER FUNCTION pgrelay._legacy_history(OUT finished regclass, OUT attempts regclass, OUT before timestamp with time zone) OWNER TO postgres;
+
+--
+-- Name: _make_partitions(timestamp with time zone, integer); Type: FUNCTION; Schema: pgrelay; Owner: postgres
+--
+
+CREATE FUNCTION pgrelay._make_partitions(p_from timestamp with time zone, p_days integer) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_day timestamptz;
+    v_next timestamptz;
+    v_name text;
+    v_leaf text;
+    v_made integer := 0;
+    v_legacy_before timestamptz := (pgrelay._legacy_history()).before;
+    v_lock_timeout text := current_setting('lock_timeout');
+BEGIN
+    -- Attaching locks the default partition against readers: not waited for behind a long query
+    -- (readers would queue behind the attach); a day left undone is made by the next call.
+    PERFORM set_config('lock_timeout', '100ms', true);
+    FOR n IN 0 .. p_days - 1 LOOP
+        v_day := pgrelay._day(p_from) + make_interval(days => n);
+        v_next := v_day + interval '1 day';
+        v_name := to_char(v_day AT TIME ZONE 'UTC', 'YYYYMMDD');
+        CONTINUE WHEN to_regclass(format('pgrelay.%I', '_finished_' || v_name)) IS NOT NULL
+                   OR v_day < v_legacy_before;   -- (the legacy history's partitions hold those days)
+        BEGIN
+        EXECUTE format('CREATE TABLE pgrelay.%I (LIKE pgrelay._finished) PARTITION BY LIST (status)',
+                       '_finished_' || v_name);
+        EXECUTE format('CREATE TABLE pgrelay.%I PARTITION OF pgrelay.%I FOR VALUES IN (%L)',
+                       '_finished_' || v_name || '_s', '_finished_' || v_name, 's');
+        EXECUTE format('CREATE TABLE pgrelay.%I PARTITION OF pgrelay.%I FOR VALUES IN (%L, %L)',
+                       '_finished_' || v_name || '_x', '_finished_' || v_name, 'd', 'c');
+        EXECUTE format('CREATE INDEX %I ON pgrelay.%I (id)', '_finished_' || v_name || '_s_id_idx',
+                       '_finished_' || v_name || '_s');
+        EXECUTE format('CREATE INDEX %I ON pgrelay.%I (id)', '_finished_' || v_name || '_x_id_idx',
+                       '_finished_' || v_name || '_x');
+        EXECUTE format('CREATE INDEX %I ON pgrelay.%I (queue, finished_at) WHERE status = %L',
+                       '_finished_' || v_name || '_x_dead_letter_idx', '_finished_' || v_name || '_x', 'd');
+        IF v_day <= now() THEN   -- (a day that has not begun has no jobs yet)
+            EXECUTE format('WITH moved AS (DELETE FROM pgrelay._finished_default f WHERE f.finished_at >= %L AND f.finished_at < %L RETURNING f.*)
+                            INSERT INTO pgrelay.%I SELECT * FROM moved', v_day, v_next, '_finished_' || v_name);
+        END IF;
+        EXECUTE format('ALTER TABLE pgrelay._finished ATTACH PARTITION pgrelay.%I FOR VALUES FROM (%L) TO (%L)',
+                       '_finished_' || v_name, v_day, v_next);
+
+        EXECUTE format('CREATE TABLE pgrelay.%I (LIKE pgrelay._attempts INCLUDING CONSTRAINTS) PARTITION BY LIST (job_class)',
+                       '_attempts_' || v_name);
+        EXECUTE format('CREATE TABLE pgrelay.%I PARTITION OF pgrelay.%I FOR VALUES IN (%L)',
+                       '_attempts_' || v_name || '_s', '_attempts_' || v_name, 's');
+        EXECUTE format('CREATE TABLE pgrelay.%I PARTITION OF pgrelay.%I FOR VALUES IN (%L)',
+                       '_attempts_' || v_name || '_x', '_attempts_' || v_name, 'x');
+        FOREACH v_leaf IN ARRAY ARRAY['_attempts_' || v_name || '_s', '_attempts_' || v_name || '_x'] LOOP
+            EXECUTE format('CREATE UNIQUE INDEX %I ON pgrelay.%I (job_id, attempt)', v_leaf || '_pkey', v_leaf);
+            EXECUTE format('CREATE INDEX %I ON pgrelay.%I USING brin (finished_at)', v_leaf || '_finished_at_idx', v_leaf);
+        END LOOP;
+        IF v_day <= now() THEN
+            EXECUTE format('WITH moved AS (DELETE FROM pgrelay._attempts_default a WHERE a.job_finished_at >= %L AND a.job_finished_at < %L RETURNING a.*)
+                            INSERT INTO pgrelay.%I SELECT * FROM moved', v_day, v_next, '_attempts_' || v_name);
+        END IF;
+        EXECUTE format('ALTER TABLE pgrelay._attempts ATTACH PARTITION pgrelay.%I FOR VALUES FROM (%L) TO (%L)',
+                       '_attempts_' || v_name, v_day, v_next);
+        v_made := v_made + 1;
+        EXCEPTION WHEN lock_not_available THEN
+            NULL;
+        END;
+    END LOOP;
+    PERFORM set_config('lock_timeout', v_lock_timeout, true);
+    RETURN v_made;
+END
+$$;
+
+ALTER FUNCTION pgrelay._make_partitions(p_from timestamp with time zone, p_days integer) OWNER TO postgres;
 
 --
 -- Name: _name_error(text, text, integer, text); Type: FUNCTION; Schema: pgrelay; Owner: postgres
@@ -1578,6 +1825,8 @@ COMMENT ON FUNCTION pgrelay._privileges() IS 'Private: which group role may call
 CREATE FUNCTION pgrelay._purge_jobs(p_ids bigint[]) RETURNS bigint[]
     LANGUAGE sql
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET enable_mergejoin TO 'off'
+    SET enable_hashjoin TO 'off'
     AS $$
     WITH doomed AS (
         SELECT f.id FROM pgrelay._finished f WHERE f.id = ANY (p_ids) FOR UPDATE SKIP LOCKED
@@ -1665,7 +1914,11 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname = 'pgrelay') THEN
         FOR v_table IN
             SELECT c.oid FROM pg_catalog.pg_class c
-            WHERE c.relnamespace = 'pgrelay'::regnamespace AND c.relkind IN ('r', 'S') ORDER BY c.relname
+            WHERE c.relnamespace = 'pgrelay'::regnamespace AND c.relkind IN ('r', 'S')
+              -- (the history's day partitions are not members: pg_dump dumps them as tables)
+              AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                          WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+            ORDER BY c.relname
         LOOP
             PERFORM pg_catalog.pg_extension_config_dump(v_table, '');
         END LOOP;
@@ -1732,8 +1985,9 @@ BEGIN
         WHERE j.id = o.id
         RETURNING j.id, j.queue, j.run_at
     ), attempts AS (
-        INSERT INTO pgrelay._attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, details)
-        SELECT o.id, o.attempt, o.leased_by, o.leased_at, pg_catalog.now(), p_outcome, o.error, o.details
+        INSERT INTO pgrelay._attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, details,
+                                       job_finished_at)
+        SELECT o.id, o.attempt, o.leased_by, o.leased_at, pg_catalog.now(), p_outcome, o.error, o.details, 'infinity'
         FROM old o
     )
     SELECT m.id, m.queue, m.run_at FROM moved m;
@@ -3367,6 +3621,11 @@ DECLARE
     v_last bigint;
     v_ahead bigint;
     v_n integer;
+    v_keep_s integer;      -- the longest retention of succeeded jobs, and of the others, any queue has:
+    v_keep_x integer;      -- their partitions are dropped whole then (_drop_partitions)
+    v_rowwise regclass[];  -- partitions purged row by row whatever the retention (see _finished)
+    v_walk boolean;
+    v_dropped bigint;      -- jobs that went with their partition
 BEGIN
     PERFORM pgrelay._check(coalesce(
         pgrelay._range_error('older_than_days', purge.older_than_days, 0, 36500, ' (or NULL for each queue''s retention)'),
@@ -3382,6 +3641,28 @@ BEGIN
          FROM pgrelay._queues q),
         pgrelay._default_retention_succeeded_days(), pgrelay._default_retention_dead_letter_days()));
     v_front := now() - make_interval(days => v_min_days);
+    SELECT greatest(max(coalesce(q.retention_succeeded_days, pgrelay._default_retention_succeeded_days())),
+                    pgrelay._default_retention_succeeded_days()),
+           greatest(max(coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days())),
+                    pgrelay._default_retention_dead_letter_days())
+        INTO v_keep_s, v_keep_x
+    FROM pgrelay._queues q;
+
+    -- the days ahead (from tomorrow: attaching a day that has begun could fail the acks that a
+    -- moment earlier routed its jobs to the default partition), then whole days past their retention
+    PERFORM pgrelay._make_partitions(now() + interval '1 day', 3);
+    v_dropped := pgrelay._drop_partitions(coalesce(purge.older_than_days, v_keep_s),
+                                          coalesce(purge.older_than_days, v_keep_x));
+    -- Row by row: the default and legacy partitions, and the jobs of a queue that keeps them for less
+    -- than the longest retention of their kind (their day is dropped later). Not at all when there
+    -- are none of those.
+    v_rowwise := ARRAY['pgrelay._finished_default'::regclass, coalesce((pgrelay._legacy_history()).finished, 0::oid::regclass)];
+    v_walk := purge.older_than_days IS NOT NULL
+              OR EXISTS (SELECT 1 FROM pgrelay._queues q
+                         WHERE coalesce(q.retention_succeeded_days, pgrelay._default_retention_succeeded_days()) < v_keep_s
+                            OR coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days()) < v_keep_x)
+              OR EXISTS (SELECT 1 FROM pgrelay._finished_default)
+              OR (v_rowwise[2] <> 0 AND pgrelay._has_rows(v_rowwise[2]));
 
     IF purge.older_than_days IS NULL THEN
         -- first the jobs an earlier walk noted as kept longer, whose time has come
@@ -3404,16 +3685,24 @@ BEGIN
     -- first job created after the front. It removes the due jobs it reads and notes the kept ones
     -- (created before the front: a later walk does not read them again). A routine purge reads at most
     -- about 10,000 jobs it leaves per call, however long the history a pass has to go through.
-    WHILE v_total < v_max AND (v_kept < 10000 OR purge.older_than_days IS NOT NULL) LOOP
-        WITH batch AS (
-            SELECT f.id, f.queue, f.status, f.created_at, f.finished_at,
-                   f.finished_at + make_interval(days => coalesce(purge.older_than_days,
+    WHILE v_walk AND v_total < v_max AND (v_kept < 10000 OR purge.older_than_days IS NOT NULL) LOOP
+        WITH read AS (
+            SELECT f.id, f.queue, f.status, f.created_at, f.finished_at, f.tableoid::regclass = ANY (v_rowwise) AS rowwise,
+                   coalesce(purge.older_than_days,
                        CASE WHEN f.status = 's'
                             THEN coalesce(q.retention_succeeded_days, pgrelay._default_retention_succeeded_days())
-                            ELSE coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days()) END))
-                       AS due_at
-            FROM (SELECT f.* FROM pgrelay._finished f WHERE f.id > v_after ORDER BY f.id LIMIT 1000) f
+                            ELSE coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days()) END)
+                       AS days
+            FROM (SELECT f.id, f.queue, f.status, f.created_at, f.finished_at, f.tableoid
+                  FROM pgrelay._finished f WHERE f.id > v_after ORDER BY f.id LIMIT 1000) f
             LEFT JOIN pgrelay._queues q ON q.queue = f.queue
+        ), batch AS (
+            -- due_at NULL: left to its day's drop
+            SELECT r.id, r.queue, r.status, r.created_at, r.finished_at,
+                   CASE WHEN r.rowwise OR purge.older_than_days IS NOT NULL
+                             OR r.days < CASE WHEN r.status = 's' THEN v_keep_s ELSE v_keep_x END
+                        THEN r.finished_at + make_interval(days => r.days) END AS due_at
+            FROM read r
         ), noted AS (
             INSERT INTO pgrelay._purge_later (id, queue, succeeded, finished_at, due_at)
             SELECT b.id, b.queue, b.status = 's', b.finished_at, b.due_at FROM batch b
@@ -3478,9 +3767,10 @@ BEGIN
     SET succeeded = c.succeeded + excluded.succeeded, dead_letter = c.dead_letter + excluded.dead_letter,
         cancelled = c.cancelled + excluded.cancelled;
 
+    PERFORM pgrelay._drop_legacy_history();
     -- workers gone for a week
     DELETE FROM pgrelay._workers w WHERE w.last_seen < now() - interval '7 days';
-    RETURN v_total;
+    RETURN v_total + v_dropped;
 END
 $$;
 
@@ -4049,9 +4339,12 @@ CREATE TABLE pgrelay._attempts (
     outcome text NOT NULL,
     error text,
     details jsonb,
+    job_finished_at timestamp with time zone NOT NULL,
+    job_class "char",
     CONSTRAINT _attempts_attempt_check CHECK ((attempt >= 1)),
     CONSTRAINT _attempts_outcome_check CHECK ((outcome = ANY (ARRAY['succeeded'::text, 'failed'::text, 'timeout'::text, 'lease_expired'::text, 'cancelled'::text])))
-);
+)
+PARTITION BY RANGE (job_finished_at);
 
 ALTER TABLE pgrelay._attempts OWNER TO postgres;
 
@@ -4059,7 +4352,49 @@ ALTER TABLE pgrelay._attempts OWNER TO postgres;
 -- Name: TABLE _attempts; Type: COMMENT; Schema: pgrelay; Owner: postgres
 --
 
-COMMENT ON TABLE pgrelay._attempts IS 'Private: the audit trail, one row per ended attempt.';
+COMMENT ON TABLE pgrelay._attempts IS 'Private: the audit trail, one row per ended attempt; partitioned like _finished.';
+
+--
+-- Name: _attempts_active; Type: TABLE; Schema: pgrelay; Owner: postgres
+--
+
+CREATE TABLE pgrelay._attempts_active (
+    job_id bigint NOT NULL,
+    attempt integer NOT NULL,
+    worker text NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    finished_at timestamp with time zone NOT NULL,
+    outcome text NOT NULL,
+    error text,
+    details jsonb,
+    job_finished_at timestamp with time zone NOT NULL,
+    job_class "char",
+    CONSTRAINT _attempts_attempt_check CHECK ((attempt >= 1)),
+    CONSTRAINT _attempts_outcome_check CHECK ((outcome = ANY (ARRAY['succeeded'::text, 'failed'::text, 'timeout'::text, 'lease_expired'::text, 'cancelled'::text])))
+);
+
+ALTER TABLE pgrelay._attempts_active OWNER TO postgres;
+
+--
+-- Name: _attempts_default; Type: TABLE; Schema: pgrelay; Owner: postgres
+--
+
+CREATE TABLE pgrelay._attempts_default (
+    job_id bigint NOT NULL,
+    attempt integer NOT NULL,
+    worker text NOT NULL,
+    started_at timestamp with time zone NOT NULL,
+    finished_at timestamp with time zone NOT NULL,
+    outcome text NOT NULL,
+    error text,
+    details jsonb,
+    job_finished_at timestamp with time zone NOT NULL,
+    job_class "char",
+    CONSTRAINT _attempts_attempt_check CHECK ((attempt >= 1)),
+    CONSTRAINT _attempts_outcome_check CHECK ((outcome = ANY (ARRAY['succeeded'::text, 'failed'::text, 'timeout'::text, 'lease_expired'::text, 'cancelled'::text])))
+);
+
+ALTER TABLE pgrelay._attempts_default OWNER TO postgres;
 
 --
 -- Name: _counts; Type: TABLE; Schema: pgrelay; Owner: postgres
@@ -4087,7 +4422,41 @@ COMMENT ON TABLE pgrelay._counts IS 'Private: finished jobs per queue, minute an
 --
 
 CREATE TABLE pgrelay._finished (
-    id bigint NOT NULL,
+    id bigint,
+    queue text COLLATE pg_catalog."C",
+    task text COLLATE pg_catalog."C",
+    kind "char",
+    status "char",
+    priority integer,
+    run_at timestamp with time zone,
+    attempt integer,
+    payload jsonb,
+    options pgrelay._job_options,
+    last_error text,
+    result jsonb,
+    leased_by text,
+    leased_at timestamp with time zone,
+    created_at timestamp with time zone,
+    finished_at timestamp with time zone,
+    replayed_as bigint,
+    enqueued_by oid
+)
+PARTITION BY RANGE (finished_at);
+
+ALTER TABLE pgrelay._finished OWNER TO postgres;
+
+--
+-- Name: TABLE _finished; Type: COMMENT; Schema: pgrelay; Owner: postgres
+--
+
+COMMENT ON TABLE pgrelay._finished IS 'Private: succeeded, dead-lettered and cancelled jobs, kept until purged; partitioned by day.';
+
+--
+-- Name: _finished_default; Type: TABLE; Schema: pgrelay; Owner: postgres
+--
+
+CREATE TABLE pgrelay._finished_default (
+    id bigint,
     queue text COLLATE pg_catalog."C",
     task text COLLATE pg_catalog."C",
     kind "char",
@@ -4107,13 +4476,7 @@ CREATE TABLE pgrelay._finished (
     enqueued_by oid
 );
 
-ALTER TABLE pgrelay._finished OWNER TO postgres;
-
---
--- Name: TABLE _finished; Type: COMMENT; Schema: pgrelay; Owner: postgres
---
-
-COMMENT ON TABLE pgrelay._finished IS 'Private: succeeded, dead-lettered and cancelled jobs, kept until purged.';
+ALTER TABLE pgrelay._finished_default OWNER TO postgres;
 
 --
 -- Name: _idempotency_keys; Type: TABLE; Schema: pgrelay; Owner: postgres
@@ -4632,11 +4995,22 @@ heartbeats three times per lease); purge() forgets workers gone for a week. wait
 claim and waits for a NOTIFY (idle()).';
 
 --
--- Name: _attempts _attempts_pkey; Type: CONSTRAINT; Schema: pgrelay; Owner: postgres
+-- Name: _attempts_active; Type: TABLE ATTACH; Schema: pgrelay; Owner: postgres
 --
 
-ALTER TABLE ONLY pgrelay._attempts
-    ADD CONSTRAINT _attempts_pkey PRIMARY KEY (job_id, attempt);
+ALTER TABLE ONLY pgrelay._attempts ATTACH PARTITION pgrelay._attempts_active FOR VALUES FROM ('infinity') TO (MAXVALUE);
+
+--
+-- Name: _attempts_default; Type: TABLE ATTACH; Schema: pgrelay; Owner: postgres
+--
+
+ALTER TABLE ONLY pgrelay._attempts ATTACH PARTITION pgrelay._attempts_default DEFAULT;
+
+--
+-- Name: _finished_default; Type: TABLE ATTACH; Schema: pgrelay; Owner: postgres
+--
+
+ALTER TABLE ONLY pgrelay._finished ATTACH PARTITION pgrelay._finished_default DEFAULT;
 
 --
 -- Name: _counts _counts_pkey; Type: CONSTRAINT; Schema: pgrelay; Owner: postgres
@@ -4644,13 +5018,6 @@ ALTER TABLE ONLY pgrelay._attempts
 
 ALTER TABLE ONLY pgrelay._counts
     ADD CONSTRAINT _counts_pkey PRIMARY KEY (queue, minute, backend);
-
---
--- Name: _finished _finished_pkey; Type: CONSTRAINT; Schema: pgrelay; Owner: postgres
---
-
-ALTER TABLE ONLY pgrelay._finished
-    ADD CONSTRAINT _finished_pkey PRIMARY KEY (id);
 
 --
 -- Name: _idempotency_keys _idempotency_keys_pkey; Type: CONSTRAINT; Schema: pgrelay; Owner: postgres
@@ -4723,16 +5090,40 @@ ALTER TABLE ONLY pgrelay._workers
     ADD CONSTRAINT _workers_pkey PRIMARY KEY (worker);
 
 --
--- Name: _attempts_finished_at_idx; Type: INDEX; Schema: pgrelay; Owner: postgres
+-- Name: _attempts_active_finished_at_idx; Type: INDEX; Schema: pgrelay; Owner: postgres
 --
 
-CREATE INDEX _attempts_finished_at_idx ON pgrelay._attempts USING brin (finished_at);
+CREATE INDEX _attempts_active_finished_at_idx ON pgrelay._attempts_active USING brin (finished_at);
 
 --
--- Name: _finished_dead_letter_idx; Type: INDEX; Schema: pgrelay; Owner: postgres
+-- Name: _attempts_active_pkey; Type: INDEX; Schema: pgrelay; Owner: postgres
 --
 
-CREATE INDEX _finished_dead_letter_idx ON pgrelay._finished USING btree (queue, finished_at) WHERE (status = 'd'::"char");
+CREATE UNIQUE INDEX _attempts_active_pkey ON pgrelay._attempts_active USING btree (job_id, attempt);
+
+--
+-- Name: _attempts_default_finished_at_idx; Type: INDEX; Schema: pgrelay; Owner: postgres
+--
+
+CREATE INDEX _attempts_default_finished_at_idx ON pgrelay._attempts_default USING brin (finished_at);
+
+--
+-- Name: _attempts_default_job_idx; Type: INDEX; Schema: pgrelay; Owner: postgres
+--
+
+CREATE INDEX _attempts_default_job_idx ON pgrelay._attempts_default USING btree (job_id, attempt);
+
+--
+-- Name: _finished_default_dead_letter_idx; Type: INDEX; Schema: pgrelay; Owner: postgres
+--
+
+CREATE INDEX _finished_default_dead_letter_idx ON pgrelay._finished_default USING btree (queue, finished_at) WHERE (status = 'd'::"char");
+
+--
+-- Name: _finished_default_id_idx; Type: INDEX; Schema: pgrelay; Owner: postgres
+--
+
+CREATE INDEX _finished_default_id_idx ON pgrelay._finished_default USING btree (id);
 
 --
 -- Name: _jobs_dedupe_key_idx; Type: INDEX; Schema: pgrelay; Owner: postgres
@@ -4900,6 +5291,12 @@ REVOKE ALL ON FUNCTION pgrelay._cron_wall_next(p_cron pgrelay._cron, p_after tim
 REVOKE ALL ON FUNCTION pgrelay._cron_wall_prev(p_cron pgrelay._cron, p_at timestamp without time zone) FROM PUBLIC;
 
 --
+-- Name: FUNCTION _day(p_at timestamp with time zone); Type: ACL; Schema: pgrelay; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION pgrelay._day(p_at timestamp with time zone) FROM PUBLIC;
+
+--
 -- Name: FUNCTION _default_backoff_base_seconds(); Type: ACL; Schema: pgrelay; Owner: postgres
 --
 
@@ -4950,6 +5347,18 @@ GRANT ALL ON FUNCTION pgrelay._default_retention_succeeded_days() TO pgrelay_rea
 REVOKE ALL ON FUNCTION pgrelay._delivery_id(p_id bigint, p_options pgrelay._job_options) FROM PUBLIC;
 
 --
+-- Name: FUNCTION _drop_legacy_history(); Type: ACL; Schema: pgrelay; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION pgrelay._drop_legacy_history() FROM PUBLIC;
+
+--
+-- Name: FUNCTION _drop_partitions(p_succeeded_days integer, p_dead_letter_days integer); Type: ACL; Schema: pgrelay; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION pgrelay._drop_partitions(p_succeeded_days integer, p_dead_letter_days integer) FROM PUBLIC;
+
+--
 -- Name: FUNCTION _enqueue(p_queue text, p_task text, p_kind "char", p_payload jsonb, p_run_at timestamp with time zone, p_priority integer, p_max_attempts integer, p_timeout_seconds integer, p_idempotency_key text, p_dedupe_key text, p_trace_id text, p_replayed_from bigint); Type: ACL; Schema: pgrelay; Owner: postgres
 --
 
@@ -4960,6 +5369,18 @@ REVOKE ALL ON FUNCTION pgrelay._enqueue(p_queue text, p_task text, p_kind "char"
 --
 
 REVOKE ALL ON FUNCTION pgrelay._finish(p_ids bigint[], p_attempts integer[], p_status text, p_outcome text, p_results jsonb[], p_errors text[], p_details jsonb[], p_leased boolean) FROM PUBLIC;
+
+--
+-- Name: FUNCTION _forget_partition(p_table regclass); Type: ACL; Schema: pgrelay; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION pgrelay._forget_partition(p_table regclass) FROM PUBLIC;
+
+--
+-- Name: FUNCTION _has_rows(p_table regclass); Type: ACL; Schema: pgrelay; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION pgrelay._has_rows(p_table regclass) FROM PUBLIC;
 
 --
 -- Name: FUNCTION _http_args_error(p_url text, p_method text, p_headers jsonb, OUT sqlstate text, OUT message text); Type: ACL; Schema: pgrelay; Owner: postgres
@@ -4986,6 +5407,18 @@ REVOKE ALL ON FUNCTION pgrelay._job_options(p_max_attempts integer, p_timeout_se
 REVOKE ALL ON FUNCTION pgrelay._kind_name(p_kind "char") FROM PUBLIC;
 GRANT ALL ON FUNCTION pgrelay._kind_name(p_kind "char") TO pgrelay_admin;
 GRANT ALL ON FUNCTION pgrelay._kind_name(p_kind "char") TO pgrelay_reader;
+
+--
+-- Name: FUNCTION _legacy_history(OUT finished regclass, OUT attempts regclass, OUT before timestamp with time zone); Type: ACL; Schema: pgrelay; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION pgrelay._legacy_history(OUT finished regclass, OUT attempts regclass, OUT before timestamp with time zone) FROM PUBLIC;
+
+--
+-- Name: FUNCTION _make_partitions(p_from timestamp with time zone, p_days integer); Type: ACL; Schema: pgrelay; Owner: postgres
+--
+
+REVOKE ALL ON FUNCTION pgrelay._make_partitions(p_from timestamp with time zone, p_days integer) FROM PUBLIC;
 
 --
 -- Name: FUNCTION _name_error(p_what text, p_value text, p_max integer, p_extra text); Type: ACL; Schema: pgrelay; Owner: postgres

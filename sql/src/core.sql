@@ -151,14 +151,17 @@ DECLARE
     v_ids bigint[];
     v_first text;   -- the first and the last queue (in name order) of the jobs that moved
     v_last text;
+    v_retried bigint[];   -- those of them that may have attempts recorded before this one
 BEGIN
     IF v_status IS NULL THEN
         RAISE EXCEPTION 'pgrelay._finish: unknown status %', p_status;
     END IF;
     IF v_status <> 's' AND p_leased THEN
         -- (locking the jobs it records, so the move below finds the same ones)
-        INSERT INTO pgrelay._attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, details)
-        SELECT j.id, j.attempt, j.leased_by, j.leased_at, pg_catalog.now(), p_outcome, u.error, u.details
+        INSERT INTO pgrelay._attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, details,
+                                       job_finished_at, job_class)
+        SELECT j.id, j.attempt, j.leased_by, j.leased_at, pg_catalog.now(), p_outcome, u.error, u.details,
+               pg_catalog.now(), 'x'
         FROM unnest(p_ids, p_attempts, p_errors, p_details) AS u(id, attempt, error, details)
              JOIN pgrelay._jobs j ON j.id = u.id AND j.attempt = u.attempt AND j.leased_by IS NOT NULL
         FOR UPDATE OF j;
@@ -181,7 +184,17 @@ BEGIN
                d.last_error, d.result, d.leased_by, d.leased_at, d.created_at, pg_catalog.now(), d.enqueued_by
         FROM done d
     )
-    SELECT coalesce(array_agg(d.id), '{}'), min(d.queue), max(d.queue) INTO v_ids, v_first, v_last FROM done d;
+    SELECT coalesce(array_agg(d.id), '{}'), min(d.queue), max(d.queue),
+           array_agg(d.id) FILTER (WHERE d.attempt > CASE WHEN p_leased THEN 1 ELSE 0 END)
+        INTO v_ids, v_first, v_last, v_retried
+    FROM done d;
+    IF v_retried IS NOT NULL THEN
+        -- the attempts their earlier tries left (in _attempts_active; -infinity: from before 0.5.0)
+        -- go to the day the job finished, to be dropped with it
+        UPDATE pgrelay._attempts a
+        SET job_finished_at = pg_catalog.now(), job_class = CASE WHEN v_status = 's' THEN 's' ELSE 'x' END
+        WHERE a.job_finished_at IN ('infinity', '-infinity') AND a.job_id = ANY (v_retried);
+    END IF;
     IF v_first = v_last THEN
         INSERT INTO pgrelay._counts AS c (queue, minute, backend, succeeded, dead_letter, cancelled)
         VALUES (v_first, pg_catalog.date_trunc('minute', pg_catalog.now()), pg_catalog.pg_backend_pid(),
@@ -233,8 +246,9 @@ BEGIN
         WHERE j.id = o.id
         RETURNING j.id, j.queue, j.run_at
     ), attempts AS (
-        INSERT INTO pgrelay._attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, details)
-        SELECT o.id, o.attempt, o.leased_by, o.leased_at, pg_catalog.now(), p_outcome, o.error, o.details
+        INSERT INTO pgrelay._attempts (job_id, attempt, worker, started_at, finished_at, outcome, error, details,
+                                       job_finished_at)
+        SELECT o.id, o.attempt, o.leased_by, o.leased_at, pg_catalog.now(), p_outcome, o.error, o.details, 'infinity'
         FROM old o
     )
     SELECT m.id, m.queue, m.run_at FROM moved m;

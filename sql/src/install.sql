@@ -52,6 +52,7 @@
 \ir helpers.sql
 \ir cron.sql
 \ir core.sql
+\ir partitions.sql
 
 -- The public API: producers, workers, inspection, queue settings, operators
 \ir producer.sql

@@ -163,7 +163,9 @@ Example: SELECT pgrelay.cancel(101);';
 -- caller holds (a replay marking a dead letter); returns the ids removed.
 CREATE FUNCTION pgrelay._purge_jobs(p_ids bigint[])
 RETURNS bigint[]
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp
+    -- (each job by its id, in every partition: a merge join read whole partitions in id order)
+    SET enable_mergejoin = off SET enable_hashjoin = off AS $$
     WITH doomed AS (
         SELECT f.id FROM pgrelay._finished f WHERE f.id = ANY (p_ids) FOR UPDATE SKIP LOCKED
     ), gone AS (
@@ -195,6 +197,11 @@ DECLARE
     v_last bigint;
     v_ahead bigint;
     v_n integer;
+    v_keep_s integer;      -- the longest retention of succeeded jobs, and of the others, any queue has:
+    v_keep_x integer;      -- their partitions are dropped whole then (_drop_partitions)
+    v_rowwise regclass[];  -- partitions purged row by row whatever the retention (see _finished)
+    v_walk boolean;
+    v_dropped bigint;      -- jobs that went with their partition
 BEGIN
     PERFORM pgrelay._check(coalesce(
         pgrelay._range_error('older_than_days', purge.older_than_days, 0, 36500, ' (or NULL for each queue''s retention)'),
@@ -210,6 +217,28 @@ BEGIN
          FROM pgrelay._queues q),
         pgrelay._default_retention_succeeded_days(), pgrelay._default_retention_dead_letter_days()));
     v_front := now() - make_interval(days => v_min_days);
+    SELECT greatest(max(coalesce(q.retention_succeeded_days, pgrelay._default_retention_succeeded_days())),
+                    pgrelay._default_retention_succeeded_days()),
+           greatest(max(coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days())),
+                    pgrelay._default_retention_dead_letter_days())
+        INTO v_keep_s, v_keep_x
+    FROM pgrelay._queues q;
+
+    -- the days ahead (from tomorrow: attaching a day that has begun could fail the acks that a
+    -- moment earlier routed its jobs to the default partition), then whole days past their retention
+    PERFORM pgrelay._make_partitions(now() + interval '1 day', 3);
+    v_dropped := pgrelay._drop_partitions(coalesce(purge.older_than_days, v_keep_s),
+                                          coalesce(purge.older_than_days, v_keep_x));
+    -- Row by row: the default and legacy partitions, and the jobs of a queue that keeps them for less
+    -- than the longest retention of their kind (their day is dropped later). Not at all when there
+    -- are none of those.
+    v_rowwise := ARRAY['pgrelay._finished_default'::regclass, coalesce((pgrelay._legacy_history()).finished, 0::oid::regclass)];
+    v_walk := purge.older_than_days IS NOT NULL
+              OR EXISTS (SELECT 1 FROM pgrelay._queues q
+                         WHERE coalesce(q.retention_succeeded_days, pgrelay._default_retention_succeeded_days()) < v_keep_s
+                            OR coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days()) < v_keep_x)
+              OR EXISTS (SELECT 1 FROM pgrelay._finished_default)
+              OR (v_rowwise[2] <> 0 AND pgrelay._has_rows(v_rowwise[2]));
 
     IF purge.older_than_days IS NULL THEN
         -- first the jobs an earlier walk noted as kept longer, whose time has come
@@ -232,16 +261,24 @@ BEGIN
     -- first job created after the front. It removes the due jobs it reads and notes the kept ones
     -- (created before the front: a later walk does not read them again). A routine purge reads at most
     -- about 10,000 jobs it leaves per call, however long the history a pass has to go through.
-    WHILE v_total < v_max AND (v_kept < 10000 OR purge.older_than_days IS NOT NULL) LOOP
-        WITH batch AS (
-            SELECT f.id, f.queue, f.status, f.created_at, f.finished_at,
-                   f.finished_at + make_interval(days => coalesce(purge.older_than_days,
+    WHILE v_walk AND v_total < v_max AND (v_kept < 10000 OR purge.older_than_days IS NOT NULL) LOOP
+        WITH read AS (
+            SELECT f.id, f.queue, f.status, f.created_at, f.finished_at, f.tableoid::regclass = ANY (v_rowwise) AS rowwise,
+                   coalesce(purge.older_than_days,
                        CASE WHEN f.status = 's'
                             THEN coalesce(q.retention_succeeded_days, pgrelay._default_retention_succeeded_days())
-                            ELSE coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days()) END))
-                       AS due_at
-            FROM (SELECT f.* FROM pgrelay._finished f WHERE f.id > v_after ORDER BY f.id LIMIT 1000) f
+                            ELSE coalesce(q.retention_dead_letter_days, pgrelay._default_retention_dead_letter_days()) END)
+                       AS days
+            FROM (SELECT f.id, f.queue, f.status, f.created_at, f.finished_at, f.tableoid
+                  FROM pgrelay._finished f WHERE f.id > v_after ORDER BY f.id LIMIT 1000) f
             LEFT JOIN pgrelay._queues q ON q.queue = f.queue
+        ), batch AS (
+            -- due_at NULL: left to its day's drop
+            SELECT r.id, r.queue, r.status, r.created_at, r.finished_at,
+                   CASE WHEN r.rowwise OR purge.older_than_days IS NOT NULL
+                             OR r.days < CASE WHEN r.status = 's' THEN v_keep_s ELSE v_keep_x END
+                        THEN r.finished_at + make_interval(days => r.days) END AS due_at
+            FROM read r
         ), noted AS (
             INSERT INTO pgrelay._purge_later (id, queue, succeeded, finished_at, due_at)
             SELECT b.id, b.queue, b.status = 's', b.finished_at, b.due_at FROM batch b
@@ -306,9 +343,10 @@ BEGIN
     SET succeeded = c.succeeded + excluded.succeeded, dead_letter = c.dead_letter + excluded.dead_letter,
         cancelled = c.cancelled + excluded.cancelled;
 
+    PERFORM pgrelay._drop_legacy_history();
     -- workers gone for a week
     DELETE FROM pgrelay._workers w WHERE w.last_seen < now() - interval '7 days';
-    RETURN v_total;
+    RETURN v_total + v_dropped;
 END
 $$;
 COMMENT ON FUNCTION pgrelay.purge(integer, integer) IS

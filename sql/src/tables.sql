@@ -105,11 +105,18 @@ CREATE UNIQUE INDEX _jobs_dedupe_key_idx ON pgrelay._jobs (queue_id, ((options).
 -- made by _finish, the only writer (and so with the values _jobs holds NOT NULL). Like the hot
 -- table's, its constraints are in the functions that write it: NOT NULL columns and a CHECK here
 -- would cost every ack, each statement re-reading the CHECK's expression and taking every checked
--- row apart column by column. No index on finished_at either: purge() walks the history in id order
--- (see there); a BRIN index would cost every ack too (PostgreSQL 15 reads its metapage and revmap
--- again for each row).
+-- row apart column by column.
+-- Partitioned by the day a job finished (UTC), then by status: succeeded (s) and the rest (x: dead
+-- letters and cancelled jobs, which share a retention), so that retention drops whole tables
+-- (_drop_partitions) instead of deleting rows: no dead tuples, no vacuum, however long the history.
+-- pgrelay makes the partitions itself (_make_partitions, from purge() and so from maintain(), a few
+-- days ahead): _finished_YYYYMMDD, with _finished_YYYYMMDD_s and _finished_YYYYMMDD_x. A row no day
+-- covers (maintain() not run for days) goes to _finished_default, which purge() handles row by row;
+-- so does _finished_before_YYYYMMDD, the history of a database upgraded from 0.4 (everything that
+-- finished before that day), until it is empty (_legacy_history).
+-- Indexes are made per partition (no index of the partitioned table): the legacy table keeps its own.
 CREATE TABLE pgrelay._finished (
-    id               bigint PRIMARY KEY,
+    id               bigint,
     queue            text COLLATE "C",
     task             text COLLATE "C",
     kind             "char",   -- as in _jobs
@@ -127,28 +134,42 @@ CREATE TABLE pgrelay._finished (
     finished_at      timestamptz,
     replayed_as      bigint,        -- the job replay() created from this one (the latest, when forced again)
     enqueued_by      oid            -- as in _jobs
-);
-COMMENT ON TABLE pgrelay._finished IS 'Private: succeeded, dead-lettered and cancelled jobs, kept until purged.';
-CREATE INDEX _finished_dead_letter_idx ON pgrelay._finished (queue, finished_at) WHERE status = 'd';
+) PARTITION BY RANGE (finished_at);
+COMMENT ON TABLE pgrelay._finished IS 'Private: succeeded, dead-lettered and cancelled jobs, kept until purged; partitioned by day.';
+CREATE TABLE pgrelay._finished_default PARTITION OF pgrelay._finished DEFAULT;
+CREATE INDEX _finished_default_id_idx ON pgrelay._finished_default (id);
+CREATE INDEX _finished_default_dead_letter_idx ON pgrelay._finished_default (queue, finished_at) WHERE status = 'd';
 
 -- One row per ended attempt, except a successful last attempt, which _finished records (leased_by,
 -- leased_at, finished_at): one row fewer written per job on the hot path. get_attempts joins the
 -- three places; the running attempt is read from _jobs.
+-- Partitioned like _finished, so that a job's attempts go with it: by the day its job finished
+-- (job_finished_at), then by its job's status class (job_class: s or x). The attempts of a job
+-- still active are in _attempts_active (job_finished_at infinity), and move to their day when the
+-- job finishes (_finish).
 CREATE TABLE pgrelay._attempts (
     job_id      bigint NOT NULL,
-    attempt     integer NOT NULL CHECK (attempt >= 1),
+    attempt     integer NOT NULL CONSTRAINT _attempts_attempt_check CHECK (attempt >= 1),
     worker      text NOT NULL,
     started_at  timestamptz NOT NULL,
     finished_at timestamptz NOT NULL,
-    outcome     text NOT NULL CHECK (outcome IN ('succeeded', 'failed', 'timeout', 'lease_expired', 'cancelled')),
+    outcome     text NOT NULL CONSTRAINT _attempts_outcome_check
+                CHECK (outcome IN ('succeeded', 'failed', 'timeout', 'lease_expired', 'cancelled')),
     error       text,
     details     jsonb,
-    PRIMARY KEY (job_id, attempt)
-);
-COMMENT ON TABLE pgrelay._attempts IS 'Private: the audit trail, one row per ended attempt.';
--- Attempts arrive in finished_at order: the recent_failures view reads the last hour through this
--- BRIN index, and purge() finds the attempts of the jobs it removes by the primary key.
-CREATE INDEX _attempts_finished_at_idx ON pgrelay._attempts USING brin (finished_at);
+    -- (last: added by 0.5.0)
+    job_finished_at timestamptz NOT NULL,   -- infinity while the job is active
+    job_class   "char"                      -- its job's status class, s or x, once it finished
+) PARTITION BY RANGE (job_finished_at);
+COMMENT ON TABLE pgrelay._attempts IS 'Private: the audit trail, one row per ended attempt; partitioned like _finished.';
+CREATE TABLE pgrelay._attempts_active PARTITION OF pgrelay._attempts FOR VALUES FROM ('infinity') TO (MAXVALUE);
+CREATE TABLE pgrelay._attempts_default PARTITION OF pgrelay._attempts DEFAULT;
+-- Attempts arrive in finished_at order: the recent_failures view reads the last hour through BRIN
+-- indexes, and purge() and get_attempts find a job's attempts by (job_id, attempt).
+CREATE UNIQUE INDEX _attempts_active_pkey ON pgrelay._attempts_active (job_id, attempt);
+CREATE INDEX _attempts_active_finished_at_idx ON pgrelay._attempts_active USING brin (finished_at);
+CREATE INDEX _attempts_default_job_idx ON pgrelay._attempts_default (job_id, attempt);
+CREATE INDEX _attempts_default_finished_at_idx ON pgrelay._attempts_default USING brin (finished_at);
 
 -- Idempotency keys outlive the active job: they are kept as long as the job or its history is. A key
 -- belongs to its queue: the same key in another queue is another job, and no caller learns anything

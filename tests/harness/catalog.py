@@ -12,6 +12,12 @@ functions and procedures (identity arguments, arguments with defaults, result, l
 strictness, parallel safety, SECURITY DEFINER, SET config, cost, rows, source); other types (enums,
 domains, ranges); comments on all of these; and grants as (grantee, privilege, grantable, grantor).
 
+Left out: the partitions of the history that pgrelay makes by date (``_finished_YYYYMMDD`` and its
+``_s``/``_x``, the same for ``_attempts``) and the history an upgrade from 0.4 kept in place
+(``_finished_before_YYYYMMDD``, ``_attempts_before_YYYYMMDD``), with their indexes, constraints and
+triggers: which exist depends on the day and on how the database got its schema, not on the schema
+(tests/sql/test_partitions.py checks them).
+
 ``snapshot_differences(a, b)`` lists where two snapshots differ, one line per path, for assertion
 messages that point at the object instead of printing two large dicts.
 
@@ -22,6 +28,7 @@ schema-qualified, whatever the caller's search_path.
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any
 
 import psycopg
@@ -34,6 +41,10 @@ _ACL = """(SELECT coalesce(jsonb_agg(e ORDER BY e), '[]'::jsonb)
            FROM (SELECT jsonb_build_array(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
                                           a.privilege_type, a.is_grantable, pg_get_userbyid(a.grantor)) AS e
                  FROM aclexplode(coalesce({acl}, acldefault({kind}, {owner}))) a) s)"""
+
+
+# the history's partitions made by date (see the module docstring)
+DATED_PARTITION = re.compile(r"^_(finished|attempts)_(\d{8}(_[sx])?|before_\d{8})$")
 
 
 def _acl(acl: str, kind: str, owner: str) -> str:
@@ -265,10 +276,21 @@ def schema_snapshot(conn: psycopg.Connection, schema: str = "pgrelay") -> dict[s
             for name, typtype, owner, acl, labels, domain, rng in cur.execute(_TYPES, params)
         }
         snap["comments"] = {f"{typ} {identity}": text for typ, identity, text in cur.execute(_COMMENTS, params)}
-        return snap
+        return _without_dated_partitions(snap)
     finally:
         cur.execute("SELECT set_config('search_path', %s, false)", (old_path,))
         cur.close()
+
+
+def _without_dated_partitions(snap: dict[str, Any]) -> dict[str, Any]:
+    snap["relations"] = {n: r for n, r in snap["relations"].items() if not DATED_PARTITION.match(n)}
+    snap["indexes"] = {n: i for n, i in snap["indexes"].items() if not DATED_PARTITION.match(i["table"])}
+    snap["constraints"] = {k: c for k, c in snap["constraints"].items()
+                           if not DATED_PARTITION.match(k.rsplit(".", 1)[0])}
+    snap["triggers"] = {k: t for k, t in snap["triggers"].items() if not DATED_PARTITION.match(k.rsplit(".", 1)[0])}
+    snap["comments"] = {k: c for k, c in snap["comments"].items()
+                        if not (k.startswith("table pgrelay.") and DATED_PARTITION.match(k.removeprefix("table pgrelay.")))}
+    return snap
 
 
 def snapshot_differences(a: Any, b: Any, path: str = "") -> list[str]:
