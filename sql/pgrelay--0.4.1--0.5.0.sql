@@ -40,7 +40,7 @@ claim and waits for a NOTIFY (idle()).';
 -- The history, partitioned (see _finished and _attempts in tables.sql). The tables of 0.4 stay where
 -- they are, renamed, as the partitions of everything that finished before tomorrow (UTC): nothing is
 -- copied. Attaching them reads each table once, to check its rows belong there, under the lock the
--- upgrade holds anyway (about 0.1 s per million rows; bench/results/2026-12-07-issue-24.md).
+-- upgrade holds anyway (bench/results/2026-12-08-partitions.md measures it).
 -- purge() empties them row by row as their jobs' retention ends, then drops them; jobs that finish
 -- from tomorrow on go to the day partitions. A job still active keeps its attempts there (job
 -- finished at -infinity) until it finishes.
