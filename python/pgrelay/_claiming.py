@@ -128,7 +128,9 @@ class Claimer:
             if len(jobs) < asked:
                 await self._wait()
         if self._waiting_since is not None:   # stopping: producers need not wake this worker any more
-            await self._awake()
+            # (not waited for longer than a claim in flight is: the wait lapses by itself)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._awake(), timeout=STOP_CLAIM_GRACE)
 
     async def _wait(self) -> None:
         """After a claim that left slots free: when to claim again (see the module's docstring)."""
