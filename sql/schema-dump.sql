@@ -3783,16 +3783,21 @@ ALTER FUNCTION pgrelay.purge(older_than_days integer, max_jobs integer) OWNER TO
 COMMENT ON FUNCTION pgrelay.purge(older_than_days integer, max_jobs integer) IS 'Remove finished jobs older than their retention, with their attempts and idempotency keys; returns how many.
 
 older_than_days: NULL for each queue''s retention (configure_queue: retention_succeeded_days, default 7;
-retention_dead_letter_days, default 30, also for cancelled jobs); 0 removes every finished job. Works in
-batches of 1,000 and stops after max_jobs, so it never holds many locks for long: call it again while it
-returns max_jobs. Active jobs are never touched. One purge runs at a time; a concurrent call returns 0.
+retention_dead_letter_days, default 30, also for cancelled jobs); 0 removes every finished job. Active jobs
+are never touched. One purge runs at a time; a concurrent call returns 0.
 
-By retention (NULL), a purge reads only the history that aged since the last one, not what is kept: it
-remembers where its walk stopped and when each job kept longer is due, and reads at most about 10,000
-jobs it keeps per call. A job that finishes long after later jobs were purged (it waited, ran or retried for
-longer than the shortest retention) is removed by the next pass over the whole history, which starts once
-a day (once an hour while a queue has a retention of 0 days). With older_than_days, it walks the whole
-history from the oldest job, as an operator''s sweep.
+The history is partitioned by day: a day''s succeeded jobs are dropped whole once the longest succeeded
+retention of any queue is over for the whole day, the rest of the day once the longest dead-letter retention
+is (so a job may stay up to a day past its retention); a day in use by a long query is left for the next
+call. It also makes the partitions of the next days. What no drop covers (a queue with a shorter retention
+than the longest, jobs of a day no partition was made for, the history kept by the upgrade from 0.4) is
+removed row by row, in batches of 1,000, stopping after max_jobs: call it again while it returns max_jobs.
+
+By retention (NULL), the row-by-row part reads only the history that aged since the last call, not what is
+kept: it remembers where its walk stopped and when each job kept longer is due, and reads at most about
+10,000 jobs it keeps per call. A job that finishes long after later jobs were purged is removed by the next
+pass over the whole history, which starts once a day (once an hour while a queue has a retention of 0
+days). With older_than_days, it drops the days older than that and walks the rest, as an operator''s sweep.
 
 Example: SELECT pgrelay.purge(older_than_days => 30);';
 
