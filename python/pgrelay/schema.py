@@ -39,10 +39,17 @@ ADVISORY_LOCK_KEY = int.from_bytes(b"pgrelay", "big")
 UPGRADE_LOCK_TIMEOUT = "300ms"   # statement_timeout of the LOCK TABLE: below deadlock_timeout
 UPGRADE_LOCK_ATTEMPTS = 50
 
-# every table of the schema, hot path first (the order workers lock them in)
+# every table of the schema, in the order workers and producers lock them: first those some call takes
+# before the hot table (consume reads _queues first, a keyed enqueue writes _idempotency_keys first, a
+# heartbeat _workers, tick _schedules, idle() _waiting), then the hot table and the history, then the
+# rest. A call holding one of the first while it waits for _jobs, which the LOCK below already holds,
+# makes the LOCK wait for it in turn until its timeout: the longer the list between the two (the
+# history's partitions), the more often.
 _LOCK_TABLES = """
     SELECT string_agg(format('%I.%I', n.nspname, c.relname), ', '
-                      ORDER BY c.relname <> '_jobs', c.relname <> '_finished', c.relname)
+                      ORDER BY array_position(ARRAY['_queues', '_idempotency_keys', '_workers', '_schedules',
+                                                    '_waiting', '_jobs', '_finished']::name[], c.relname) NULLS LAST,
+                               c.relname)
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE n.nspname = 'pgrelay' AND c.relkind IN ('r', 'p')
 """
